@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs on a fresh Debian 12 machine: the MQTT command-line
+# clients (mosquitto_pub/mosquitto_sub, used as real peers in integration tests) and the
+# project itself with its test extras, compiled extensions required.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v mosquitto_pub >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; then
+    echo "ci: installing mosquitto-clients and openssl"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq mosquitto-clients openssl >/dev/null
+fi
+
+echo "ci: installing robustmq with test extras (compiled extensions required)"
+ROBUSTMQ_REQUIRE_EXTENSIONS=1 python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+python - <<'PY'
+import robustmq._core as core
+for name in ("mqtt", "trie"):
+    module = getattr(core, name)
+    assert core.compiled(module), f"{name}: the compiled twin was not built ({module.__name__})"
+print("ci: compiled extensions present:", ", ".join(m.__name__ for m in (core.mqtt, core.trie)))
+PY
