@@ -1,0 +1,1 @@
+"""The stateless broker role: client connections, protocol parsing and message routing."""

@@ -1,0 +1,507 @@
+"""One MQTT client connection: the asyncio Protocol and its packet handlers.
+
+``data_received`` only feeds the decoder and hands every complete packet of the read to
+its handler; output is collected and written once per event-loop tick. What a packet
+means for the broker as a whole (sessions, routing, retained messages, wills) is asked of
+``MqttBroker``; this module owns per-connection state: protocol version, keep alive, flow
+control both ways, topic aliases and the write buffer. Protocol violations end the
+connection with the MQTT 5 reason code (or a plain close for 3.1/3.1.1), a log line
+naming the client and the reason, and a counter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from robustmq._core import mqtt, trie
+from robustmq._core.mqtt_spec import (
+    AUTH,
+    CONNECT,
+    DISCONNECT,
+    MAX_PACKET_SIZE,
+    PINGREQ,
+    PUBACK,
+    PUBCOMP,
+    PUBLISH,
+    PUBREC,
+    PUBREL,
+    SUBSCRIBE,
+    UNSUBSCRIBE,
+    ReasonCode,
+)
+from robustmq.broker.mqtt.message import Message
+from robustmq.broker.mqtt.rewrite import fill_placeholders
+from robustmq.broker.mqtt.session import Delivery, SubscriptionOptions
+from robustmq.errors import MqttError, v3_connack_code
+
+if TYPE_CHECKING:
+    from robustmq.broker.mqtt.server import MqttBroker
+    from robustmq.broker.mqtt.session import Session
+
+log = logging.getLogger(__name__)
+
+_PINGRESP = b"\xd0\x00"
+# Above this many bytes waiting in the transport, the connection counts as slow.
+_HIGH_WATER = 4 * 1024 * 1024
+
+
+class MqttConnection(asyncio.Protocol):
+    def __init__(self, broker: MqttBroker, listener: str = "tcp") -> None:
+        self.broker = broker
+        self.listener = listener
+        cfg = broker.config
+        self.decoder = mqtt.Decoder(0, cfg.max_packet_size)
+        self.transport: asyncio.Transport | None = None
+        self.peer = ""
+        self.version = 4
+        self.client_id = ""
+        self.username: str | None = None
+        self.session: Session | None = None
+        self.connected = False
+        self.closing = False
+        self.will: Any = None
+        self.keep_alive = 0
+        self.last_seen = time.monotonic()
+        self.send_quota = 65535  # the client's Receive Maximum
+        self.client_max_packet = MAX_PACKET_SIZE
+        self.topic_aliases: dict[int, str] = {}
+        self.paused = False
+        self.dropped = 0
+        self._buffer = b""
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+        self._connect_timer: asyncio.TimerHandle | None = None
+        self._handlers = {
+            PUBLISH: self.handle_publish,
+            PUBACK: self.handle_puback,
+            PUBREC: self.handle_pubrec,
+            PUBREL: self.handle_pubrel,
+            PUBCOMP: self.handle_pubcomp,
+            SUBSCRIBE: self.handle_subscribe,
+            UNSUBSCRIBE: self.handle_unsubscribe,
+            PINGREQ: self.handle_pingreq,
+            DISCONNECT: self.handle_disconnect,
+            CONNECT: self.handle_connect,
+            AUTH: self.handle_auth,
+        }
+
+    # ------------------------------------------------------------------ transport
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.broker.connections.add(self)
+        self.broker.stats["connections_total"] += 1
+        self._connect_timer = asyncio.get_running_loop().call_later(
+            self.broker.config.connect_timeout, self._connect_timed_out
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        if self._connect_timer is not None:
+            self._connect_timer.cancel()
+        self.broker.connections.discard(self)
+        if self.connected:
+            self.broker.connection_gone(self)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        if self.session is not None and self.session.connection is self:
+            self.session.drain()
+
+    def data_received(self, data: bytes) -> None:
+        self.last_seen = time.monotonic()
+        self.broker.stats["bytes_received"] += len(data)
+        if self._buffer:
+            data = self._buffer + data
+        handlers = self._handlers
+        while data and not self.closing:
+            try:
+                packets, consumed = self.decoder.decode(data)
+            except MqttError as exc:
+                self.violation(exc.reason_code, str(exc))
+                return
+            for packet in packets:
+                handler = handlers.get(packet.packet_type)
+                if handler is None:
+                    self.violation(
+                        ReasonCode.PROTOCOL_ERROR,
+                        f"{type(packet).__name__.upper()} is not sent by clients",
+                    )
+                    return
+                try:
+                    handler(packet)
+                except Exception:
+                    # A bug of ours must cost this client its connection, not the broker.
+                    log.exception("client %r: error handling %r", self.client_id, packet)
+                    self.violation(ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR, "internal error")
+                    return
+                if self.closing:
+                    return
+            data = data[consumed:]
+            if not packets:
+                break
+        self._buffer = data
+
+    def write(self, data: bytes) -> None:
+        self._out.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        out, self._out = self._out, []
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(out))
+            self.broker.stats["bytes_sent"] += sum(map(len, out))
+
+    def close(self) -> None:
+        """Flushes what is pending, then closes the socket."""
+        self.closing = True
+        if self._out:
+            self._flush()
+        if self.transport is not None:
+            self.transport.close()
+
+    def violation(self, reason_code: int, message: str) -> None:
+        """Ends the connection for a malformed packet or a protocol error."""
+        self.broker.stats["protocol_errors"] += 1
+        log.warning(
+            "client %r (%s): %s; closing the connection",
+            self.client_id or "<before CONNECT>",
+            self.peer,
+            message,
+        )
+        if self.connected:
+            if self.version == 5:
+                self.write(mqtt.encode(mqtt.Disconnect(reason_code, {"reason_string": message}), 5))
+        elif reason_code == ReasonCode.UNSUPPORTED_PROTOCOL_VERSION:
+            self.write(mqtt.encode(mqtt.Connack(False, v3_connack_code(reason_code)), 4))
+        self.close()
+
+    def disconnect(self, reason_code: int) -> None:
+        """Server-initiated DISCONNECT (MQTT 5) and close."""
+        if self.version == 5 and self.connected:
+            self.write(mqtt.encode(mqtt.Disconnect(reason_code), 5))
+        self.close()
+
+    def _connect_timed_out(self) -> None:
+        if not self.connected and not self.closing:
+            log.info("connection from %s sent no CONNECT in time; closing", self.peer)
+            self.close()
+
+    # ------------------------------------------------------------------ CONNECT
+
+    def _refuse(self, reason_code: int, why: str) -> None:
+        log.info("client %r (%s) refused: %s", self.client_id, self.peer, why)
+        code = reason_code if self.version == 5 else v3_connack_code(reason_code)
+        self.write(mqtt.encode(mqtt.Connack(False, code), self.version))
+        self.close()
+
+    def handle_connect(self, p: Any) -> None:
+        if self.connected:
+            self.violation(ReasonCode.PROTOCOL_ERROR, "second CONNECT")
+            return
+        broker, cfg = self.broker, self.broker.config
+        self.version = p.protocol_version
+        self.client_id = p.client_id
+        self.username = p.username
+        props = p.properties or {}
+        v5 = self.version == 5
+        if cfg.server_reference:
+            if v5:
+                ack = mqtt.Connack(
+                    False, ReasonCode.USE_ANOTHER_SERVER, {"server_reference": cfg.server_reference}
+                )
+                self.write(mqtt.encode(ack, 5))
+                self.close()
+            else:
+                self._refuse(ReasonCode.SERVER_UNAVAILABLE, "redirected (server_reference)")
+            return
+        if "authentication_method" in props:
+            self._refuse(ReasonCode.BAD_AUTHENTICATION_METHOD, "no enhanced authentication method")
+            return
+        if len(broker.connections) > cfg.max_connections:
+            self._refuse(ReasonCode.QUOTA_EXCEEDED, "max_connections reached")
+            return
+        if p.will is not None:
+            try:
+                trie.validate_topic_name(p.will.topic, cfg.max_topic_levels)
+            except MqttError as exc:
+                self._refuse(exc.reason_code, str(exc))
+                return
+        assigned = False
+        if not p.client_id:
+            # 3.1 needs an id; 3.1.1 allows none only with a clean session (§3.1.3.1).
+            if self.version == 3 or (self.version == 4 and not p.clean_start):
+                self._refuse(ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, "empty client identifier")
+                return
+            self.client_id = f"auto-{uuid.uuid4().hex}"
+            assigned = True
+        keep_alive = p.keep_alive
+        server_keep_alive = None
+        if cfg.max_keep_alive and (keep_alive == 0 or keep_alive > cfg.max_keep_alive):
+            keep_alive = server_keep_alive = cfg.max_keep_alive
+        self.keep_alive = keep_alive
+        self.send_quota = props.get("receive_maximum", 65535)
+        self.client_max_packet = props.get("maximum_packet_size", MAX_PACKET_SIZE)
+        if v5:
+            expiry = min(props.get("session_expiry_interval", 0), cfg.max_session_expiry_interval)
+        else:
+            expiry = 0 if p.clean_start else 0xFFFFFFFF
+        self.will = p.will
+        if self._connect_timer is not None:
+            self._connect_timer.cancel()
+        self.connected = True
+        session, present = broker.open_session(self, p.clean_start, expiry)
+        ack_props: dict[str, Any] = {}
+        if v5:
+            if assigned:
+                ack_props["assigned_client_identifier"] = self.client_id
+            if server_keep_alive is not None:
+                ack_props["server_keep_alive"] = server_keep_alive
+            if expiry != props.get("session_expiry_interval", 0):
+                ack_props["session_expiry_interval"] = expiry
+            if props.get("request_response_information") and cfg.response_information:
+                ack_props["response_information"] = cfg.response_information
+            ack_props["receive_maximum"] = cfg.receive_maximum
+            ack_props["maximum_packet_size"] = cfg.max_packet_size
+            ack_props["topic_alias_maximum"] = cfg.topic_alias_maximum
+            if not cfg.retain_available:
+                ack_props["retain_available"] = 0
+        self.write(mqtt.encode(mqtt.Connack(present, 0, ack_props or None), self.version))
+        session.resume(self)
+        if broker.auto_subscribe:
+            retained: list[tuple[str, int, int]] = []
+            for template, qos in broker.auto_subscribe:
+                topic_filter = fill_placeholders(template, self.client_id, self.username)
+                self._subscribe(topic_filter, qos, False, False, 0, 0, retained)
+            self._send_retained(retained)
+
+    def handle_auth(self, p: Any) -> None:
+        self.violation(ReasonCode.PROTOCOL_ERROR, "AUTH without an authentication method")
+
+    # ------------------------------------------------------------------ PUBLISH in
+
+    def handle_publish(self, p: Any) -> None:
+        cfg = self.broker.config
+        session = self.session
+        assert session is not None
+        topic = p.topic
+        props = p.properties
+        if props is not None and "topic_alias" in props:
+            alias = props["topic_alias"]
+            if alias > cfg.topic_alias_maximum:
+                self.violation(ReasonCode.TOPIC_ALIAS_INVALID, f"topic alias {alias} too large")
+                return
+            if topic:
+                self.topic_aliases[alias] = topic
+            else:
+                topic = self.topic_aliases.get(alias, "")
+                if not topic:
+                    self.violation(ReasonCode.PROTOCOL_ERROR, f"unknown topic alias {alias}")
+                    return
+        if self.broker.rewriter:
+            topic = self.broker.rewriter.rewrite("publish", topic, self.client_id, self.username)
+        qos = p.qos
+        if qos == 2 and p.packet_id in session.qos2_inbound:
+            self.write(mqtt.encode(mqtt.Pubrec(p.packet_id), self.version))  # duplicate
+            return
+        if qos == 2 and len(session.qos2_inbound) >= cfg.receive_maximum:
+            self.violation(ReasonCode.RECEIVE_MAXIMUM_EXCEEDED, "receive maximum exceeded")
+            return
+        if p.retain and not cfg.retain_available:
+            self.violation(ReasonCode.RETAIN_NOT_SUPPORTED, "retain is not available")
+            return
+        try:
+            trie.validate_topic_name(topic, cfg.max_topic_levels)
+        except MqttError as exc:
+            self.violation(exc.reason_code, str(exc))
+            return
+        self.broker.stats["messages_received"] += 1
+        code = self.broker.publish(
+            self, Message(topic, p.payload, qos, p.retain, props, self.client_id)
+        )
+        if qos == 1:
+            self.write(mqtt.encode(mqtt.Puback(p.packet_id, code), self.version))
+        elif qos == 2:
+            if code < 0x80:
+                session.qos2_inbound.add(p.packet_id)
+            self.write(mqtt.encode(mqtt.Pubrec(p.packet_id, code), self.version))
+
+    def handle_pubrel(self, p: Any) -> None:
+        session = self.session
+        assert session is not None
+        found = p.packet_id in session.qos2_inbound
+        session.qos2_inbound.discard(p.packet_id)
+        code = 0 if found else ReasonCode.PACKET_IDENTIFIER_NOT_FOUND
+        self.write(mqtt.encode(mqtt.Pubcomp(p.packet_id, code), self.version))
+
+    # ------------------------------------------------------------------ PUBLISH out
+
+    def send_publish(self, delivery: Delivery, packet_id: int, dup: bool = False) -> None:
+        message = delivery.message
+        qos = delivery.qos
+        if qos == 0 and (self.paused or self.transport is None):
+            self.dropped += 1
+            self.broker.stats["messages_dropped"] += 1
+            return
+        head, tail = message.encoded(self.version, qos, delivery.retain, delivery.sub_ids)
+        if len(head) + len(tail) + (2 if qos else 0) > self.client_max_packet:
+            # MQTT 5 §3.1.2.25: discard as if delivered.
+            self.broker.stats["messages_dropped"] += 1
+            if qos and self.session is not None:
+                self.session.inflight.pop(packet_id, None)
+            return
+        self.broker.stats["messages_sent"] += 1
+        if not qos:
+            self.write(head)
+            return
+        if dup:
+            head = bytes((head[0] | 0x08,)) + head[1:]
+        self.write(head)
+        self.write(packet_id.to_bytes(2, "big"))
+        self.write(tail)
+
+    def send_pubrel(self, packet_id: int) -> None:
+        self.write(mqtt.encode(mqtt.Pubrel(packet_id), self.version))
+
+    def handle_puback(self, p: Any) -> None:
+        assert self.session is not None
+        self.session.acknowledge(p.packet_id)
+
+    def handle_pubrec(self, p: Any) -> None:
+        session = self.session
+        assert session is not None
+        entry = session.inflight.get(p.packet_id)
+        if entry is None:
+            if self.version == 5:
+                code = ReasonCode.PACKET_IDENTIFIER_NOT_FOUND
+                self.write(mqtt.encode(mqtt.Pubrel(p.packet_id, code), 5))
+            return
+        if p.reason_code >= 0x80:
+            session.acknowledge(p.packet_id)  # §4.3.3: the flow ends on an error PUBREC
+            return
+        entry.released = True
+        self.send_pubrel(p.packet_id)
+
+    def handle_pubcomp(self, p: Any) -> None:
+        assert self.session is not None
+        self.session.acknowledge(p.packet_id)
+
+    # ------------------------------------------------------------------ SUBSCRIBE
+
+    def handle_subscribe(self, p: Any) -> None:
+        ids = (p.properties or {}).get("subscription_identifier") or [0]
+        codes = []
+        retained: list[tuple[str, int, int]] = []
+        for s in p.subscriptions:
+            code = self._subscribe(
+                s.topic_filter,
+                s.qos,
+                s.no_local,
+                s.retain_as_published,
+                s.retain_handling,
+                ids[0],
+                retained,
+            )
+            if code is None:
+                return
+            codes.append(code)
+        self.write(mqtt.encode(mqtt.Suback(p.packet_id, codes), self.version))
+        self._send_retained(retained)
+
+    def _subscribe(
+        self,
+        topic_filter: str,
+        qos: int,
+        no_local: bool,
+        retain_as_published: bool,
+        retain_handling: int,
+        subscription_id: int,
+        retained: list[tuple[str, int, int]],
+    ) -> int | None:
+        """One subscription: its SUBACK code, or None after a protocol violation.
+
+        Appends to ``retained`` the (filter, qos, id) whose retained messages are due.
+        """
+        broker, cfg = self.broker, self.broker.config
+        session = self.session
+        assert session is not None
+        v5 = self.version == 5
+        if broker.rewriter:
+            topic_filter = broker.rewriter.rewrite(
+                "subscribe", topic_filter, self.client_id, self.username
+            )
+        try:
+            trie.validate_topic_filter(topic_filter, cfg.max_topic_levels)
+        except MqttError as exc:
+            log.info("client %r: %s", self.client_id, exc)
+            return ReasonCode.TOPIC_FILTER_INVALID if v5 else 0x80
+        shared = trie.parse_shared(topic_filter) is not None
+        if shared and no_local:
+            self.violation(ReasonCode.PROTOCOL_ERROR, "No Local on a shared subscription")
+            return None
+        if (
+            cfg.max_subscriptions_per_client
+            and topic_filter not in session.subscriptions
+            and len(session.subscriptions) >= cfg.max_subscriptions_per_client
+        ):
+            return ReasonCode.QUOTA_EXCEEDED if v5 else 0x80
+        options = SubscriptionOptions(qos, no_local, retain_as_published, subscription_id)
+        new = broker.subscribe(session, topic_filter, options)
+        if not shared and (retain_handling == 0 or (retain_handling == 1 and new)):
+            retained.append((topic_filter, qos, subscription_id))
+        return qos
+
+    def _send_retained(self, retained: list[tuple[str, int, int]]) -> None:
+        """Retained messages for new subscriptions, after the SUBACK (RETAIN=1, §3.3.1.3)."""
+        session = self.session
+        assert session is not None
+        for topic_filter, qos, sub_id in retained:
+            sub_ids = (sub_id,) if sub_id else ()
+            for message in self.broker.router.retained_for(topic_filter):
+                session.deliver(Delivery(message, min(qos, message.qos), True, sub_ids))
+
+    def handle_unsubscribe(self, p: Any) -> None:
+        session = self.session
+        assert session is not None
+        codes = []
+        for topic_filter in p.topic_filters:
+            if self.broker.rewriter:
+                topic_filter = self.broker.rewriter.rewrite(
+                    "subscribe", topic_filter, self.client_id, self.username
+                )
+            removed = self.broker.unsubscribe(session, topic_filter)
+            codes.append(0 if removed else ReasonCode.NO_SUBSCRIPTION_EXISTED)
+        self.write(mqtt.encode(mqtt.Unsuback(p.packet_id, codes), self.version))
+
+    # ------------------------------------------------------------------ the rest
+
+    def handle_pingreq(self, p: Any) -> None:
+        self.write(_PINGRESP)
+
+    def handle_disconnect(self, p: Any) -> None:
+        session = self.session
+        assert session is not None
+        props = p.properties or {}
+        if "session_expiry_interval" in props:
+            if session.expiry_interval == 0 and props["session_expiry_interval"] != 0:
+                # §3.14.2.2.2: a session that expires at disconnect cannot be extended.
+                self.violation(ReasonCode.PROTOCOL_ERROR, "session expiry set after 0")
+                return
+            session.expiry_interval = min(
+                props["session_expiry_interval"], self.broker.config.max_session_expiry_interval
+            )
+        if p.reason_code != ReasonCode.DISCONNECT_WITH_WILL:
+            self.will = None
+        self.close()

@@ -1,0 +1,73 @@
+"""Delayed publish: ``$delayed/{seconds}/{topic}`` publishes to ``{topic}`` later (EMQX).
+
+The delay is bounded by ``max_delayed_seconds`` and the number pending by
+``max_delayed_messages``; a publish beyond either is refused with a reason code. Pending
+publishes live in memory here (they are lost on restart until the durable-session work
+stores them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from robustmq._core import trie
+from robustmq._core.mqtt_spec import ReasonCode
+from robustmq.broker.mqtt.message import Message
+from robustmq.errors import MqttError
+
+log = logging.getLogger(__name__)
+
+PREFIX = "$delayed/"
+
+
+class DelayedPublisher:
+    def __init__(
+        self, max_seconds: int, max_pending: int, route: Callable[[Message], object]
+    ) -> None:
+        self.max_seconds = max_seconds
+        self.max_pending = max_pending
+        self._route = route
+        self._pending: set[asyncio.TimerHandle] = set()
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def schedule(self, message: Message) -> int:
+        """Schedules a ``$delayed/...`` message; returns the reason code for its ack."""
+        delay_text, _, topic = message.topic[len(PREFIX) :].partition("/")
+        try:
+            delay = int(delay_text)
+            trie.validate_topic_name(topic)
+        except (ValueError, MqttError):
+            log.info(
+                "bad delayed publish topic %r (want $delayed/{seconds}/{topic})", message.topic
+            )
+            return ReasonCode.TOPIC_NAME_INVALID
+        if not 0 <= delay <= self.max_seconds or topic.startswith(PREFIX):
+            log.info("delayed publish %r: delay must be 0..%d s", message.topic, self.max_seconds)
+            return ReasonCode.TOPIC_NAME_INVALID
+        if len(self._pending) >= self.max_pending:
+            log.warning(
+                "delayed publish refused: %d already pending (max_delayed_messages)",
+                len(self._pending),
+            )
+            return ReasonCode.QUOTA_EXCEEDED
+        target = Message(
+            topic, message.payload, message.qos, message.retain, message.properties, message.sender
+        )
+        handle: asyncio.TimerHandle
+
+        def fire() -> None:
+            self._pending.discard(handle)
+            self._route(target)
+
+        handle = asyncio.get_running_loop().call_later(delay, fire)
+        self._pending.add(handle)
+        return ReasonCode.SUCCESS
+
+    def cancel_all(self) -> None:
+        for handle in self._pending:
+            handle.cancel()
+        self._pending.clear()

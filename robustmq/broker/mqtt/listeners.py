@@ -1,0 +1,171 @@
+"""The MQTT listeners: TCP, TLS, WebSocket and WebSocket/TLS.
+
+Each listener hands bytes to an ``MqttConnection``; TCP and TLS do it through asyncio's
+own transports, WebSocket through ``WebSocketTransport``, which carries MQTT packets in
+binary frames on the configured path with the ``mqtt`` subprotocol (MQTT 5 §6). TLS
+listeners start only when a certificate is configured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import WSMsgType, web
+
+from robustmq.broker.mqtt.connection import MqttConnection
+from robustmq.errors import ConfigError
+
+if TYPE_CHECKING:
+    from robustmq.broker.mqtt.server import MqttBroker
+    from robustmq.config import MqttConfig
+
+log = logging.getLogger(__name__)
+
+# Frames waiting in a WebSocket's outbox that pause / resume its connection's output.
+_HIGH_WATER = 1024
+_LOW_WATER = 256
+
+
+def tls_context(config: MqttConfig) -> ssl.SSLContext:
+    """The server-side TLS context of the TLS listeners, from the certificate settings."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(config.certfile, config.keyfile or None)
+        if config.verify_client != "none":
+            if not config.cafile:
+                raise ConfigError("mqtt.cafile", "", "a CA file when verify_client is set")
+            ctx.load_verify_locations(config.cafile)
+            ctx.verify_mode = (
+                ssl.CERT_REQUIRED if config.verify_client == "required" else ssl.CERT_OPTIONAL
+            )
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            "mqtt.certfile", config.certfile, f"a readable PEM certificate ({exc})"
+        ) from None
+    return ctx
+
+
+class WebSocketTransport(asyncio.Transport):
+    """The slice of asyncio.Transport that MqttConnection uses, over one WebSocket."""
+
+    def __init__(
+        self, ws: web.WebSocketResponse, request: web.Request, conn: MqttConnection
+    ) -> None:
+        super().__init__()
+        self._ws = ws
+        self._conn = conn
+        self._paused = False
+        self._request = request
+        self._outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._closing = False
+        self._sender = asyncio.get_running_loop().create_task(self._send_loop())
+
+    async def _send_loop(self) -> None:
+        while True:
+            data = await self._outbox.get()
+            if data is None:
+                break
+            if self._paused and self._outbox.qsize() <= _LOW_WATER:
+                self._paused = False
+                self._conn.resume_writing()
+            try:
+                await self._ws.send_bytes(data)
+            except (ConnectionError, RuntimeError):
+                break
+        await self._ws.close()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not self._closing:
+            self._outbox.put_nowait(bytes(data))
+            if not self._paused and self._outbox.qsize() > _HIGH_WATER:
+                # Same flow control as a TCP transport: the connection stops sending QoS 0
+                # and queues QoS 1/2 until the client reads.
+                self._paused = True
+                self._conn.pause_writing()
+
+    def close(self) -> None:
+        if not self._closing:
+            self._closing = True
+            self._outbox.put_nowait(None)
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "peername":
+            return (
+                self._request.transport.get_extra_info("peername")
+                if self._request.transport
+                else default
+            )
+        if name == "ssl_object" and self._request.transport is not None:
+            return self._request.transport.get_extra_info("ssl_object", default)
+        return default
+
+    def get_write_buffer_size(self) -> int:
+        return self._outbox.qsize()
+
+
+def _websocket_app(broker: MqttBroker, listener: str) -> web.Application:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(protocols=("mqtt",), max_msg_size=broker.config.max_packet_size)
+        if not ws.can_prepare(request).ok:
+            return web.Response(status=400, text="MQTT over WebSocket: send a WebSocket upgrade\n")
+        await ws.prepare(request)
+        conn = MqttConnection(broker, listener)
+        transport = WebSocketTransport(ws, request, conn)
+        conn.connection_made(transport)
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.BINARY:
+                    conn.data_received(msg.data)
+                elif msg.type == WSMsgType.TEXT:
+                    # MQTT 5 §6: a text frame ends the connection.
+                    log.info(
+                        "client %r (%s): text WebSocket frame; closing", conn.client_id, conn.peer
+                    )
+                    break
+                if conn.closing:
+                    break
+        finally:
+            transport.close()
+            conn.connection_lost(None)
+        return ws
+
+    app = web.Application()
+    app.router.add_get(broker.config.ws_path, handle)
+    return app
+
+
+async def start_listeners(broker: MqttBroker) -> tuple[list[Any], list[tuple[str, str, int]]]:
+    """Opens every configured listener; returns (servers to close, (name, host, port))."""
+    cfg = broker.config
+    loop = asyncio.get_running_loop()
+    servers: list[Any] = []
+    opened: list[tuple[str, str, int]] = []
+    ctx = tls_context(cfg) if cfg.certfile else None
+    for name, port, tls in (("mqtt", cfg.port, None), ("mqtts", cfg.tls_port, ctx)):
+        if port and (name == "mqtt" or tls is not None):
+            server = await loop.create_server(
+                lambda name=name: MqttConnection(broker, name),
+                cfg.bind,
+                port,
+                ssl=tls,
+                reuse_address=True,
+                backlog=1024,
+            )
+            servers.append(server)
+            opened.append((name, *server.sockets[0].getsockname()[:2]))
+    for name, port, tls in (("ws", cfg.ws_port, None), ("wss", cfg.wss_port, ctx)):
+        if port and (name == "ws" or tls is not None):
+            runner = web.AppRunner(_websocket_app(broker, name), access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, cfg.bind, port, ssl_context=tls, reuse_address=True)
+            await site.start()
+            servers.append(runner)
+            sock = site._server.sockets[0]  # type: ignore[union-attr]
+            opened.append((name, *sock.getsockname()[:2]))
+    return servers, opened

@@ -1,0 +1,95 @@
+"""An application message as it travels from a publisher to subscribers.
+
+A ``Message`` is immutable once routed; each delivery picks its own QoS, retain flag and
+subscription identifiers. Encoded PUBLISH bytes are cached per delivery shape so that a
+message going to many subscribers is encoded once per shape, and only its packet
+identifier differs between QoS 1/2 deliveries.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from robustmq._core import mqtt
+
+
+class Message:
+    __slots__ = (
+        "topic",
+        "payload",
+        "qos",
+        "retain",
+        "properties",
+        "sender",
+        "expires_at",
+        "_shapes",
+    )
+
+    def __init__(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        retain: bool,
+        properties: dict[str, Any] | None = None,
+        sender: str = "",
+    ) -> None:
+        self.topic = topic
+        self.payload = payload
+        self.qos = qos
+        self.retain = retain
+        self.sender = sender
+        self.expires_at = 0.0
+        if properties:
+            properties = {k: v for k, v in properties.items() if k not in _HOP_PROPERTIES}
+            interval = properties.get("message_expiry_interval")
+            if interval is not None:
+                self.expires_at = time.monotonic() + interval
+        self.properties = properties or None
+        self._shapes: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at != 0.0 and now >= self.expires_at
+
+    def encoded(
+        self, version: int, qos: int, retain: bool, sub_ids: tuple[int, ...]
+    ) -> tuple[bytes, bytes]:
+        """PUBLISH bytes split around the packet identifier: (head, tail).
+
+        For QoS 0 the tail is empty and the head is the whole packet. The split is cached
+        per shape unless the message carries an expiry, whose remaining interval changes.
+        """
+        key = (version, qos, retain, sub_ids)
+        cached = self._shapes.get(key)
+        if cached is not None:
+            return cached
+        props = self.properties
+        if version == 5 and (sub_ids or self.expires_at):
+            props = dict(props or {})
+            if sub_ids:
+                props["subscription_identifier"] = list(sub_ids)
+            if self.expires_at:
+                props["message_expiry_interval"] = max(
+                    0, int(self.expires_at - time.monotonic() + 0.999)
+                )
+        data = mqtt.encode_publish(
+            self.topic, self.payload, qos, retain, False, 1 if qos else 0, props, version
+        )
+        if qos:
+            # Fixed header, then the topic (2-byte length + bytes), then the packet id.
+            at = 1
+            while data[at] & 0x80:
+                at += 1
+            at += 1
+            at += 2 + int.from_bytes(data[at : at + 2], "big")
+            shape = (data[:at], data[at + 2 :])
+        else:
+            shape = (data, b"")
+        if not self.expires_at:
+            self._shapes[key] = shape
+        return shape
+
+
+# Properties that belong to one hop, never forwarded (MQTT 5 §3.3.2.3.4, §3.3.2.3.8).
+_HOP_PROPERTIES = frozenset({"topic_alias", "subscription_identifier"})

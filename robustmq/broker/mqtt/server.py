@@ -1,0 +1,241 @@
+"""The MQTT broker of one node: listeners, the session registry, wills and expiry.
+
+``MqttBroker`` owns the sessions (in memory here, behind ``open_session`` /
+``connection_gone`` / ``end_session``, which the durable-session work backs with the Meta
+Service and the storage engine), the router and the broker-wide timers: keep-alive checks,
+session expiry and delayed wills. Connections call into it; it never parses bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from robustmq._core import trie
+from robustmq._core.mqtt_spec import ReasonCode
+from robustmq.broker.mqtt.connection import MqttConnection
+from robustmq.broker.mqtt.delayed import PREFIX as DELAYED_PREFIX
+from robustmq.broker.mqtt.delayed import DelayedPublisher
+from robustmq.broker.mqtt.listeners import start_listeners
+from robustmq.broker.mqtt.message import Message
+from robustmq.broker.mqtt.rewrite import TopicRewriter
+from robustmq.broker.mqtt.session import NEVER_EXPIRES, Session, SubscriptionOptions
+from robustmq.broker.mqtt.sys_topics import sys_topics_loop
+from robustmq.broker.router import Router
+from robustmq.errors import ConfigError, MqttError
+
+if TYPE_CHECKING:
+    from robustmq.config import MqttConfig
+
+log = logging.getLogger(__name__)
+
+# Will properties that travel with the will message (§3.1.3.2); will_delay_interval stays.
+_WILL_MESSAGE_PROPERTIES = frozenset(
+    {
+        "payload_format_indicator",
+        "message_expiry_interval",
+        "content_type",
+        "response_topic",
+        "correlation_data",
+        "user_property",
+    }
+)
+
+
+class MqttBroker:
+    def __init__(self, config: MqttConfig, node_name: str = "1") -> None:
+        self.config = config
+        self.node_name = node_name
+        self.router = Router(
+            config.shared_subscription_strategy,
+            config.max_retained_messages,
+            config.max_retained_payload,
+        )
+        self.sessions: dict[str, Session] = {}
+        self.connections: set[MqttConnection] = set()
+        self.stats: Counter[str] = Counter()
+        self.started_at = time.time()
+        self.rewriter = TopicRewriter(config.rewrite)
+        self.auto_subscribe = _auto_subscriptions(config.auto_subscribe)
+        self.delayed = DelayedPublisher(
+            config.max_delayed_seconds, config.max_delayed_messages, self.router.route
+        )
+        self._servers: list[Any] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> list[tuple[str, str, int]]:
+        """Opens the listeners; returns (name, host, port) for each."""
+        self._servers, listeners = await start_listeners(self)
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._sweep_keep_alive()))
+        if self.config.sys_interval:
+            self._tasks.append(
+                loop.create_task(sys_topics_loop(self, self.node_name, self.config.sys_interval))
+            )
+        return listeners
+
+    async def stop(self) -> None:
+        """Stops accepting, tells MQTT 5 clients the server is shutting down, closes all."""
+        runners = [s for s in self._servers if isinstance(s, web.AppRunner)]
+        tcp = [s for s in self._servers if not isinstance(s, web.AppRunner)]
+        for server in tcp:
+            server.close()
+        for task in self._tasks:
+            task.cancel()
+        self.delayed.cancel_all()
+        for conn in list(self.connections):
+            conn.will = None  # a shutdown is not the client's failure
+            conn.disconnect(ReasonCode.SERVER_SHUTTING_DOWN)
+        for server in tcp:
+            await server.wait_closed()
+        for runner in runners:
+            await runner.cleanup()
+        await asyncio.sleep(0)
+
+    async def _sweep_keep_alive(self) -> None:
+        """Closes connections silent for 1.5 times their keep alive (§3.1.2.10)."""
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for conn in list(self.connections):
+                if conn.connected and conn.keep_alive and not conn.closing:
+                    if now - conn.last_seen > conn.keep_alive * 1.5:
+                        log.info("client %r: keep alive timeout", conn.client_id)
+                        conn.disconnect(ReasonCode.KEEP_ALIVE_TIMEOUT)
+
+    # ------------------------------------------------------------------ sessions
+
+    def open_session(
+        self, conn: MqttConnection, clean_start: bool, expiry_interval: int
+    ) -> tuple[Session, bool]:
+        """Binds ``conn`` to its session: taken over, resumed or new. Returns (session, present)."""
+        session = self.sessions.get(conn.client_id)
+        if session is not None:
+            old = session.connection
+            if old is not None:
+                log.info("client %r: session taken over from %s", conn.client_id, old.peer)
+                self._detach(old, session_continues=not clean_start)
+                old.disconnect(ReasonCode.SESSION_TAKEN_OVER)
+                session = self.sessions.get(conn.client_id)
+        if session is not None and clean_start:
+            self.end_session(session)
+            session = None
+        present = session is not None
+        if session is None:
+            session = Session(
+                conn.client_id,
+                self.config.max_queued_messages,
+                self.config.queue_drop_policy == "drop_oldest",
+            )
+            self.sessions[conn.client_id] = session
+        for handle in (session.expiry_handle, session.will_handle):
+            if handle is not None:
+                handle.cancel()  # a new connection before the will delay: no will (§3.1.3.2.2)
+        session.expiry_handle = session.will_handle = session.pending_will = None
+        session.expiry_interval = expiry_interval
+        conn.session = session
+        return session, present
+
+    def connection_gone(self, conn: MqttConnection) -> None:
+        """The network connection closed (any reason): wills and session expiry."""
+        session = conn.session
+        if session is not None and session.connection is conn:
+            self._detach(conn, session_continues=session.expiry_interval != 0)
+
+    def _detach(self, conn: MqttConnection, session_continues: bool) -> None:
+        session = conn.session
+        assert session is not None
+        session.connection = None
+        session.disconnected_at = time.monotonic()
+        will, conn.will = conn.will, None
+        loop = asyncio.get_running_loop()
+        if will is not None:
+            delay = (will.properties or {}).get("will_delay_interval", 0)
+            if delay == 0 or not session_continues:
+                self.publish_will(will, conn.client_id)
+            else:
+                delay = min(delay, session.expiry_interval)
+                session.pending_will = (will, conn.client_id)
+                session.will_handle = loop.call_later(delay, self._fire_will, session)
+        if not session_continues:
+            self.end_session(session)
+        elif session.expiry_interval != NEVER_EXPIRES:
+            session.expiry_handle = loop.call_later(
+                session.expiry_interval, self.end_session, session
+            )
+
+    def _fire_will(self, session: Session) -> None:
+        if session.will_handle is not None:
+            session.will_handle.cancel()
+            session.will_handle = None
+        pending, session.pending_will = session.pending_will, None
+        if pending is not None:
+            self.publish_will(*pending)
+
+    def end_session(self, session: Session) -> None:
+        """The session ends: its pending will is published, its subscriptions go."""
+        self._fire_will(session)  # a delayed will is due when its session ends (§3.1.2.5)
+        if session.expiry_handle is not None:
+            session.expiry_handle.cancel()
+            session.expiry_handle = None
+        for topic_filter in session.subscriptions:
+            self.router.unsubscribe(session, topic_filter)
+        session.subscriptions.clear()
+        if self.sessions.get(session.client_id) is session:
+            del self.sessions[session.client_id]
+
+    def publish_will(self, will: Any, client_id: str) -> None:
+        props = {k: v for k, v in (will.properties or {}).items() if k in _WILL_MESSAGE_PROPERTIES}
+        message = Message(will.topic, will.payload, will.qos, will.retain, props, client_id)
+        if message.retain:
+            self.router.retain(message)
+        self.router.route(message)
+
+    # ------------------------------------------------------------------ messages
+
+    def publish(self, conn: MqttConnection, message: Message) -> int:
+        """Routes a client's PUBLISH; returns the reason code for its PUBACK/PUBREC."""
+        if message.topic.startswith("$"):
+            if message.topic.startswith(DELAYED_PREFIX):
+                return self.delayed.schedule(message)
+            if message.topic.startswith("$SYS"):
+                log.info("client %r may not publish to %r", conn.client_id, message.topic)
+                return ReasonCode.NOT_AUTHORIZED
+        if message.retain:
+            self.router.retain(message)
+        delivered = self.router.route(message)
+        return ReasonCode.SUCCESS if delivered else ReasonCode.NO_MATCHING_SUBSCRIBERS
+
+    def subscribe(self, session: Session, topic_filter: str, options: SubscriptionOptions) -> bool:
+        new = self.router.subscribe(session, topic_filter, options)
+        session.subscriptions[topic_filter] = options
+        return new
+
+    def unsubscribe(self, session: Session, topic_filter: str) -> bool:
+        session.subscriptions.pop(topic_filter, None)
+        return self.router.unsubscribe(session, topic_filter)
+
+
+def _auto_subscriptions(entries: list[dict[str, Any]]) -> list[tuple[str, int]]:
+    """Validated (filter template, qos) pairs from ``mqtt.auto_subscribe``."""
+    subscriptions = []
+    for i, entry in enumerate(entries):
+        key = f"mqtt.auto_subscribe[{i}]"
+        topic, qos = entry.get("topic", ""), entry.get("qos", 0)
+        if set(entry) - {"topic", "qos"} or qos not in (0, 1, 2):
+            raise ConfigError(key, entry, "a table with topic and qos (0, 1 or 2)")
+        try:
+            trie.validate_topic_filter(
+                topic.replace("${clientid}", "c").replace("${username}", "u")
+            )
+        except MqttError as exc:
+            raise ConfigError(f"{key}.topic", topic, f"a valid topic filter ({exc})") from None
+        subscriptions.append((topic, qos))
+    return subscriptions

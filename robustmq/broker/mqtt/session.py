@@ -1,0 +1,161 @@
+"""An MQTT session: what outlives one network connection (MQTT 5 §4.1).
+
+Subscriptions, QoS 1/2 messages in flight to the client, the queue of messages waiting
+for the client (offline, or beyond its Receive Maximum), and inbound QoS 2 packet ids
+awaiting PUBREL. Sessions live in memory here, owned by ``MqttBroker``; persisting them
+belongs to the Meta Service and the storage engine. Nothing here touches a socket: the
+session hands PUBLISHes to its connection, if it has one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from robustmq.broker.mqtt.message import Message
+
+if TYPE_CHECKING:
+    from robustmq.broker.mqtt.connection import MqttConnection
+
+log = logging.getLogger(__name__)
+
+# A session whose expiry interval is this value never expires (MQTT 5 §3.1.2.11.2).
+NEVER_EXPIRES = 0xFFFFFFFF
+
+
+class SubscriptionOptions(NamedTuple):
+    """What the broker keeps per subscription (MQTT 5 §3.8.3.1)."""
+
+    qos: int
+    no_local: bool
+    retain_as_published: bool
+    subscription_id: int
+
+
+class Delivery(NamedTuple):
+    message: Message
+    qos: int
+    retain: bool
+    sub_ids: tuple[int, ...]
+
+
+class Inflight:
+    """An outgoing QoS 1/2 delivery awaiting PUBACK, or PUBREC then PUBCOMP."""
+
+    __slots__ = ("delivery", "released")
+
+    def __init__(self, delivery: Delivery) -> None:
+        self.delivery = delivery
+        self.released = False  # True once PUBREC arrived and PUBREL went out
+
+
+class Session:
+    __slots__ = (
+        "client_id",
+        "expiry_interval",
+        "connection",
+        "subscriptions",
+        "inflight",
+        "queue",
+        "qos2_inbound",
+        "max_queued",
+        "drop_oldest",
+        "dropped",
+        "expiry_handle",
+        "will_handle",
+        "pending_will",
+        "_next_packet_id",
+        "disconnected_at",
+    )
+
+    def __init__(self, client_id: str, max_queued: int, drop_oldest: bool) -> None:
+        self.client_id = client_id
+        self.expiry_interval = 0
+        self.connection: MqttConnection | None = None
+        self.subscriptions: dict[str, SubscriptionOptions] = {}
+        self.inflight: dict[int, Inflight] = {}
+        self.queue: deque[Delivery] = deque()
+        self.qos2_inbound: set[int] = set()
+        self.max_queued = max_queued
+        self.drop_oldest = drop_oldest
+        self.dropped = 0
+        self.expiry_handle: asyncio.TimerHandle | None = None
+        self.will_handle: asyncio.TimerHandle | None = None
+        self.pending_will: tuple[Any, str] | None = None  # (will, client id) awaiting its delay
+        self._next_packet_id = 0
+        self.disconnected_at = 0.0
+
+    def __repr__(self) -> str:
+        return f"Session({self.client_id!r})"
+
+    def deliver(self, delivery: Delivery) -> None:
+        """Send now if the connection and flow control allow, else queue (QoS 1/2)."""
+        conn = self.connection
+        if delivery.qos == 0:
+            if conn is not None:
+                conn.send_publish(delivery, 0)
+            return
+        if conn is not None and not self.queue and len(self.inflight) < conn.send_quota:
+            self._send(conn, delivery)
+        else:
+            self._enqueue(delivery)
+
+    def _enqueue(self, delivery: Delivery) -> None:
+        if len(self.queue) >= self.max_queued:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.warning(
+                    "session %s: queue full (%d messages); dropped %d so far (%s)",
+                    self.client_id,
+                    self.max_queued,
+                    self.dropped,
+                    "oldest" if self.drop_oldest else "newest",
+                )
+            if not self.drop_oldest or not self.queue:
+                return
+            self.queue.popleft()
+        self.queue.append(delivery)
+
+    def _send(self, conn: MqttConnection, delivery: Delivery) -> None:
+        packet_id = self._allocate_packet_id()
+        self.inflight[packet_id] = Inflight(delivery)
+        conn.send_publish(delivery, packet_id)
+
+    def _allocate_packet_id(self) -> int:
+        for _ in range(65535):
+            self._next_packet_id = self._next_packet_id % 65535 + 1
+            if self._next_packet_id not in self.inflight:
+                return self._next_packet_id
+        raise RuntimeError("no free packet identifier")  # bounded by Receive Maximum
+
+    def drain(self) -> None:
+        """Move queued messages into flight while the client's Receive Maximum allows."""
+        conn = self.connection
+        if conn is None:
+            return
+        now = time.monotonic()
+        while self.queue and len(self.inflight) < conn.send_quota and not conn.paused:
+            delivery = self.queue.popleft()
+            if delivery.message.expired(now):
+                continue
+            self._send(conn, delivery)
+
+    def acknowledge(self, packet_id: int) -> bool:
+        """PUBACK or PUBCOMP: the delivery is complete."""
+        if self.inflight.pop(packet_id, None) is None:
+            return False
+        self.drain()
+        return True
+
+    def resume(self, conn: MqttConnection) -> None:
+        """A client reconnected to this session: resend what was in flight (§4.4)."""
+        self.connection = conn
+        for packet_id, entry in self.inflight.items():
+            if entry.released:
+                conn.send_pubrel(packet_id)
+            else:
+                conn.send_publish(entry.delivery, packet_id, dup=True)
+        self.drain()

@@ -1,0 +1,156 @@
+"""Routing: which sessions get a message, and the retained-message store.
+
+The subscription index is the compiled topic trie; match results are cached per topic
+until the next subscription change, so a topic published repeatedly costs one dict
+look-up. Shared subscriptions (``$share/{group}/{filter}``) deliver each message to one
+member chosen by the configured strategy. Retained messages are kept in a topic tree that
+answers "which retained topics does this filter match" in time proportional to the
+answer. Sessions are opaque here apart from ``client_id``, ``connection`` and ``deliver``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import zlib
+from typing import Any
+
+from robustmq._core import trie
+from robustmq.broker.mqtt.message import Message
+from robustmq.broker.mqtt.session import Delivery, Session, SubscriptionOptions
+
+log = logging.getLogger(__name__)
+
+_CACHE_LIMIT = 65536
+
+
+class Router:
+    def __init__(
+        self,
+        shared_strategy: str = "round_robin",
+        max_retained: int = 1_000_000,
+        max_retained_payload: int = 1_048_576,
+    ) -> None:
+        self.subscriptions = trie.SubscriptionTrie()
+        self.retained = trie.TopicTree()
+        self.shared_strategy = shared_strategy
+        self.max_retained = max_retained
+        self.max_retained_payload = max_retained_payload
+        self.retained_rejected = 0
+        self._cache: dict[str, tuple[list[Any], list[Any]]] = {}
+        self._cache_generation = -1
+        self._turn: dict[tuple[str, str], int] = {}
+        self._sticky: dict[tuple[str, str], Session] = {}
+
+    # ------------------------------------------------------------------ subscriptions
+
+    def subscribe(self, session: Session, topic_filter: str, options: SubscriptionOptions) -> bool:
+        """Adds or replaces a subscription; True if it is new."""
+        return self.subscriptions.add(topic_filter, session, options)
+
+    def unsubscribe(self, session: Session, topic_filter: str) -> bool:
+        return self.subscriptions.remove(topic_filter, session)
+
+    def _match(self, topic: str) -> tuple[list[Any], list[Any]]:
+        generation = self.subscriptions.generation
+        if generation != self._cache_generation:
+            self._cache.clear()
+            self._cache_generation = generation
+        found = self._cache.get(topic)
+        if found is None:
+            if len(self._cache) >= _CACHE_LIMIT:
+                self._cache.clear()
+            found = self._cache[topic] = self.subscriptions.match(topic)
+        return found
+
+    def route(self, message: Message) -> int:
+        """Delivers ``message`` to every matching session; returns how many got it."""
+        normal, shared = self._match(message.topic)
+        if not normal and not shared:
+            return 0
+        targets: dict[Session, tuple[int, bool, tuple[int, ...]]] = {}
+        for session, options in normal:
+            self._collect(targets, session, options, message)
+        for group, topic_filter, members in shared:
+            session = self._pick(group, topic_filter, members, message)
+            if session is not None:
+                self._collect(targets, session, members[session], message, shared=True)
+        for session, (qos, retain, sub_ids) in targets.items():
+            session.deliver(Delivery(message, qos, retain, sub_ids))
+        return len(targets)
+
+    @staticmethod
+    def _collect(
+        targets: dict[Session, tuple[int, bool, tuple[int, ...]]],
+        session: Session,
+        options: SubscriptionOptions,
+        message: Message,
+        shared: bool = False,
+    ) -> None:
+        # MQTT 5 §3.8.3.1: No Local does not apply to shared subscriptions.
+        if options.no_local and not shared and session.client_id == message.sender:
+            return
+        qos = min(message.qos, options.qos)
+        retain = message.retain and options.retain_as_published
+        sub_ids: tuple[int, ...] = (options.subscription_id,) if options.subscription_id else ()
+        before = targets.get(session)
+        if before is not None:
+            # Overlapping subscriptions: one delivery, highest QoS, all identifiers (§3.3.4).
+            qos = max(qos, before[0])
+            retain = retain or before[1]
+            sub_ids = before[2] + sub_ids
+        targets[session] = (qos, retain, sub_ids)
+
+    def _pick(
+        self, group: str, topic_filter: str, members: dict[Session, Any], message: Message
+    ) -> Session | None:
+        online = [s for s in members if s.connection is not None]
+        candidates = online or list(members)
+        if not candidates:
+            return None
+        key = (group, topic_filter)
+        strategy = self.shared_strategy
+        if strategy == "random":
+            return random.choice(candidates)
+        if strategy == "hash_clientid":
+            return candidates[zlib.crc32(message.sender.encode()) % len(candidates)]
+        if strategy == "sticky":
+            chosen = self._sticky.get(key)
+            if chosen not in candidates:
+                chosen = self._sticky[key] = random.choice(candidates)
+            return chosen
+        turn = self._turn.get(key, 0)
+        self._turn[key] = turn + 1
+        return candidates[turn % len(candidates)]
+
+    # ------------------------------------------------------------------ retained
+
+    def retain(self, message: Message) -> None:
+        """Stores, replaces or (empty payload) clears the retained message of a topic."""
+        if not message.payload:
+            self.retained.delete(message.topic)
+            return
+        if len(message.payload) > self.max_retained_payload or (
+            len(self.retained) >= self.max_retained and self.retained.get(message.topic) is None
+        ):
+            self.retained_rejected += 1
+            log.warning(
+                "retained message on %r not stored: limit reached (%d messages, %d bytes each)",
+                message.topic,
+                self.max_retained,
+                self.max_retained_payload,
+            )
+            return
+        self.retained.set(message.topic, message)
+
+    def retained_for(self, topic_filter: str) -> list[Message]:
+        """Retained messages matching a filter, expired ones dropped."""
+        now = time.monotonic()
+        found = []
+        for topic, message in self.retained.match(topic_filter):
+            if message.expired(now):
+                self.retained.delete(topic)
+            else:
+                found.append(message)
+        return found

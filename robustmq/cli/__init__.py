@@ -1,0 +1,1 @@
+"""Command-line tools: robustmq-server (and later robustmq-ctl, robustmq-bench)."""

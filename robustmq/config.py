@@ -1,0 +1,292 @@
+"""The node's configuration: one typed, validated, frozen tree.
+
+Sources, each overriding the one before: built-in defaults, a TOML file, environment
+variables ``ROBUSTMQ_<SECTION>_<KEY>`` and command-line flags. Every key is declared once
+below with its default, its documentation and its allowed range; an unknown key or a bad
+value is rejected at start with the key's name, the value and what is allowed
+(``ConfigError``). Nothing here starts anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, get_type_hints
+
+from robustmq.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ENV_PREFIX = "ROBUSTMQ_"
+
+
+def option(
+    default: Any,
+    doc: str,
+    *,
+    min: float | None = None,  # noqa: A002 - the vocabulary of ranges
+    max: float | None = None,  # noqa: A002
+    choices: tuple[Any, ...] | None = None,
+) -> Any:
+    """A config key: its default, what it means and what values are allowed."""
+    meta = {"doc": doc, "min": min, "max": max, "choices": choices}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeConfig:
+    id: int = option(1, "this node's id, unique in the cluster", min=1, max=2**31 - 1)
+    roles: list[str] = option(
+        ["meta", "broker", "engine"],
+        "roles this process runs",
+        choices=("meta", "broker", "engine"),
+    )
+    data_dir: str = option("./data", "where this node keeps its data")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MqttConfig:
+    bind: str = option("0.0.0.0", "address the MQTT listeners bind to")
+    port: int = option(1883, "MQTT over TCP; 0 disables", min=0, max=65535)
+    tls_port: int = option(
+        8883, "MQTT over TLS; starts only when certfile is set; 0 disables", min=0, max=65535
+    )
+    ws_port: int = option(8083, "MQTT over WebSocket; 0 disables", min=0, max=65535)
+    wss_port: int = option(
+        8084,
+        "MQTT over WebSocket/TLS; starts only when certfile is set; 0 disables",
+        min=0,
+        max=65535,
+    )
+    ws_path: str = option("/mqtt", "HTTP path of the WebSocket listeners")
+    certfile: str = option("", "PEM certificate (chain) of the TLS listeners")
+    keyfile: str = option("", "PEM private key of certfile (empty: inside certfile)")
+    cafile: str = option("", "PEM CA bundle that client certificates are checked against")
+    verify_client: str = option(
+        "none", "client certificates on TLS listeners", choices=("none", "optional", "required")
+    )
+    max_connections: int = option(1_000_000, "connections accepted at once", min=1)
+    max_packet_size: int = option(
+        1_048_576,
+        "largest packet accepted, in bytes (MQTT 5 Maximum Packet Size)",
+        min=64,
+        max=268_435_460,
+    )
+    receive_maximum: int = option(
+        128, "QoS 1/2 messages in flight per client, both ways", min=1, max=65535
+    )
+    max_queued_messages: int = option(
+        1000, "messages queued per session while offline or flow-controlled", min=0
+    )
+    queue_drop_policy: str = option(
+        "drop_oldest", "what a full session queue drops", choices=("drop_oldest", "drop_newest")
+    )
+    max_topic_levels: int = option(128, "levels in a topic name or filter", min=1, max=65535)
+    max_subscriptions_per_client: int = option(0, "0 means unlimited", min=0)
+    topic_alias_maximum: int = option(65535, "topic aliases a client may use", min=0, max=65535)
+    max_keep_alive: int = option(
+        0,
+        "largest keep alive granted, in seconds; 0 grants what the client asks",
+        min=0,
+        max=65535,
+    )
+    connect_timeout: float = option(
+        10.0, "seconds a socket may stay open without sending CONNECT", min=0.1
+    )
+    max_session_expiry_interval: int = option(
+        4_294_967_295, "largest session expiry granted, in seconds", min=0, max=4_294_967_295
+    )
+    retain_available: bool = option(True, "whether retained messages are supported")
+    max_retained_messages: int = option(1_000_000, "retained messages kept; 0 means none", min=0)
+    max_retained_payload: int = option(1_048_576, "largest retained payload, bytes", min=0)
+    shared_subscription_strategy: str = option(
+        "round_robin",
+        "how a shared group picks a member",
+        choices=("round_robin", "random", "sticky", "hash_clientid"),
+    )
+    sys_interval: float = option(
+        10.0, "seconds between $SYS/brokers/... updates; 0 disables", min=0
+    )
+    max_delayed_seconds: int = option(
+        4_294_967, "largest delay of a $delayed/{seconds}/topic publish", min=1
+    )
+    max_delayed_messages: int = option(100_000, "delayed publishes pending at once", min=0)
+    rewrite: list[dict[str, str]] = option(
+        [], "topic rewrite rules: tables with action, source_topic, re, dest_topic"
+    )
+    auto_subscribe: list[dict[str, Any]] = option(
+        [], "subscriptions added at connect: tables with topic and qos"
+    )
+    server_reference: str = option(
+        "", "when set, MQTT 5 clients are redirected here (CONNACK 0x9C), 3.1.1 refused"
+    )
+    response_information: str = option(
+        "", "MQTT 5 Response Information sent to clients that request it (a topic prefix)"
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class StorageConfig:
+    engine: str = option(
+        "memory", "storage engine for messages", choices=("memory", "leveldb", "segment")
+    )
+    fsync: str = option(
+        "interval", "when appends reach the disk", choices=("always", "interval", "never")
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogConfig:
+    level: str = option(
+        "info", "log level", choices=("debug", "info", "warning", "error", "critical")
+    )
+    format: str = option("text", "log line format", choices=("text", "json"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    node: NodeConfig = field(default_factory=NodeConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+SECTIONS: dict[str, type] = {
+    f.name: get_type_hints(Config)[f.name] for f in dataclasses.fields(Config)
+}
+
+
+def _parse_text(key: str, text: str, kind: Any) -> Any:
+    """A value given as text (environment variable or flag) converted to the key's type."""
+    origin = getattr(kind, "__origin__", kind)
+    try:
+        if kind is bool:
+            lowered = text.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if kind is int:
+            return int(text, 0)
+        if kind is float:
+            return float(text)
+        if origin is list:
+            inner = kind.__args__[0]
+            if inner is str:
+                return [part.strip() for part in text.split(",") if part.strip()]
+            return tomllib.loads(f"v = {text}")["v"]
+    except (ValueError, tomllib.TOMLDecodeError):
+        raise ConfigError(key, text, _describe(kind, {})) from None
+    return text
+
+
+def _describe(kind: Any, meta: Mapping[str, Any]) -> str:
+    if meta.get("choices"):
+        return "one of " + ", ".join(map(str, meta["choices"]))
+    name = getattr(kind, "__name__", str(kind))
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is not None and hi is not None:
+        return f"{name} in [{lo}, {hi}]"
+    if lo is not None:
+        return f"{name} >= {lo}"
+    return name
+
+
+def _check(key: str, value: Any, kind: Any, meta: Mapping[str, Any]) -> Any:
+    origin = getattr(kind, "__origin__", kind)
+    ok_type: bool
+    if kind is float:
+        ok_type = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok_type else value
+    elif kind is int:
+        ok_type = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok_type = isinstance(value, origin)
+    if not ok_type:
+        raise ConfigError(key, value, _describe(kind, meta))
+    lo, hi, choices = meta.get("min"), meta.get("max"), meta.get("choices")
+    if lo is not None and value < lo or hi is not None and value > hi:
+        raise ConfigError(key, value, _describe(kind, meta))
+    if choices:
+        items = value if isinstance(value, list) else [value]
+        if any(item not in choices for item in items):
+            raise ConfigError(key, value, _describe(kind, meta))
+    return value
+
+
+def _build_section(name: str, cls: type, values: Mapping[str, Any]) -> Any:
+    hints = get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        f = known.get(key)
+        if f is None:
+            raise ConfigError(f"{name}.{key}", value, "a known key: " + ", ".join(sorted(known)))
+        kwargs[key] = _check(f"{name}.{key}", value, hints[key], f.metadata)
+    return cls(**kwargs)
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Defaults < TOML file < ``ROBUSTMQ_<SECTION>_<KEY>`` < ``overrides`` ("section.key")."""
+    raw: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except OSError as exc:
+            raise ConfigError(
+                "--config", str(path), f"a readable TOML file ({exc.strerror})"
+            ) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("--config", str(path), f"valid TOML ({exc})") from None
+        for section, values in data.items():
+            if section not in SECTIONS or not isinstance(values, dict):
+                raise ConfigError(section, values, "a section: " + ", ".join(SECTIONS))
+            raw[section].update(values)
+    env = os.environ if environ is None else environ
+    for section, cls in SECTIONS.items():
+        hints = get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            text = env.get(f"{ENV_PREFIX}{section.upper()}_{f.name.upper()}")
+            if text is not None:
+                raw[section][f.name] = _parse_text(f"{section}.{f.name}", text, hints[f.name])
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        if section not in raw:
+            raise ConfigError(dotted, value, "a section: " + ", ".join(SECTIONS))
+        raw[section][key] = value
+    return Config(**{name: _build_section(name, cls, raw[name]) for name, cls in SECTIONS.items()})
+
+
+def describe_keys() -> list[tuple[str, Any, str, str]]:
+    """(key, default, allowed, doc) for every key, for docs and ``config-check --list``."""
+    rows = []
+    for section, cls in SECTIONS.items():
+        hints = get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            default = (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            )
+            rows.append(
+                (
+                    f"{section}.{f.name}",
+                    default,
+                    _describe(hints[f.name], f.metadata),
+                    f.metadata["doc"],
+                )
+            )
+    return rows

@@ -1,0 +1,76 @@
+"""Starts and stops the roles of one process.
+
+A node runs any subset of the roles ``meta``, ``broker`` and ``engine``
+(``[node] roles``). Today the broker role serves MQTT from memory; the meta and engine
+roles join it as their issues land. ``run`` is what ``robustmq-server start`` calls: it
+installs the event loop (uvloop when available), opens the listeners, prints one line
+per listener and the data directory, and shuts down gracefully on SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from robustmq.broker.mqtt.server import MqttBroker
+from robustmq.config import Config
+
+log = logging.getLogger("robustmq")
+
+
+class Node:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.mqtt: MqttBroker | None = None
+
+    async def start(self) -> list[tuple[str, str, int]]:
+        """Starts the roles; returns (listener, host, port) for every open listener."""
+        listeners: list[tuple[str, str, int]] = []
+        if "broker" in self.config.node.roles:
+            self.mqtt = MqttBroker(self.config.mqtt, str(self.config.node.id))
+            listeners += await self.mqtt.start()
+        return listeners
+
+    async def stop(self) -> None:
+        if self.mqtt is not None:
+            await self.mqtt.stop()
+
+
+def setup_logging(level: str, fmt: str) -> None:
+    if fmt == "json":
+        pattern = (
+            '{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}'
+        )
+    else:
+        pattern = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=level.upper(), format=pattern, stream=sys.stderr)
+
+
+async def _serve(config: Config) -> None:
+    node = Node(config)
+    listeners = await node.start()
+    for name, host, port in listeners:
+        print(f"robustmq: {name} listening on {host}:{port}", flush=True)
+    print(f"robustmq: data directory {os.path.abspath(config.node.data_dir)}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await node.stop()
+
+
+def run(config: Config) -> None:
+    """Runs the node in the foreground until SIGINT or SIGTERM."""
+    setup_logging(config.log.level, config.log.format)
+    os.makedirs(config.node.data_dir, exist_ok=True)
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(_serve(config))
+    else:
+        uvloop.run(_serve(config))
