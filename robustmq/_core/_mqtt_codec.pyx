@@ -460,6 +460,8 @@ cdef object _properties(Cursor *c, int packet):
                 existing = props.get(name)
                 if existing is None:
                     props[name] = [value]
+                elif packet == T_SUBSCRIBE and pid == 0x0B:  # §3.8.2.1.2: one identifier
+                    _fail(PROTOCOL_ERROR, f"property {name} appears twice", at)
                 else:
                     (<list>existing).append(value)
             elif name in props:
@@ -514,8 +516,11 @@ cdef Connect _decode_connect(Cursor *c):
     if will_flag:
         will = Will.__new__(Will)
         will.properties = _properties(c, T_WILL) if level == V5 else None
+        at = c.pos
         will.topic = _utf8(c, "will topic")
-        _check_topic_name(will.topic, c.pos, "will topic")
+        if not will.topic:
+            _fail(TOPIC_NAME_INVALID, "will topic is empty", at)
+        _check_topic_name(will.topic, at, "will topic")
         will.payload = _binary(c, "will payload")
         will.qos = will_qos
         will.retain = will_retain
@@ -738,7 +743,11 @@ cdef class Decoder:
         cdef Py_buffer view
         if type(data) is bytes:
             return self._decode(<const unsigned char *>PyBytes_AS_STRING(data), len(<bytes>data))
-        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        except BufferError:  # a non-contiguous buffer: decode a contiguous copy
+            data = memoryview(data).tobytes()
+            return self._decode(<const unsigned char *>PyBytes_AS_STRING(data), len(<bytes>data))
         try:
             return self._decode(<const unsigned char *>view.buf, view.len)
         finally:
@@ -840,21 +849,31 @@ cdef inline int _put(Buf *b, const void *src, Py_ssize_t n) except -1:
     return 0
 
 
-cdef inline int _put_u8(Buf *b, unsigned int v) except -1:
+cdef int _out_of_range(long long v, long long maximum) except -1:
+    raise ValueError(f"value {v} does not fit its field (0..{maximum})")
+
+
+cdef inline int _put_u8(Buf *b, long long v) except -1:
+    if UNLIKELY(v < 0 or v > 0xFF):
+        _out_of_range(v, 0xFF)
     _reserve(b, 1)
     b.data[b.len] = <unsigned char>v
     b.len += 1
     return 0
 
 
-cdef inline int _put_u16(Buf *b, unsigned int v) except -1:
+cdef inline int _put_u16(Buf *b, long long v) except -1:
+    if UNLIKELY(v < 0 or v > 0xFFFF):
+        _out_of_range(v, 0xFFFF)
     _reserve(b, 2)
     rmq_store_be16(b.data + b.len, <uint16_t>v)
     b.len += 2
     return 0
 
 
-cdef inline int _put_u32(Buf *b, unsigned long long v) except -1:
+cdef inline int _put_u32(Buf *b, long long v) except -1:
+    if UNLIKELY(v < 0 or v > 0xFFFFFFFF):
+        _out_of_range(v, 0xFFFFFFFF)
     _reserve(b, 4)
     rmq_store_be32(b.data + b.len, <uint32_t>v)
     b.len += 4
@@ -918,7 +937,7 @@ cdef int _put_properties(Buf *b, object props) except -1:
         return _put_u8(b, 0)
     _buf_init(&tmp)
     try:
-        for name, value in (<dict>props).items():
+        for name, value in props.items():
             found = _prop_ids.get(name)
             if found is None:
                 raise ValueError(f"unknown MQTT property {name!r}")
@@ -969,6 +988,8 @@ def encode_publish(str topic, payload, int qos=0, bint retain=False, bint dup=Fa
     """A PUBLISH packet from its fields, without building a Publish object."""
     cdef Buf b
     cdef Py_buffer view
+    if qos < 0 or qos > 2:
+        raise ValueError(f"QoS must be 0, 1 or 2, not {qos}")
     cdef unsigned int first = (T_PUBLISH << 4) | (0x08 if dup else 0) | (qos << 1) | (
         0x01 if retain else 0)
     PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
@@ -991,6 +1012,8 @@ cdef bytes _encode_connect(Connect p):
     cdef bint v5 = p.protocol_version == V5
     cdef unsigned int flags = 0x02 if p.clean_start else 0
     if will is not None:
+        if will.qos < 0 or will.qos > 2:
+            raise ValueError(f"will QoS must be 0, 1 or 2, not {will.qos}")
         flags |= 0x04 | (will.qos << 3) | (0x20 if will.retain else 0)
     if p.password is not None:
         flags |= 0x40
@@ -1036,7 +1059,7 @@ cdef bytes _encode_with_codes(int ptype, int packet_id, object properties, list 
         _buf_free(&b)
 
 
-def encode(Packet packet, int protocol_version=4):
+def encode(Packet packet not None, int protocol_version=4):
     """The wire bytes of ``packet`` for a connection speaking ``protocol_version``."""
     cdef Buf b
     cdef bint v5 = protocol_version == V5
@@ -1080,6 +1103,8 @@ def encode(Packet packet, int protocol_version=4):
             if v5:
                 _put_properties(&b, (<Subscribe>packet).properties)
             for s in (<Subscribe>packet).subscriptions:
+                if not (0 <= s.qos <= 2 and 0 <= s.retain_handling <= 2):
+                    raise ValueError(f"bad subscription options in {s!r}")
                 options = s.qos
                 if v5:
                     options |= ((0x04 if s.no_local else 0)

@@ -460,7 +460,9 @@ def _read_properties(r: _Reader, packet: int) -> dict[str, Any] | None:
             if name in NONZERO_PROPERTIES and value == 0:
                 code = TOPIC_ALIAS_INVALID if name == "topic_alias" else PROTOCOL_ERROR
                 raise MqttError(code, f"{name} must not be 0", at)
-            if name in REPEATABLE:
+            once = packet == SUBSCRIBE and name == "subscription_identifier"
+            if name in REPEATABLE and not (once and name in props):
+                # §3.8.2.1.2: SUBSCRIBE carries at most one subscription identifier.
                 props.setdefault(name, []).append(value)
             elif name in props:
                 raise MqttError(PROTOCOL_ERROR, f"property {name} appears twice", at)
@@ -498,8 +500,11 @@ def _decode_connect(r: _Reader) -> Connect:
     will = None
     if will_flag:
         will_props = _read_properties(r, WILL) if level == MQTT_5 else None
+        at = r.pos
         will_topic = r.utf8("will topic")
-        _check_topic_name(will_topic, r.pos, "will topic")
+        if not will_topic:
+            raise MqttError(TOPIC_NAME_INVALID, "will topic is empty", at)
+        _check_topic_name(will_topic, at, "will topic")
         will = Will(will_topic, r.binary("will payload"), will_qos, will_retain, will_props)
     username = r.utf8("user name") if has_username else None
     password = r.binary("password") if has_password else None
@@ -691,7 +696,7 @@ class Decoder:
         When a packet is malformed after others decoded fine, those are returned and the
         error is raised by the next call, which starts at the bad packet.
         """
-        buf = bytes(data)
+        buf = data if type(data) is bytes else memoryview(data).tobytes()
         end = len(buf)
         pos = 0
         packets: list[Packet] = []
@@ -749,6 +754,8 @@ class Decoder:
 
 
 def _varint(value: int) -> bytes:
+    if not 0 <= value <= MAX_REMAINING_LENGTH:
+        raise ValueError(f"variable byte integer {value} out of range")
     out = bytearray()
     while True:
         byte = value & 0x7F
@@ -808,6 +815,8 @@ def _encode_connect(p: Connect) -> bytes:
     v5 = p.protocol_version == MQTT_5
     flags = 0x02 if p.clean_start else 0
     if p.will is not None:
+        if not 0 <= p.will.qos <= 2:
+            raise ValueError(f"will QoS must be 0, 1 or 2, not {p.will.qos}")
         flags |= 0x04 | (p.will.qos << 3) | (0x20 if p.will.retain else 0)
     if p.password is not None:
         flags |= 0x40
@@ -840,13 +849,15 @@ def encode_publish(
     protocol_version: int = MQTT_3_1_1,
 ) -> bytes:
     """A PUBLISH packet from its fields, without building a Publish object."""
+    if not 0 <= qos <= 2:
+        raise ValueError(f"QoS must be 0, 1 or 2, not {qos}")
     first = (PUBLISH << 4) | (0x08 if dup else 0) | (qos << 1) | (0x01 if retain else 0)
     body = _utf8(topic)
     if qos:
         body += _U16.pack(packet_id)
     if protocol_version == MQTT_5:
         body += _properties(properties)
-    return _packet(first, body + bytes(payload))
+    return _packet(first, body + memoryview(payload).tobytes())
 
 
 def _encode_ack(p: _Ack, version: int) -> bytes:
@@ -864,6 +875,8 @@ def _encode_subscribe(p: Subscribe, version: int) -> bytes:
     if version == MQTT_5:
         body += _properties(p.properties)
     for s in p.subscriptions:
+        if not (0 <= s.qos <= 2 and 0 <= s.retain_handling <= 2):
+            raise ValueError(f"bad subscription options in {s!r}")
         options = s.qos
         if version == MQTT_5:
             options |= (
