@@ -69,27 +69,45 @@ class Router:
         normal, shared = self._match(message.topic)
         if not normal and not shared:
             return 0
-        targets: dict[Session, tuple[int, bool, tuple[int, ...]]] = {}
+        targets: dict[Session, Delivery] = {}
         for session, options in normal:
-            self._collect(targets, session, options, message)
+            self._collect(targets, session, options, message, None)
         for group, topic_filter, members in shared:
-            session = self._pick(group, topic_filter, members, message)
+            session = self._pick(group, topic_filter, members, message, None)
             if session is not None:
-                self._collect(targets, session, members[session], message, shared=True)
-        for session, (qos, retain, sub_ids) in targets.items():
-            session.deliver(Delivery(message, qos, retain, sub_ids))
+                self._collect(targets, session, members[session], message, (group, topic_filter))
+        for session, delivery in targets.items():
+            session.deliver(delivery)
         return len(targets)
+
+    def redistribute(self, delivery: Delivery, leaving: Session) -> bool:
+        """Gives a shared-subscription delivery that ``leaving`` did not acknowledge to
+        another member of its group; False when no other member exists."""
+        assert delivery.shared is not None
+        group, topic_filter = delivery.shared
+        members = None
+        for g, f, found in self._match(delivery.message.topic)[1]:
+            if (g, f) == delivery.shared:
+                members = found
+                break
+        if not members:
+            return False
+        session = self._pick(group, topic_filter, members, delivery.message, leaving)
+        if session is None:
+            return False
+        session.deliver(delivery._replace(qos=min(delivery.message.qos, members[session].qos)))
+        return True
 
     @staticmethod
     def _collect(
-        targets: dict[Session, tuple[int, bool, tuple[int, ...]]],
+        targets: dict[Session, Delivery],
         session: Session,
         options: SubscriptionOptions,
         message: Message,
-        shared: bool = False,
+        shared: tuple[str, str] | None,
     ) -> None:
         # MQTT 5 §3.8.3.1: No Local does not apply to shared subscriptions.
-        if options.no_local and not shared and session.client_id == message.sender:
+        if options.no_local and shared is None and session.client_id == message.sender:
             return
         qos = min(message.qos, options.qos)
         retain = message.retain and options.retain_as_published
@@ -97,16 +115,22 @@ class Router:
         before = targets.get(session)
         if before is not None:
             # Overlapping subscriptions: one delivery, highest QoS, all identifiers (§3.3.4).
-            qos = max(qos, before[0])
-            retain = retain or before[1]
-            sub_ids = before[2] + sub_ids
-        targets[session] = (qos, retain, sub_ids)
+            qos = max(qos, before.qos)
+            retain = retain or before.retain
+            sub_ids = before.sub_ids + sub_ids
+            shared = None
+        targets[session] = Delivery(message, qos, retain, sub_ids, shared)
 
     def _pick(
-        self, group: str, topic_filter: str, members: dict[Session, Any], message: Message
+        self,
+        group: str,
+        topic_filter: str,
+        members: dict[Session, Any],
+        message: Message,
+        leaving: Session | None,
     ) -> Session | None:
-        online = [s for s in members if s.connection is not None]
-        candidates = online or list(members)
+        online = [s for s in members if s.connection is not None and s is not leaving]
+        candidates = online or [s for s in members if s is not leaving]
         if not candidates:
             return None
         key = (group, topic_filter)

@@ -40,6 +40,9 @@ class Delivery(NamedTuple):
     qos: int
     retain: bool
     sub_ids: tuple[int, ...]
+    # (group, filter) when the message came through a shared subscription: if this member
+    # goes away before acknowledging it, another member gets it.
+    shared: tuple[str, str] | None = None
 
 
 class Inflight:
@@ -149,6 +152,18 @@ class Session:
             return False
         self.drain()
         return True
+
+    def take_shared(self) -> list[Delivery]:
+        """Removes and returns the unacknowledged deliveries of shared subscriptions."""
+        taken = [e.delivery for e in self.inflight.values() if e.delivery.shared and not e.released]
+        for packet_id in [
+            p for p, e in self.inflight.items() if e.delivery.shared and not e.released
+        ]:
+            del self.inflight[packet_id]
+        taken += [d for d in self.queue if d.shared]
+        if taken:
+            self.queue = deque(d for d in self.queue if not d.shared)
+        return taken
 
     def resume(self, conn: MqttConnection) -> None:
         """A client reconnected to this session: resend what was in flight (§4.4)."""
