@@ -92,6 +92,11 @@ class MqttConfig:
     max_topic_levels: int = option(128, "levels in a topic name or filter", min=1, max=65535)
     max_subscriptions_per_client: int = option(0, "0 means unlimited", min=0)
     topic_alias_maximum: int = option(65535, "topic aliases a client may use", min=0, max=65535)
+    send_topic_aliases: bool = option(
+        False,
+        "use MQTT 5 topic aliases toward clients that allow them; off by default because "
+        "paho-mqtt (Python) and libmosquitto clients mishandle alias-only PUBLISHes",
+    )
     max_keep_alive: int = option(
         0,
         "largest keep alive granted, in seconds; 0 grants what the client asks",
@@ -290,3 +295,14 @@ def describe_keys() -> list[tuple[str, Any, str, str]]:
                 )
             )
     return rows
+
+
+def markdown_table() -> str:
+    """The key table of docs/configuration.md (``python -m robustmq.config`` prints it)."""
+    rows = ["| key | default | allowed | meaning |", "|---|---|---|---|"]
+    rows += [f"| `{k}` | `{d!r}` | {a} | {doc} |" for k, d, a, doc in describe_keys()]
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

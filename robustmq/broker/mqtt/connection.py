@@ -68,7 +68,9 @@ class MqttConnection(asyncio.Protocol):
         self.last_seen = time.monotonic()
         self.send_quota = 65535  # the client's Receive Maximum
         self.client_max_packet = MAX_PACKET_SIZE
-        self.topic_aliases: dict[int, str] = {}
+        self.topic_aliases: dict[int, str] = {}  # the client's aliases for its PUBLISHes
+        self.alias_maximum = 0  # the client's Topic Alias Maximum: aliases we may send
+        self.outbound_aliases: dict[str, int] = {}
         self.paused = False
         self.dropped = 0
         self._buffer = b""
@@ -254,6 +256,8 @@ class MqttConnection(asyncio.Protocol):
         self.keep_alive = keep_alive
         self.send_quota = props.get("receive_maximum", 65535)
         self.client_max_packet = props.get("maximum_packet_size", MAX_PACKET_SIZE)
+        if cfg.send_topic_aliases:
+            self.alias_maximum = props.get("topic_alias_maximum", 0)
         if v5:
             expiry = min(props.get("session_expiry_interval", 0), cfg.max_session_expiry_interval)
         else:
@@ -355,7 +359,15 @@ class MqttConnection(asyncio.Protocol):
             self.dropped += 1
             self.broker.stats["messages_dropped"] += 1
             return
-        head, tail = message.encoded(self.version, qos, delivery.retain, delivery.sub_ids)
+        alias, known = 0, False
+        if self.alias_maximum:
+            alias = self.outbound_aliases.get(message.topic, 0)
+            known = alias != 0
+            if not known and len(self.outbound_aliases) < self.alias_maximum:
+                alias = self.outbound_aliases[message.topic] = len(self.outbound_aliases) + 1
+        head, tail = message.encoded(
+            self.version, qos, delivery.retain, delivery.sub_ids, alias, known
+        )
         if len(head) + len(tail) + (2 if qos else 0) > self.client_max_packet:
             # MQTT 5 §3.1.2.25: discard as if delivered.
             self.broker.stats["messages_dropped"] += 1

@@ -53,19 +53,27 @@ class Message:
         return self.expires_at != 0.0 and now >= self.expires_at
 
     def encoded(
-        self, version: int, qos: int, retain: bool, sub_ids: tuple[int, ...]
+        self,
+        version: int,
+        qos: int,
+        retain: bool,
+        sub_ids: tuple[int, ...],
+        alias: int = 0,
+        alias_known: bool = False,
     ) -> tuple[bytes, bytes]:
         """PUBLISH bytes split around the packet identifier: (head, tail).
 
-        For QoS 0 the tail is empty and the head is the whole packet. The split is cached
-        per shape unless the message carries an expiry, whose remaining interval changes.
+        For QoS 0 the tail is empty and the head is the whole packet. ``alias`` is the
+        receiving connection's topic alias for this topic (MQTT 5 §3.3.2.3.4); once the
+        client knows it, the topic is left out. The split is cached per shape unless the
+        message carries an expiry, whose remaining interval changes.
         """
-        key = (version, qos, retain, sub_ids)
+        key = (version, qos, retain, sub_ids, alias, alias_known)
         cached = self._shapes.get(key)
         if cached is not None:
             return cached
         props = self.properties
-        if version == 5 and (sub_ids or self.expires_at):
+        if version == 5 and (sub_ids or self.expires_at or alias):
             props = dict(props or {})
             if sub_ids:
                 props["subscription_identifier"] = list(sub_ids)
@@ -73,8 +81,11 @@ class Message:
                 props["message_expiry_interval"] = max(
                     0, int(self.expires_at - time.monotonic() + 0.999)
                 )
+            if alias:
+                props["topic_alias"] = alias
+        topic = "" if alias_known else self.topic
         data = mqtt.encode_publish(
-            self.topic, self.payload, qos, retain, False, 1 if qos else 0, props, version
+            topic, self.payload, qos, retain, False, 1 if qos else 0, props, version
         )
         if qos:
             # Fixed header, then the topic (2-byte length + bytes), then the packet id.
