@@ -1,8 +1,10 @@
 """Starts and stops the roles of one process.
 
 A node runs any subset of the roles ``meta``, ``broker`` and ``engine``
-(``[node] roles``). Today the broker role serves MQTT from memory; the meta and engine
-roles join it as their issues land. ``run`` is what ``robustmq-server start`` calls: it
+(``[node] roles``). Today the broker role serves MQTT (sessions in memory) and the engine
+role opens the configured storage engine under the data directory; the broker starts
+storing messages there with durable sessions, and the meta role comes with the Meta
+Service. ``run`` is what ``robustmq-server start`` calls: it
 installs the event loop (uvloop when available), opens the listeners, prints one line
 per listener and the data directory, and shuts down gracefully on SIGINT/SIGTERM.
 """
@@ -16,7 +18,15 @@ import signal
 import sys
 
 from robustmq.broker.mqtt.server import MqttBroker
-from robustmq.config import Config
+from robustmq.config import Config, StorageConfig
+from robustmq.storage import (
+    EngineConfig,
+    LevelDBConfig,
+    MemoryConfig,
+    SegmentConfig,
+    StorageEngine,
+    open_engine,
+)
 
 log = logging.getLogger("robustmq")
 
@@ -25,11 +35,15 @@ class Node:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.mqtt: MqttBroker | None = None
+        self.storage: StorageEngine | None = None
 
     async def start(self) -> list[tuple[str, str, int]]:
         """Starts the roles; returns (listener, host, port) for every open listener."""
         listeners: list[tuple[str, str, int]] = []
-        if "broker" in self.config.node.roles:
+        if "engine" in self.config.node.roles:
+            self.storage = await open_engine(
+                engine_config(self.config.storage, self.config.node.data_dir)
+            )
             self.mqtt = MqttBroker(self.config.mqtt, str(self.config.node.id))
             listeners += await self.mqtt.start()
         return listeners
@@ -37,6 +51,18 @@ class Node:
     async def stop(self) -> None:
         if self.mqtt is not None:
             await self.mqtt.stop()
+        if self.storage is not None:
+            await self.storage.close()
+
+
+def engine_config(storage: StorageConfig, data_dir: str) -> EngineConfig:
+    """The storage engine's own config from the ``[storage]`` section."""
+    if storage.engine == "memory":
+        return MemoryConfig()
+    path = os.path.join(data_dir, storage.engine)
+    if storage.engine == "leveldb":
+        return LevelDBConfig(path=path, fsync=storage.fsync)  # type: ignore[arg-type]
+    return SegmentConfig(path=path, fsync=storage.fsync)  # type: ignore[arg-type]
 
 
 def setup_logging(level: str, fmt: str) -> None:
@@ -50,18 +76,22 @@ def setup_logging(level: str, fmt: str) -> None:
 
 
 async def _serve(config: Config) -> None:
-    node = Node(config)
-    listeners = await node.start()
-    for name, host, port in listeners:
-        print(f"robustmq: {name} listening on {host}:{port}", flush=True)
-    print(f"robustmq: data directory {os.path.abspath(config.node.data_dir)}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("shutting down")
-    await node.stop()
+    node = Node(config)
+    try:
+        listeners = await node.start()
+        for name, host, port in listeners:
+            print(f"robustmq: {name} listening on {host}:{port}", flush=True)
+        if node.storage is not None:
+            print(f"robustmq: storage engine {config.storage.engine}", flush=True)
+        print(f"robustmq: data directory {os.path.abspath(config.node.data_dir)}", flush=True)
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await node.stop()
 
 
 def run(config: Config) -> None:

@@ -41,5 +41,6 @@ def compiled(module: ModuleType) -> bool:
 
 mqtt = load("mqtt_codec")
 trie = load("topic_trie")
+segment_io = load("segment_io")
 
-__all__ = ["NO_EXTENSIONS", "compiled", "load", "mqtt", "trie"]
+__all__ = ["NO_EXTENSIONS", "compiled", "load", "mqtt", "segment_io", "trie"]

@@ -173,3 +173,12 @@ def test_config_check_accepts_a_good_file_and_flags_override_env(tmp_path):
         [*SERVER, "config-check", "--list"], capture_output=True, text=True, env=_env()
     ).stdout
     assert "mqtt.max_packet_size = 1048576" in listing
+
+
+@pytest.mark.parametrize("engine", ["leveldb", "segment"])
+def test_engine_role_opens_the_storage_engine_in_the_data_dir(tmp_path, engine):
+    for _ in range(2):  # the second start reopens (and recovers) what the first left
+        proc, _, lines = _start(tmp_path, "--storage", engine)
+        assert f"robustmq: storage engine {engine}" in lines
+        assert _stop(proc) == 0
+    assert (tmp_path / "data" / engine).is_dir()

@@ -70,4 +70,6 @@ def test_config_is_frozen():
 def test_docs_list_every_key():
     with open(os.path.join(ROOT, "docs", "configuration.md")) as fh:
         doc = fh.read()
-    assert markdown_table() in doc, "docs/configuration.md is stale: paste python -m robustmq.config"
+    assert markdown_table() in doc, (
+        "docs/configuration.md is stale: paste python -m robustmq.config"
+    )
