@@ -82,6 +82,9 @@ _V3_CONNACK = {
     0x8C: 0x04,  # bad authentication method
     0x87: 0x05,  # not authorized
     0x8A: 0x05,  # banned
+    0x97: 0x03,  # quota exceeded (e.g. max connections) -> server unavailable
+    0x9C: 0x03,  # use another server
+    0x9D: 0x03,  # server moved
 }
 
 

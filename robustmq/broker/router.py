@@ -38,6 +38,7 @@ class Router:
         self.max_retained = max_retained
         self.max_retained_payload = max_retained_payload
         self.retained_rejected = 0
+        self._system_retained: set[str] = set()
         self._cache: dict[str, tuple[list[Any], list[Any]]] = {}
         self._cache_generation = -1
         self._turn: dict[tuple[str, str], int] = {}
@@ -151,12 +152,21 @@ class Router:
     # ------------------------------------------------------------------ retained
 
     def retain(self, message: Message) -> None:
-        """Stores, replaces or (empty payload) clears the retained message of a topic."""
+        """Stores, replaces or (empty payload) clears the retained message of a topic.
+
+        The limits are for clients' messages: the broker's own ``$SYS`` statistics are
+        kept apart from the count.
+        """
+        if message.topic.startswith("$SYS/"):
+            self._system_retained.add(message.topic)
+            self.retained.set(message.topic, message)
+            return
         if not message.payload:
             self.retained.delete(message.topic)
             return
+        stored = len(self.retained) - len(self._system_retained)
         if len(message.payload) > self.max_retained_payload or (
-            len(self.retained) >= self.max_retained and self.retained.get(message.topic) is None
+            stored >= self.max_retained and self.retained.get(message.topic) is None
         ):
             self.retained_rejected += 1
             log.warning(

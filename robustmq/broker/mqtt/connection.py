@@ -185,7 +185,10 @@ class MqttConnection(asyncio.Protocol):
         )
         if self.connected:
             if self.version == 5:
-                self.write(mqtt.encode(mqtt.Disconnect(reason_code, {"reason_string": message}), 5))
+                packet = mqtt.encode(mqtt.Disconnect(reason_code, {"reason_string": message}), 5)
+                if len(packet) > self.client_max_packet:  # §3.14.2.2.3: drop the reason string
+                    packet = mqtt.encode(mqtt.Disconnect(reason_code), 5)
+                self.write(packet)
         elif reason_code == ReasonCode.UNSUPPORTED_PROTOCOL_VERSION:
             self.write(mqtt.encode(mqtt.Connack(False, v3_connack_code(reason_code)), 4))
         self.close()
@@ -240,6 +243,12 @@ class MqttConnection(asyncio.Protocol):
                 trie.validate_topic_name(p.will.topic, cfg.max_topic_levels)
             except MqttError as exc:
                 self._refuse(exc.reason_code, str(exc))
+                return
+            if p.will.topic.startswith("$SYS"):
+                self._refuse(ReasonCode.NOT_AUTHORIZED, "will topic in $SYS")
+                return
+            if p.will.retain and not cfg.retain_available:
+                self._refuse(ReasonCode.RETAIN_NOT_SUPPORTED, "will retain without retain")
                 return
         assigned = False
         if not p.client_id:
@@ -493,6 +502,11 @@ class MqttConnection(asyncio.Protocol):
                 topic_filter = self.broker.rewriter.rewrite(
                     "subscribe", topic_filter, self.client_id, self.username
                 )
+            try:
+                trie.validate_topic_filter(topic_filter, self.broker.config.max_topic_levels)
+            except MqttError:
+                codes.append(ReasonCode.TOPIC_FILTER_INVALID)
+                continue
             removed = self.broker.unsubscribe(session, topic_filter)
             codes.append(0 if removed else ReasonCode.NO_SUBSCRIPTION_EXISTED)
         self.write(mqtt.encode(mqtt.Unsuback(p.packet_id, codes), self.version))

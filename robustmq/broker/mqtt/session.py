@@ -48,11 +48,12 @@ class Delivery(NamedTuple):
 class Inflight:
     """An outgoing QoS 1/2 delivery awaiting PUBACK, or PUBREC then PUBCOMP."""
 
-    __slots__ = ("delivery", "released")
+    __slots__ = ("delivery", "released", "sent")
 
     def __init__(self, delivery: Delivery) -> None:
         self.delivery = delivery
         self.released = False  # True once PUBREC arrived and PUBREL went out
+        self.sent = True  # False while waiting, after a reconnect, for the Receive Maximum
 
 
 class Session:
@@ -150,6 +151,13 @@ class Session:
         """PUBACK or PUBCOMP: the delivery is complete."""
         if self.inflight.pop(packet_id, None) is None:
             return False
+        conn = self.connection
+        if conn is not None:
+            for waiting_id, entry in self.inflight.items():
+                if not entry.sent:  # resent in order as the client frees its window
+                    entry.sent = True
+                    conn.send_publish(entry.delivery, waiting_id, dup=True)
+                    return True
         self.drain()
         return True
 
@@ -168,9 +176,14 @@ class Session:
     def resume(self, conn: MqttConnection) -> None:
         """A client reconnected to this session: resend what was in flight (§4.4)."""
         self.connection = conn
+        window = conn.send_quota  # MQTT 5 §4.9 applies to resent PUBLISHes too
         for packet_id, entry in self.inflight.items():
             if entry.released:
                 conn.send_pubrel(packet_id)
-            else:
+            elif window > 0:
+                entry.sent = True
                 conn.send_publish(entry.delivery, packet_id, dup=True)
+            else:
+                entry.sent = False
+            window -= 1
         self.drain()
