@@ -423,7 +423,7 @@ class MqttConnection(asyncio.Protocol):
 
     def handle_subscribe(self, p: Any) -> None:
         ids = (p.properties or {}).get("subscription_identifier") or [0]
-        codes = []
+        codes: list[int] = []
         retained: list[tuple[str, int, int]] = []
         for s in p.subscriptions:
             code = self._subscribe(
@@ -496,7 +496,7 @@ class MqttConnection(asyncio.Protocol):
     def handle_unsubscribe(self, p: Any) -> None:
         session = self.session
         assert session is not None
-        codes = []
+        codes: list[int] = []
         for topic_filter in p.topic_filters:
             if self.broker.rewriter:
                 topic_filter = self.broker.rewriter.rewrite(
