@@ -89,6 +89,12 @@ class MqttConfig:
     queue_drop_policy: str = option(
         "drop_oldest", "what a full session queue drops", choices=("drop_oldest", "drop_newest")
     )
+    backpressure_timeout: float = option(
+        5.0,
+        "seconds a subscriber that cannot keep up may hold back the publishers of its QoS 0 "
+        "messages; after that its QoS 0 messages are dropped (counted) instead",
+        min=0,
+    )
     max_topic_levels: int = option(128, "levels in a topic name or filter", min=1, max=65535)
     max_subscriptions_per_client: int = option(0, "0 means unlimited", min=0)
     topic_alias_maximum: int = option(65535, "topic aliases a client may use", min=0, max=65535)

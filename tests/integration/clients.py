@@ -9,6 +9,7 @@ decodes what comes back with the pure-Python codec, for edge cases a library wil
 
 from __future__ import annotations
 
+import collections
 import queue
 import socket
 import subprocess
@@ -168,7 +169,7 @@ class Raw:
         LIVE.append(self)
         self.decoder = mqtt_codec.Decoder(version)
         self.buffer = b""
-        self.pending: list[Any] = []
+        self.pending: collections.deque[Any] = collections.deque()
         self.version = version
         self.connack: Any = None
 
@@ -189,9 +190,9 @@ class Raw:
         while True:
             packets, consumed = self.decoder.decode(self.buffer)
             self.buffer = self.buffer[consumed:]
-            self.pending += packets
+            self.pending.extend(packets)
             if self.pending:
-                return self.pending.pop(0)
+                return self.pending.popleft()
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError("no packet from the broker")

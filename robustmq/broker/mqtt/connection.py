@@ -45,8 +45,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _PINGRESP = b"\xd0\x00"
-# Above this many bytes waiting in the transport, the connection counts as slow.
-_HIGH_WATER = 4 * 1024 * 1024
+# A read at least this large means the client is streaming: yield to the loop after it.
+_FAIR_READ = 16 * 1024
 
 
 class MqttConnection(asyncio.Protocol):
@@ -72,6 +72,9 @@ class MqttConnection(asyncio.Protocol):
         self.alias_maximum = 0  # the client's Topic Alias Maximum: aliases we may send
         self.outbound_aliases: dict[str, int] = {}
         self.paused = False
+        self.paused_at = 0.0
+        self.held_back: set[MqttConnection] = set()  # publishers paused for our sake
+        self.read_pauses = 0  # subscribers that paused reading from us
         self.dropped = 0
         self._buffer = b""
         self._out: list[bytes] = []
@@ -108,20 +111,67 @@ class MqttConnection(asyncio.Protocol):
         if self._connect_timer is not None:
             self._connect_timer.cancel()
         self.broker.connections.discard(self)
+        self._release_publishers()
         if self.connected:
             self.broker.connection_gone(self)
 
     def pause_writing(self) -> None:
         self.paused = True
+        self.paused_at = time.monotonic()
 
     def resume_writing(self) -> None:
         self.paused = False
+        self._release_publishers()
         if self.session is not None and self.session.connection is self:
             self.session.drain()
 
+    def _hold_back(self, publisher: MqttConnection) -> bool:
+        """Backpressure for QoS 0: this subscriber cannot keep up, so stop reading from
+        the publisher feeding it until it can (for at most backpressure_timeout seconds;
+        after that its QoS 0 messages are dropped and counted instead)."""
+        if publisher is self or publisher.closing:
+            return False
+        if time.monotonic() - self.paused_at > self.broker.config.backpressure_timeout:
+            return False
+        if publisher not in self.held_back:
+            self.held_back.add(publisher)
+            publisher._pause_reading()
+        return True
+
+    def _release_publishers(self) -> None:
+        held, self.held_back = self.held_back, set()
+        for publisher in held:
+            publisher._resume_reading()
+
     def data_received(self, data: bytes) -> None:
+        broker = self.broker
         self.last_seen = time.monotonic()
-        self.broker.stats["bytes_received"] += len(data)
+        broker.stats["bytes_received"] += len(data)
+        broker.reading = True
+        try:
+            self._handle_bytes(data)
+        finally:
+            broker.reading = False
+            broker.flush_pending()
+        if len(data) >= _FAIR_READ and not self.read_pauses and self.transport is not None:
+            # A streaming client: let the loop serve timers and other clients before its
+            # next read (the event loop would otherwise read it up to 32 times in a row).
+            self._pause_reading()
+            asyncio.get_running_loop().call_soon(self._resume_reading)
+
+    def _pause_reading(self) -> None:
+        self.read_pauses += 1
+        if self.read_pauses == 1 and self.transport is not None:
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        self.read_pauses -= 1
+        if self.read_pauses == 0 and not self.closing and self.transport is not None:
+            self.transport.resume_reading()
+
+    def _handle_bytes(self, data: bytes) -> None:
+        """Decodes every complete packet of ``data`` (after what was left over) and
+        hands each to its handler; an incomplete tail waits for the next read."""
         if self._buffer:
             data = self._buffer + data
         handlers = self._handlers
@@ -154,15 +204,22 @@ class MqttConnection(asyncio.Protocol):
         self._buffer = data
 
     def write(self, data: bytes) -> None:
+        """Queues bytes for the client. Everything written while one read is handled
+        goes out in one write at the end of that read (so PUBACKs for a read, and a
+        subscriber's share of it, cost one syscall each); writes from timers go out on
+        the next loop iteration."""
         self._out.append(data)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            if self.broker.reading:
+                self.broker.pending_flush.append(self)
+            else:
+                asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
         out, self._out = self._out, []
-        if self.transport is not None and not self.transport.is_closing():
+        if out and self.transport is not None and not self.transport.is_closing():
             self.transport.write(b"".join(out))
             self.broker.stats["bytes_sent"] += sum(map(len, out))
 
@@ -365,9 +422,11 @@ class MqttConnection(asyncio.Protocol):
         message = delivery.message
         qos = delivery.qos
         if qos == 0 and (self.paused or self.transport is None):
-            self.dropped += 1
-            self.broker.stats["messages_dropped"] += 1
-            return
+            publisher = self.broker.publishing
+            if self.transport is None or publisher is None or not self._hold_back(publisher):
+                self.dropped += 1
+                self.broker.stats["messages_dropped"] += 1
+                return
         alias, known = 0, False
         if self.alias_maximum:
             alias = self.outbound_aliases.get(message.topic, 0)

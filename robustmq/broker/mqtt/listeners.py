@@ -61,6 +61,8 @@ class WebSocketTransport(asyncio.Transport):
         self._request = request
         self._outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._closing = False
+        self.reading = asyncio.Event()  # cleared while backpressure holds this client back
+        self.reading.set()
         self._sender = asyncio.get_running_loop().create_task(self._send_loop())
 
     async def _send_loop(self) -> None:
@@ -108,6 +110,12 @@ class WebSocketTransport(asyncio.Transport):
     def get_write_buffer_size(self) -> int:
         return self._outbox.qsize()
 
+    def pause_reading(self) -> None:
+        self.reading.clear()
+
+    def resume_reading(self) -> None:
+        self.reading.set()
+
 
 def _websocket_app(broker: MqttBroker, listener: str) -> web.Application:
     async def handle(request: web.Request) -> web.StreamResponse:
@@ -130,6 +138,7 @@ def _websocket_app(broker: MqttBroker, listener: str) -> web.Application:
                     break
                 if conn.closing:
                     break
+                await transport.reading.wait()
         finally:
             transport.close()
             conn.connection_lost(None)

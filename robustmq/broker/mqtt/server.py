@@ -58,6 +58,9 @@ class MqttBroker:
         )
         self.sessions: dict[str, Session] = {}
         self.connections: set[MqttConnection] = set()
+        self.publishing: MqttConnection | None = None  # whose PUBLISH is being routed
+        self.reading = False  # inside a connection's data_received
+        self.pending_flush: list[MqttConnection] = []  # written to during this read
         self.stats: Counter[str] = Counter()
         self.started_at = time.time()
         self.rewriter = TopicRewriter(config.rewrite)
@@ -105,10 +108,18 @@ class MqttBroker:
             await asyncio.sleep(1.0)
             now = time.monotonic()
             for conn in list(self.connections):
-                if conn.connected and conn.keep_alive and not conn.closing:
+                if conn.read_pauses:  # we stopped reading it: its silence is ours
+                    conn.last_seen = now
+                elif conn.connected and conn.keep_alive and not conn.closing:
                     if now - conn.last_seen > conn.keep_alive * 1.5:
                         log.info("client %r: keep alive timeout", conn.client_id)
                         conn.disconnect(ReasonCode.KEEP_ALIVE_TIMEOUT)
+
+    def flush_pending(self) -> None:
+        """Writes out what the read just handled produced, one write per connection."""
+        pending, self.pending_flush = self.pending_flush, []
+        for conn in pending:
+            conn._flush()
 
     # ------------------------------------------------------------------ sessions
 
@@ -214,7 +225,11 @@ class MqttBroker:
                 return ReasonCode.NOT_AUTHORIZED
         if message.retain:
             self.router.retain(message)
-        delivered = self.router.route(message)
+        self.publishing = conn  # a slow subscriber may hold this connection back
+        try:
+            delivered = self.router.route(message)
+        finally:
+            self.publishing = None
         return ReasonCode.SUCCESS if delivered else ReasonCode.NO_MATCHING_SUBSCRIBERS
 
     def subscribe(self, session: Session, topic_filter: str, options: SubscriptionOptions) -> bool:
