@@ -33,6 +33,7 @@ from robustmq._core.mqtt_spec import (
     UNSUBSCRIBE,
     ReasonCode,
 )
+from robustmq.broker.mqtt.enhanced_auth import AuthExchange
 from robustmq.broker.mqtt.message import Message
 from robustmq.broker.mqtt.rewrite import fill_placeholders
 from robustmq.broker.mqtt.session import Delivery, SubscriptionOptions
@@ -80,6 +81,9 @@ class MqttConnection(asyncio.Protocol):
         self._out: list[bytes] = []
         self._flush_scheduled = False
         self._connect_timer: asyncio.TimerHandle | None = None
+        self._auth: AuthExchange | None = None  # an enhanced-authentication exchange
+        self._auth_method: str | None = None
+        self._pending_connect: tuple[Any, bool] | None = None  # CONNECT awaiting its AUTH
         self._handlers = {
             PUBLISH: self.handle_publish,
             PUBACK: self.handle_puback,
@@ -183,6 +187,8 @@ class MqttConnection(asyncio.Protocol):
                 return
             for packet in packets:
                 handler = handlers.get(packet.packet_type)
+                if not self.connected and packet.packet_type not in (CONNECT, AUTH):
+                    handler = None  # §4.12: only AUTH may come before the CONNACK
                 if handler is None:
                     self.violation(
                         ReasonCode.PROTOCOL_ERROR,
@@ -289,8 +295,11 @@ class MqttConnection(asyncio.Protocol):
             else:
                 self._refuse(ReasonCode.SERVER_UNAVAILABLE, "redirected (server_reference)")
             return
-        if "authentication_method" in props:
-            self._refuse(ReasonCode.BAD_AUTHENTICATION_METHOD, "no enhanced authentication method")
+        method = props.get("authentication_method")
+        if method is not None and method not in broker.auth_methods:
+            self._refuse(
+                ReasonCode.BAD_AUTHENTICATION_METHOD, f"no authentication method {method!r}"
+            )
             return
         if len(broker.connections) > cfg.max_connections:
             self._refuse(ReasonCode.QUOTA_EXCEEDED, "max_connections reached")
@@ -315,6 +324,19 @@ class MqttConnection(asyncio.Protocol):
                 return
             self.client_id = f"auto-{uuid.uuid4().hex}"
             assigned = True
+        if method is not None:
+            self._auth = broker.auth_methods[method]()
+            self._auth_method = method
+            self._pending_connect = (p, assigned)
+            self._auth_step(props.get("authentication_data"))
+            return
+        self._accept(p, assigned, None)
+
+    def _accept(self, p: Any, assigned: bool, auth_props: dict[str, Any] | None) -> None:
+        """CONNECT passed every check (and authentication): bind the session, CONNACK."""
+        broker, cfg = self.broker, self.broker.config
+        props = p.properties or {}
+        v5 = self.version == 5
         keep_alive = p.keep_alive
         server_keep_alive = None
         if cfg.max_keep_alive and (keep_alive == 0 or keep_alive > cfg.max_keep_alive):
@@ -348,6 +370,8 @@ class MqttConnection(asyncio.Protocol):
             ack_props["topic_alias_maximum"] = cfg.topic_alias_maximum
             if not cfg.retain_available:
                 ack_props["retain_available"] = 0
+            if auth_props:
+                ack_props.update(auth_props)
         self.write(mqtt.encode(mqtt.Connack(present, 0, ack_props or None), self.version))
         session.resume(self)
         if broker.auto_subscribe:
@@ -358,7 +382,42 @@ class MqttConnection(asyncio.Protocol):
             self._send_retained(retained)
 
     def handle_auth(self, p: Any) -> None:
-        self.violation(ReasonCode.PROTOCOL_ERROR, "AUTH without an authentication method")
+        """AUTH from the client: the next round of an exchange, or re-authentication."""
+        props = p.properties or {}
+        method = props.get("authentication_method")
+        if self._auth_method is None or method != self._auth_method:
+            self.violation(ReasonCode.PROTOCOL_ERROR, f"AUTH with method {method!r}")
+            return
+        if p.reason_code == ReasonCode.RE_AUTHENTICATE:
+            if not self.connected or self._auth is not None:
+                self.violation(ReasonCode.PROTOCOL_ERROR, "re-authentication out of turn")
+                return
+            self._auth = self.broker.auth_methods[method]()
+        elif self._auth is None or p.reason_code != ReasonCode.CONTINUE_AUTHENTICATION:
+            self.violation(ReasonCode.PROTOCOL_ERROR, "AUTH out of turn")
+            return
+        self._auth_step(props.get("authentication_data"))
+
+    def _auth_step(self, data: bytes | None) -> None:
+        assert self._auth is not None
+        code, out = self._auth.step(data)
+        props: dict[str, Any] = {"authentication_method": self._auth_method}
+        if out is not None:
+            props["authentication_data"] = out
+        if code == ReasonCode.CONTINUE_AUTHENTICATION:
+            self.write(mqtt.encode(mqtt.Auth(code, props), 5))
+            return
+        self._auth = None
+        pending, self._pending_connect = self._pending_connect, None
+        if code != ReasonCode.SUCCESS:
+            if pending is not None:
+                self._refuse(code, f"authentication method {self._auth_method!r} refused")
+            else:
+                self.disconnect(code)
+        elif pending is not None:
+            self._accept(*pending, props)
+        else:
+            self.write(mqtt.encode(mqtt.Auth(ReasonCode.SUCCESS, props), 5))
 
     # ------------------------------------------------------------------ PUBLISH in
 

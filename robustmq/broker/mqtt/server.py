@@ -21,6 +21,7 @@ from robustmq._core.mqtt_spec import ReasonCode
 from robustmq.broker.mqtt.connection import MqttConnection
 from robustmq.broker.mqtt.delayed import PREFIX as DELAYED_PREFIX
 from robustmq.broker.mqtt.delayed import DelayedPublisher
+from robustmq.broker.mqtt.enhanced_auth import AuthMethods
 from robustmq.broker.mqtt.listeners import start_listeners
 from robustmq.broker.mqtt.message import Message
 from robustmq.broker.mqtt.rewrite import TopicRewriter
@@ -63,6 +64,7 @@ class MqttBroker:
         self.pending_flush: list[MqttConnection] = []  # written to during this read
         self.stats: Counter[str] = Counter()
         self.started_at = time.time()
+        self.auth_methods: AuthMethods = {}  # MQTT 5 enhanced authentication, by name
         self.rewriter = TopicRewriter(config.rewrite)
         self.auto_subscribe = _auto_subscriptions(config.auto_subscribe)
         self.delayed = DelayedPublisher(
