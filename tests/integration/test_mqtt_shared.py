@@ -51,3 +51,36 @@ def test_a_message_goes_to_exactly_one_member(broker):
         seen += got
     assert sorted(seen) == sorted(str(i).encode() for i in range(9))
     assert counts == [3, 3, 3]  # round robin
+
+
+def _spread(broker, publishers):
+    members = [Paho(broker.port, f"m{i}", 5) for i in range(3)]
+    for m in members:
+        m.subscribe("$share/grp/s/+", 1)
+    for name in publishers:
+        pub = Paho(broker.port, name, 5)
+        for i in range(6):
+            pub.publish(f"s/{i}", f"{name}-{i}".encode(), 1)
+        pub.disconnect()
+    got = []
+    for m in members:
+        mine = []
+        while True:
+            try:
+                mine.append(m.get(timeout=0.5).payload.decode())
+            except Exception:
+                break
+        got.append(mine)
+    total = sorted(p for mine in got for p in mine)
+    assert total == sorted(f"{n}-{i}" for n in publishers for i in range(6))  # once each
+    return got
+
+
+@pytest.mark.parametrize("strategy", ["sticky", "hash_clientid"])
+def test_one_publisher_sticks_to_one_member(broker_factory, strategy):
+    got = _spread(broker_factory(shared_subscription_strategy=strategy), ["only-pub"])
+    assert sorted(len(mine) for mine in got) == [0, 0, 6]
+
+
+def test_random_strategy_delivers_each_message_once(broker_factory):
+    _spread(broker_factory(shared_subscription_strategy="random"), ["p1", "p2"])

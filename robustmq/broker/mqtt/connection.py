@@ -33,7 +33,7 @@ from robustmq._core.mqtt_spec import (
     UNSUBSCRIBE,
     ReasonCode,
 )
-from robustmq.broker.mqtt.enhanced_auth import AuthExchange
+from robustmq.broker.auth.enhanced import AuthExchange
 from robustmq.broker.mqtt.message import Message
 from robustmq.broker.mqtt.rewrite import fill_placeholders
 from robustmq.broker.mqtt.session import Delivery, SubscriptionOptions

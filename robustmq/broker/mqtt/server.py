@@ -18,10 +18,10 @@ from aiohttp import web
 
 from robustmq._core import trie
 from robustmq._core.mqtt_spec import ReasonCode
+from robustmq.broker.auth.enhanced import AuthMethods
 from robustmq.broker.mqtt.connection import MqttConnection
 from robustmq.broker.mqtt.delayed import PREFIX as DELAYED_PREFIX
 from robustmq.broker.mqtt.delayed import DelayedPublisher
-from robustmq.broker.mqtt.enhanced_auth import AuthMethods
 from robustmq.broker.mqtt.listeners import start_listeners
 from robustmq.broker.mqtt.message import Message
 from robustmq.broker.mqtt.rewrite import TopicRewriter

@@ -1,0 +1,1 @@
+"""Authentication and authorization of broker clients (today: the enhanced-auth hook)."""
