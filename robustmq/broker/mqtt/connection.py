@@ -15,6 +15,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from robustmq._core import mqtt, trie
@@ -51,6 +52,16 @@ _FAIR_READ = 16 * 1024
 
 
 class MqttConnection(asyncio.Protocol):
+    # Slots: a broker holds one of these per client, so its size is memory per connection.
+    __slots__ = (
+        "broker", "listener", "decoder", "transport", "peer", "version", "client_id",
+        "username", "session", "connected", "closing", "will", "keep_alive", "last_seen",
+        "send_quota", "client_max_packet", "topic_aliases", "alias_maximum",
+        "outbound_aliases", "paused", "paused_at", "held_back", "read_pauses", "dropped",
+        "_buffer", "_out", "_flush_scheduled", "_connect_timer", "_auth", "_auth_method",
+        "_pending_connect",
+    )  # fmt: skip
+
     def __init__(self, broker: MqttBroker, listener: str = "tcp") -> None:
         self.broker = broker
         self.listener = listener
@@ -84,19 +95,6 @@ class MqttConnection(asyncio.Protocol):
         self._auth: AuthExchange | None = None  # an enhanced-authentication exchange
         self._auth_method: str | None = None
         self._pending_connect: tuple[Any, bool] | None = None  # CONNECT awaiting its AUTH
-        self._handlers = {
-            PUBLISH: self.handle_publish,
-            PUBACK: self.handle_puback,
-            PUBREC: self.handle_pubrec,
-            PUBREL: self.handle_pubrel,
-            PUBCOMP: self.handle_pubcomp,
-            SUBSCRIBE: self.handle_subscribe,
-            UNSUBSCRIBE: self.handle_unsubscribe,
-            PINGREQ: self.handle_pingreq,
-            DISCONNECT: self.handle_disconnect,
-            CONNECT: self.handle_connect,
-            AUTH: self.handle_auth,
-        }
 
     # ------------------------------------------------------------------ transport
 
@@ -178,7 +176,7 @@ class MqttConnection(asyncio.Protocol):
         hands each to its handler; an incomplete tail waits for the next read."""
         if self._buffer:
             data = self._buffer + data
-        handlers = self._handlers
+        handlers = _HANDLERS
         while data and not self.closing:
             try:
                 packets, consumed = self.decoder.decode(data)
@@ -196,7 +194,7 @@ class MqttConnection(asyncio.Protocol):
                     )
                     return
                 try:
-                    handler(packet)
+                    handler(self, packet)
                 except Exception:
                     # A bug of ours must cost this client its connection, not the broker.
                     log.exception("client %r: error handling %r", self.client_id, packet)
@@ -464,14 +462,14 @@ class MqttConnection(asyncio.Protocol):
             self.write(mqtt.encode(mqtt.Puback(p.packet_id, code), self.version))
         elif qos == 2:
             if code < 0x80:
-                session.qos2_inbound.add(p.packet_id)
+                session.qos2_inbound[p.packet_id] = None
             self.write(mqtt.encode(mqtt.Pubrec(p.packet_id, code), self.version))
 
     def handle_pubrel(self, p: Any) -> None:
         session = self.session
         assert session is not None
         found = p.packet_id in session.qos2_inbound
-        session.qos2_inbound.discard(p.packet_id)
+        session.qos2_inbound.pop(p.packet_id, None)
         code = 0 if found else ReasonCode.PACKET_IDENTIFIER_NOT_FOUND
         self.write(mqtt.encode(mqtt.Pubcomp(p.packet_id, code), self.version))
 
@@ -649,3 +647,19 @@ class MqttConnection(asyncio.Protocol):
         if p.reason_code != ReasonCode.DISCONNECT_WITH_WILL:
             self.will = None
         self.close()
+
+
+# Packet type -> handler; one table for all connections.
+_HANDLERS: dict[int, Callable[[MqttConnection, Any], None]] = {
+    PUBLISH: MqttConnection.handle_publish,
+    PUBACK: MqttConnection.handle_puback,
+    PUBREC: MqttConnection.handle_pubrec,
+    PUBREL: MqttConnection.handle_pubrel,
+    PUBCOMP: MqttConnection.handle_pubcomp,
+    SUBSCRIBE: MqttConnection.handle_subscribe,
+    UNSUBSCRIBE: MqttConnection.handle_unsubscribe,
+    PINGREQ: MqttConnection.handle_pingreq,
+    DISCONNECT: MqttConnection.handle_disconnect,
+    CONNECT: MqttConnection.handle_connect,
+    AUTH: MqttConnection.handle_auth,
+}

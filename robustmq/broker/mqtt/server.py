@@ -170,7 +170,7 @@ class MqttBroker:
         # Unacknowledged shared-subscription messages go to another member of the group.
         kept = [d for d in session.take_shared() if not self.router.redistribute(d, session)]
         if kept and session_continues:
-            session.queue.extendleft(reversed(kept))
+            session.requeue(kept)
         will, conn.will = conn.will, None
         loop = asyncio.get_running_loop()
         if will is not None:
