@@ -105,7 +105,8 @@ class MqttConfig:
     )
     max_keep_alive: int = option(
         0,
-        "largest keep alive granted, in seconds; 0 grants what the client asks",
+        "largest keep alive granted to MQTT 5 clients (Server Keep Alive), in seconds; 0 "
+        "grants what the client asks; 3.1/3.1.1 clients, which cannot be told, keep theirs",
         min=0,
         max=65535,
     )
@@ -113,7 +114,10 @@ class MqttConfig:
         10.0, "seconds a socket may stay open without sending CONNECT", min=0.1
     )
     max_session_expiry_interval: int = option(
-        4_294_967_295, "largest session expiry granted, in seconds", min=0, max=4_294_967_295
+        4_294_967_295,
+        "largest session expiry granted, in seconds (3.1/3.1.1 persistent sessions get this)",
+        min=0,
+        max=4_294_967_295,
     )
     retain_available: bool = option(True, "whether retained messages are supported")
     max_retained_messages: int = option(1_000_000, "retained messages kept; 0 means none", min=0)

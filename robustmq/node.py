@@ -44,6 +44,7 @@ class Node:
             self.storage = await open_engine(
                 engine_config(self.config.storage, self.config.node.data_dir)
             )
+        if "broker" in self.config.node.roles:
             self.mqtt = MqttBroker(self.config.mqtt, str(self.config.node.id))
             listeners += await self.mqtt.start()
         return listeners

@@ -274,7 +274,7 @@ class MqttConnection(asyncio.Protocol):
         self.close()
 
     def handle_connect(self, p: Any) -> None:
-        if self.connected:
+        if self.connected or self._pending_connect is not None:
             self.violation(ReasonCode.PROTOCOL_ERROR, "second CONNECT")
             return
         broker, cfg = self.broker, self.broker.config
@@ -337,7 +337,9 @@ class MqttConnection(asyncio.Protocol):
         v5 = self.version == 5
         keep_alive = p.keep_alive
         server_keep_alive = None
-        if cfg.max_keep_alive and (keep_alive == 0 or keep_alive > cfg.max_keep_alive):
+        # Only MQTT 5 can tell a client its keep alive changed (Server Keep Alive); 3.1 and
+        # 3.1.1 clients keep their own.
+        if v5 and cfg.max_keep_alive and (keep_alive == 0 or keep_alive > cfg.max_keep_alive):
             keep_alive = server_keep_alive = cfg.max_keep_alive
         self.keep_alive = keep_alive
         self.send_quota = props.get("receive_maximum", 65535)
@@ -347,7 +349,7 @@ class MqttConnection(asyncio.Protocol):
         if v5:
             expiry = min(props.get("session_expiry_interval", 0), cfg.max_session_expiry_interval)
         else:
-            expiry = 0 if p.clean_start else 0xFFFFFFFF
+            expiry = 0 if p.clean_start else cfg.max_session_expiry_interval
         self.will = p.will
         if self._connect_timer is not None:
             self._connect_timer.cancel()
@@ -441,7 +443,7 @@ class MqttConnection(asyncio.Protocol):
             topic = self.broker.rewriter.rewrite("publish", topic, self.client_id, self.username)
         qos = p.qos
         if qos == 2 and p.packet_id in session.qos2_inbound:
-            self.write(mqtt.encode(mqtt.Pubrec(p.packet_id), self.version))  # duplicate
+            self.write(self._ack(PUBREC, p.packet_id))  # duplicate
             return
         if qos == 2 and len(session.qos2_inbound) >= cfg.receive_maximum:
             self.violation(ReasonCode.RECEIVE_MAXIMUM_EXCEEDED, "receive maximum exceeded")
@@ -459,11 +461,18 @@ class MqttConnection(asyncio.Protocol):
             self, Message(topic, p.payload, qos, p.retain, props, self.client_id)
         )
         if qos == 1:
-            self.write(mqtt.encode(mqtt.Puback(p.packet_id, code), self.version))
+            self.write(self._ack(PUBACK, p.packet_id, code))
         elif qos == 2:
             if code < 0x80:
                 session.qos2_inbound[p.packet_id] = None
-            self.write(mqtt.encode(mqtt.Pubrec(p.packet_id, code), self.version))
+            self.write(self._ack(PUBREC, p.packet_id, code))
+
+    def _ack(self, packet_type: int, packet_id: int, reason_code: int = 0) -> bytes:
+        """PUBACK/PUBREC/PUBREL/PUBCOMP bytes; the common success form without an object."""
+        if reason_code == 0 or self.version != 5:
+            first = (packet_type << 4) | (2 if packet_type == PUBREL else 0)
+            return bytes((first, 2, packet_id >> 8, packet_id & 0xFF))
+        return mqtt.encode(_ACK_CLASSES[packet_type](packet_id, reason_code), 5)
 
     def handle_pubrel(self, p: Any) -> None:
         session = self.session
@@ -471,7 +480,7 @@ class MqttConnection(asyncio.Protocol):
         found = p.packet_id in session.qos2_inbound
         session.qos2_inbound.pop(p.packet_id, None)
         code = 0 if found else ReasonCode.PACKET_IDENTIFIER_NOT_FOUND
-        self.write(mqtt.encode(mqtt.Pubcomp(p.packet_id, code), self.version))
+        self.write(self._ack(PUBCOMP, p.packet_id, code))
 
     # ------------------------------------------------------------------ PUBLISH out
 
@@ -489,7 +498,7 @@ class MqttConnection(asyncio.Protocol):
             alias = self.outbound_aliases.get(message.topic, 0)
             known = alias != 0
             if not known and len(self.outbound_aliases) < self.alias_maximum:
-                alias = self.outbound_aliases[message.topic] = len(self.outbound_aliases) + 1
+                alias = len(self.outbound_aliases) + 1
         head, tail = message.encoded(
             self.version, qos, delivery.retain, delivery.sub_ids, alias, known
         )
@@ -499,6 +508,8 @@ class MqttConnection(asyncio.Protocol):
             if qos and self.session is not None:
                 self.session.inflight.pop(packet_id, None)
             return
+        if alias and not known:  # the client learns the alias from this packet
+            self.outbound_aliases[message.topic] = alias
         self.broker.stats["messages_sent"] += 1
         if not qos:
             self.write(head)
@@ -510,7 +521,7 @@ class MqttConnection(asyncio.Protocol):
         self.write(tail)
 
     def send_pubrel(self, packet_id: int) -> None:
-        self.write(mqtt.encode(mqtt.Pubrel(packet_id), self.version))
+        self.write(self._ack(PUBREL, packet_id))
 
     def handle_puback(self, p: Any) -> None:
         assert self.session is not None
@@ -523,7 +534,7 @@ class MqttConnection(asyncio.Protocol):
         if entry is None:
             if self.version == 5:
                 code = ReasonCode.PACKET_IDENTIFIER_NOT_FOUND
-                self.write(mqtt.encode(mqtt.Pubrel(p.packet_id, code), 5))
+                self.write(self._ack(PUBREL, p.packet_id, code))
             return
         if p.reason_code >= 0x80:
             session.acknowledge(p.packet_id)  # §4.3.3: the flow ends on an error PUBREC
@@ -662,4 +673,11 @@ _HANDLERS: dict[int, Callable[[MqttConnection, Any], None]] = {
     DISCONNECT: MqttConnection.handle_disconnect,
     CONNECT: MqttConnection.handle_connect,
     AUTH: MqttConnection.handle_auth,
+}
+
+_ACK_CLASSES = {
+    PUBACK: mqtt.Puback,
+    PUBREC: mqtt.Pubrec,
+    PUBREL: mqtt.Pubrel,
+    PUBCOMP: mqtt.Pubcomp,
 }

@@ -45,6 +45,9 @@ class DelayedPublisher:
                 "bad delayed publish topic %r (want $delayed/{seconds}/{topic})", message.topic
             )
             return ReasonCode.TOPIC_NAME_INVALID
+        if topic.startswith("$SYS"):
+            log.info("delayed publish %r: clients may not publish to $SYS", message.topic)
+            return ReasonCode.NOT_AUTHORIZED
         if not 0 <= delay <= self.max_seconds or topic.startswith(PREFIX):
             log.info("delayed publish %r: delay must be 0..%d s", message.topic, self.max_seconds)
             return ReasonCode.TOPIC_NAME_INVALID

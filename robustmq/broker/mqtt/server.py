@@ -110,6 +110,8 @@ class MqttBroker:
             await asyncio.sleep(1.0)
             now = time.monotonic()
             for conn in list(self.connections):
+                if conn.held_back and now - conn.paused_at > self.config.backpressure_timeout:
+                    conn._release_publishers()  # held back long enough: drop instead
                 if conn.read_pauses:  # we stopped reading it: its silence is ours
                     conn.last_seen = now
                 elif conn.connected and conn.keep_alive and not conn.closing:

@@ -167,11 +167,10 @@ class Session:
 
     def take_shared(self) -> list[Delivery]:
         """Removes and returns the unacknowledged deliveries of shared subscriptions."""
-        taken = [e.delivery for e in self.inflight.values() if e.delivery.shared and not e.released]
-        for packet_id in [
-            p for p, e in self.inflight.items() if e.delivery.shared and not e.released
-        ]:
-            del self.inflight[packet_id]
+        # QoS 2 deliveries under way stay: they must complete with this client, never
+        # another (MQTT 5 §4.8.2); QoS 1 ones may go to another member.
+        moving = [p for p, e in self.inflight.items() if e.delivery.shared and e.delivery.qos == 1]
+        taken = [self.inflight.pop(p).delivery for p in moving]
         if self.queue:
             taken += [d for d in self.queue if d.shared]
             self.queue = deque(d for d in self.queue if not d.shared)
@@ -187,7 +186,7 @@ class Session:
         """A client reconnected to this session: resend what was in flight (§4.4)."""
         self.connection = conn
         window = conn.send_quota  # MQTT 5 §4.9 applies to resent PUBLISHes too
-        for packet_id, entry in self.inflight.items():
+        for packet_id, entry in list(self.inflight.items()):  # send_publish may discard
             if entry.released:
                 conn.send_pubrel(packet_id)
             elif window > 0:
