@@ -155,3 +155,13 @@ def test_response_information_only_when_requested(broker_factory):
     assert ack.properties["response_information"] == "replies/"
     quiet = Raw(b.port, 5)
     assert "response_information" not in quiet.connect("silent").properties
+
+
+def test_delayed_retained_publish_is_retained_when_it_fires(broker):
+    pub = Paho(broker.port, "pub", 5)
+    pub.publish("$delayed/0/kept/x", b"later", 1, retain=True)
+    time.sleep(0.3)
+    sub = Paho(broker.port, "sub", 5)
+    sub.subscribe("kept/#")
+    msg = sub.get()
+    assert (msg.topic, msg.payload, msg.retain) == ("kept/x", b"later", True)

@@ -196,3 +196,14 @@ def test_broker_role_alone_serves_mqtt(tmp_path):
 
     listeners = asyncio.run(start_and_stop())
     assert [name for name, _, _ in listeners] == ["mqtt"]
+
+
+def test_reconnect_right_after_disconnect_finds_the_session_ended(broker):
+    first = Raw(broker.port, 5)
+    first.connect("quick", clean_start=False)  # session expiry 0: ends at disconnect
+    first.send_packet(codec.Subscribe(1, [codec.Subscription("q/#", 1)]))
+    assert first.recv().reason_codes == [1]
+    again = Raw(broker.port, 5)
+    first.send_packet(codec.Disconnect())
+    ack = again.connect("quick", clean_start=False)
+    assert ack.session_present is False

@@ -445,7 +445,9 @@ class MqttConnection(asyncio.Protocol):
         if qos == 2 and p.packet_id in session.qos2_inbound:
             self.write(self._ack(PUBREC, p.packet_id))  # duplicate
             return
-        if qos == 2 and len(session.qos2_inbound) >= cfg.receive_maximum:
+        # 3.1/3.1.1 clients are never told our Receive Maximum: only the packet id space
+        # bounds them.
+        if qos == 2 and self.version == 5 and len(session.qos2_inbound) >= cfg.receive_maximum:
             self.violation(ReasonCode.RECEIVE_MAXIMUM_EXCEEDED, "receive maximum exceeded")
             return
         if p.retain and not cfg.retain_available:
@@ -657,6 +659,9 @@ class MqttConnection(asyncio.Protocol):
             )
         if p.reason_code != ReasonCode.DISCONNECT_WITH_WILL:
             self.will = None
+        # Detach now, not when the socket is gone: a reconnect handled in between must
+        # find the session as this DISCONNECT left it (ended when its expiry is 0).
+        self.broker.connection_gone(self)
         self.close()
 
 

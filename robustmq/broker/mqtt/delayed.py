@@ -24,11 +24,11 @@ PREFIX = "$delayed/"
 
 class DelayedPublisher:
     def __init__(
-        self, max_seconds: int, max_pending: int, route: Callable[[Message], object]
+        self, max_seconds: int, max_pending: int, publish: Callable[[Message], object]
     ) -> None:
         self.max_seconds = max_seconds
         self.max_pending = max_pending
-        self._route = route
+        self._publish = publish
         self._pending: set[asyncio.TimerHandle] = set()
 
     def __len__(self) -> int:
@@ -64,7 +64,7 @@ class DelayedPublisher:
 
         def fire() -> None:
             self._pending.discard(handle)
-            self._route(target)
+            self._publish(target)
 
         handle = asyncio.get_running_loop().call_later(delay, fire)
         self._pending.add(handle)

@@ -68,7 +68,7 @@ class MqttBroker:
         self.rewriter = TopicRewriter(config.rewrite)
         self.auto_subscribe = _auto_subscriptions(config.auto_subscribe)
         self.delayed = DelayedPublisher(
-            config.max_delayed_seconds, config.max_delayed_messages, self.router.route
+            config.max_delayed_seconds, config.max_delayed_messages, self.publish_internal
         )
         self._servers: list[Any] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -212,7 +212,12 @@ class MqttBroker:
 
     def publish_will(self, will: Any, client_id: str) -> None:
         props = {k: v for k, v in (will.properties or {}).items() if k in _WILL_MESSAGE_PROPERTIES}
-        message = Message(will.topic, will.payload, will.qos, will.retain, props, client_id)
+        self.publish_internal(
+            Message(will.topic, will.payload, will.qos, will.retain, props, client_id)
+        )
+
+    def publish_internal(self, message: Message) -> None:
+        """A message the broker publishes itself (a will, a delayed publish coming due)."""
         if message.retain:
             self.router.retain(message)
         self.router.route(message)

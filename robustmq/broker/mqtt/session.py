@@ -104,7 +104,12 @@ class Session:
             if conn is not None:
                 conn.send_publish(delivery, 0)
             return
-        if conn is not None and not self.queue and len(self.inflight) < conn.send_quota:
+        if (
+            conn is not None
+            and not self.queue
+            and not conn.paused  # a client not reading: queue (bounded), don't buffer
+            and len(self.inflight) < conn.send_quota
+        ):
             self._send(conn, delivery)
         else:
             self._enqueue(delivery)
