@@ -33,7 +33,7 @@ except ImportError:
 
 NOT_BUILT = (
     "compiled robustmq._core._mqtt_codec is not built "
-    "(cd /work/main && python setup.py build_ext --inplace)"
+    "(from the project root: python setup.py build_ext --inplace)"
 )
 TWINS: dict[str, ModuleType | None] = {"py": py_codec, "c": c_codec}
 AVAILABLE = [m for m in (py_codec, c_codec) if m is not None]
