@@ -51,6 +51,9 @@ class Router:
         return self.subscriptions.add(topic_filter, session, options)
 
     def unsubscribe(self, session: Session, topic_filter: str) -> bool:
+        shared = trie.parse_shared(topic_filter)
+        if shared is not None and self._sticky.get(shared) is session:
+            del self._sticky[shared]  # don't keep an ended session alive
         return self.subscriptions.remove(topic_filter, session)
 
     def _match(self, topic: str) -> tuple[list[Any], list[Any]]:
