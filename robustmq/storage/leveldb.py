@@ -194,7 +194,9 @@ class LevelDBEngine:
         assert self._wakeup is not None
         loop = asyncio.get_running_loop()
         while True:
-            if self._always:
+            if self._closed:
+                pass  # closing: serve what is pending without waiting, then stop
+            elif self._always:
                 await self._wakeup.wait()
             else:
                 try:
@@ -385,18 +387,20 @@ class LevelDBEngine:
         used = 0
         end_key = b"R" + s.prefix + _U64.pack(s.end)
         for key, frames in self._groups_at(s, offset):
-            if key >= end_key or len(out) >= max_records or used >= max_bytes:
+            if key >= end_key or len(out) >= max_records or (out and used >= max_bytes):
                 break
+            budget = max_bytes - used if out else max_bytes  # the first record always comes
             if batches:
                 items, consumed, status = segment_io.decode_batches(
-                    frames, offset, max_bytes - used, StoredBatch
+                    frames, offset, budget, StoredBatch
                 )
             else:
                 items, consumed, status = segment_io.decode(
-                    frames, offset, max_records - len(out), max_bytes - used, StoredRecord
+                    frames, offset, max_records - len(out), budget, StoredRecord
                 )
             out += items
-            used += consumed
+            if out:
+                used += consumed
             if status == segment_io.WRONG_KIND:
                 what = "a record; use read" if batches else "an opaque batch; use read_batches"
                 raise WrongEntryKind(f"an entry of shard {s.name!r} near {offset} is {what}")

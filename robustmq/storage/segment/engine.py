@@ -37,10 +37,17 @@ from robustmq.storage.segment.log import ShardLog
 from robustmq.storage.segment.sync import Syncer
 
 _OFFSET = struct.Struct("<q")
+_U16 = struct.Struct("<H")
 
 
 def _offset_key(group: str, shard: str) -> bytes:
-    return group.encode() + b"\x00" + shard.encode()
+    """Group then shard, the group length-prefixed: any bytes may be in either name."""
+    g = group.encode()
+    return _U16.pack(len(g)) + g + shard.encode()
+
+
+def _offset_key_shard(key: bytes) -> bytes:
+    return key[2 + _U16.unpack_from(key)[0] :]
 
 
 class SegmentEngine:
@@ -152,7 +159,7 @@ class SegmentEngine:
             if self.config.fsync != "never":
                 fsync_dir(self._shards_dir)
         kv = self._check_open()
-        for key in [k for k in kv.tables[NS_OFFSETS] if k.split(b"\x00", 1)[1] == shard.encode()]:
+        for key in [k for k in kv.tables[NS_OFFSETS] if _offset_key_shard(k) == shard.encode()]:
             kv.write(NS_OFFSETS, key, b"", delete=True)
         self.syncer.mark(kv)
         await self._durable()

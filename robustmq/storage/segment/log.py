@@ -225,19 +225,23 @@ class Segment:
         want = min(max(max_bytes, 4096), 1 << 20)
         if not batches:
             want = min(want, max(4096, max_records * 2048))
-        while pos < self.size and len(out) < max_records and used < max_bytes:
+        # ``used`` counts only from the first returned frame on (frames before ``offset``
+        # are skipped, not read), and the first record is returned whatever its size.
+        while pos < self.size and len(out) < max_records and (not out or used < max_bytes):
+            budget = max_bytes - used if out else max_bytes
             buf = os.pread(self.fd, min(want, self.size - pos), pos)
             if batches:
                 items, consumed, status = segment_io.decode_batches(
-                    buf, offset, max_bytes - used, StoredBatch
+                    buf, offset, budget, StoredBatch
                 )
             else:
                 items, consumed, status = segment_io.decode(
-                    buf, offset, max_records - len(out), max_bytes - used, StoredRecord
+                    buf, offset, max_records - len(out), budget, StoredRecord
                 )
             out += items
             pos += consumed
-            used += consumed
+            if out:
+                used += consumed
             if status == segment_io.OK:
                 if consumed < len(buf):
                     break  # a limit was reached
@@ -509,9 +513,9 @@ class ShardLog:
         out: list[Any] = []
         used = 0
         i = self._segment_index(offset)
-        while i < len(self.segments) and len(out) < max_records and used < max_bytes:
+        while i < len(self.segments) and len(out) < max_records and (not out or used < max_bytes):
             items, n = self.segments[i].read_frames(
-                offset, max_records - len(out), max_bytes - used, batches
+                offset, max_records - len(out), max_bytes - used if out else max_bytes, batches
             )
             out += items
             used += n

@@ -74,13 +74,12 @@ class Syncer:
         await self._round(force=True)
 
     async def close(self) -> None:
+        # Let a round under way finish (cancelling it would strand the appends it took
+        # on), then one last forced round for whatever came after it.
         self._closed = True
+        self._wakeup.set()
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await self._task
         await self._round(force=True)
 
     async def _run(self) -> None:
