@@ -159,6 +159,17 @@ class StorageConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class HttpConfig:
+    bind: str = option("0.0.0.0", "address the HTTP listener binds to")
+    port: int = option(
+        8080, "health, readiness and Prometheus /metrics; 0 disables", min=0, max=65535
+    )
+    admin_token: str = option(
+        "", "when set, every endpoint but /health and /ready needs Authorization: Bearer <it>"
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class LogConfig:
     level: str = option(
         "info", "log level", choices=("debug", "info", "warning", "error", "critical")
@@ -171,6 +182,7 @@ class Config:
     node: NodeConfig = field(default_factory=NodeConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
 

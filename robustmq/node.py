@@ -17,8 +17,11 @@ import os
 import signal
 import sys
 
+from aiohttp import web
+
 from robustmq.broker.mqtt.server import MqttBroker
 from robustmq.config import Config, StorageConfig
+from robustmq.http.server import start_http
 from robustmq.storage import (
     EngineConfig,
     LevelDBConfig,
@@ -36,6 +39,8 @@ class Node:
         self.config = config
         self.mqtt: MqttBroker | None = None
         self.storage: StorageEngine | None = None
+        self.http: web.AppRunner | None = None
+        self.ready = False  # every role started (what /ready reports)
 
     async def start(self) -> list[tuple[str, str, int]]:
         """Starts the roles; returns (listener, host, port) for every open listener."""
@@ -47,9 +52,16 @@ class Node:
         if "broker" in self.config.node.roles:
             self.mqtt = MqttBroker(self.config.mqtt, str(self.config.node.id))
             listeners += await self.mqtt.start()
+        if self.config.http.port:
+            self.http, (host, port) = await start_http(self, self.config.http)
+            listeners.append(("http", host, port))
+        self.ready = True
         return listeners
 
     async def stop(self) -> None:
+        self.ready = False
+        if self.http is not None:
+            await self.http.cleanup()
         if self.mqtt is not None:
             await self.mqtt.stop()
         if self.storage is not None:

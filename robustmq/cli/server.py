@@ -25,6 +25,7 @@ _FLAG_KEYS = {
     "mqtts_port": "mqtt.tls_port",
     "ws_port": "mqtt.ws_port",
     "wss_port": "mqtt.wss_port",
+    "http_port": "http.port",
     "storage": "storage.engine",
     "log_level": "log.level",
 }
@@ -52,6 +53,7 @@ def main() -> None:
 @click.option("--mqtts-port", type=int, help="MQTT TLS port (default 8883, needs a certificate).")
 @click.option("--ws-port", type=int, help="MQTT WebSocket port (default 8083, path /mqtt).")
 @click.option("--wss-port", type=int, help="MQTT WebSocket/TLS port (default 8084).")
+@click.option("--http-port", type=int, help="HTTP /health, /ready, /metrics (default 8080).")
 @click.option(
     "--storage", type=click.Choice(["memory", "leveldb", "segment"]), help="Storage engine."
 )

@@ -19,7 +19,11 @@ SERVER = [sys.executable, "-m", "robustmq.cli.server"]
 def _env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
-        ROBUSTMQ_MQTT_WS_PORT="0", ROBUSTMQ_MQTT_BIND="127.0.0.1", ROBUSTMQ_MQTT_SYS_INTERVAL="0"
+        ROBUSTMQ_MQTT_WS_PORT="0",
+        ROBUSTMQ_MQTT_BIND="127.0.0.1",
+        ROBUSTMQ_MQTT_SYS_INTERVAL="0",
+        ROBUSTMQ_HTTP_PORT="0",
+        ROBUSTMQ_HTTP_BIND="127.0.0.1",
     )
     env.update(extra)
     return env

@@ -184,6 +184,7 @@ def test_broker_role_alone_serves_mqtt(tmp_path):
             "mqtt.tls_port": 0,
             "mqtt.wss_port": 0,
             "mqtt.sys_interval": 0,
+            "http.port": 0,
         },
     )
 

@@ -1,0 +1,1 @@
+"""The HTTP listener: health, readiness and Prometheus metrics (the REST API grows here)."""
