@@ -99,6 +99,8 @@ class SegmentEngine:
     def _check_open(self) -> KvLog:
         if self._closed or self._kv is None:
             raise StorageClosed("segment engine is closed")
+        if self.syncer.failure is not None:
+            raise self.syncer.failure
         return self._kv
 
     def _shard(self, shard: str) -> ShardLog:

@@ -44,6 +44,9 @@ class Syncer:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        # After a failed fsync the page cache may have dropped the dirty pages: nothing
+        # written since can be called durable, so the engine refuses work until reopened.
+        self.failure: StorageError | None = None
         self.rounds = 0  # for tests and metrics: how many fsync rounds ran
 
     def start(self) -> None:
@@ -112,7 +115,11 @@ class Syncer:
             try:
                 await loop.run_in_executor(None, _sync_all, fds, dirs, writes, self.policy)
             except OSError as exc:
-                err = StorageError(f"fsync failed: {exc}")
+                err = StorageError(
+                    f"fsync failed: {exc}; the engine refuses work until it is reopened "
+                    "(recovery rescans what reached the disk)"
+                )
+                self.failure = err
                 _resolve(waiters, err)
                 raise err from exc
             self.rounds += 1

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from robustmq.errors import StorageError
 from robustmq.storage.engine import LevelDBConfig, Record, SegmentConfig, ShardConfig
 from robustmq.storage.leveldb import LevelDBEngine
 from robustmq.storage.segment import SegmentEngine
@@ -105,3 +106,26 @@ async def test_segment_delete_shard_drops_offsets_of_group_with_nul(tmp_path) ->
         assert await engine.committed_offset("a\x00b", "c") is None
     finally:
         await engine.close()
+
+
+async def test_segment_refuses_work_after_a_failed_fsync_until_reopened(tmp_path, monkeypatch):
+    engine = await SegmentEngine.open(SegmentConfig(path=str(tmp_path), fsync="always"))
+    await engine.create_shard("s")
+    await engine.append("s", [Record(b"kept")])
+    real_fsync = sync_mod.os.fsync
+
+    def failing_fsync(fd):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(sync_mod.os, "fsync", failing_fsync)
+    with pytest.raises(StorageError, match="fsync failed"):
+        await engine.append("s", [Record(b"maybe lost")])
+    monkeypatch.setattr(sync_mod.os, "fsync", real_fsync)
+    # fsync works again, but what the failed round covered may be gone: no more writes
+    with pytest.raises(StorageError, match="reopened"):
+        await engine.append("s", [Record(b"after")])
+    await engine.close()
+    reopened = await SegmentEngine.open(SegmentConfig(path=str(tmp_path), fsync="always"))
+    assert (await reopened.read("s", 0))[0].value == b"kept"
+    await reopened.append("s", [Record(b"after reopen")])
+    await reopened.close()
