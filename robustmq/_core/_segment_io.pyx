@@ -6,6 +6,7 @@ check from csrc/segment_format.h. Malformed input never raises here: the loops r
 status (OK, INCOMPLETE, CORRUPT, WRONG_KIND), exactly like the pure reference.
 """
 
+from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeUTF8
@@ -274,6 +275,17 @@ cdef object _parse_record(const unsigned char *b, size_t p, size_t end):
 
 def decode(buf, int64_t offset, Py_ssize_t max_records, Py_ssize_t max_bytes, make_record):
     """Records with offsets >= ``offset``; see segment_io.decode."""
+    return _walk(buf, offset, max_records, max_bytes, False, make_record)
+
+
+def decode_batches(buf, int64_t offset, Py_ssize_t max_bytes, make_batch):
+    """Opaque batches ending after ``offset``; see segment_io.decode_batches."""
+    return _walk(buf, offset, PY_SSIZE_T_MAX, max_bytes, True, make_batch)
+
+
+cdef tuple _walk(buf, int64_t offset, Py_ssize_t max_records, Py_ssize_t max_bytes,
+                 bint batches, make):
+    """The frame walk behind decode (records) and decode_batches (opaque batches)."""
     cdef Py_buffer view
     cdef const unsigned char *b
     cdef size_t end, pos = 0, size, bp
@@ -281,6 +293,8 @@ def decode(buf, int64_t offset, Py_ssize_t max_records, Py_ssize_t max_bytes, ma
     cdef int status = RMQ_OK
     cdef int64_t off, ts
     cdef unsigned char kind
+    cdef unsigned char want = RMQ_KIND_BATCH if batches else RMQ_KIND_RECORD
+    cdef unsigned char other = RMQ_KIND_RECORD if batches else RMQ_KIND_BATCH
     cdef Py_ssize_t used = 0, nout = 0
     cdef list out = []
     PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
@@ -303,63 +317,22 @@ def decode(buf, int64_t offset, Py_ssize_t max_records, Py_ssize_t max_bytes, ma
             if off <= offset and <int64_t>count <= offset - off:
                 pos += size
                 continue
-            if kind != RMQ_KIND_RECORD:
-                status = RMQ_WRONG_KIND if kind == RMQ_KIND_BATCH else RMQ_CORRUPT
+            if kind != want:
+                status = RMQ_WRONG_KIND if kind == other else RMQ_CORRUPT
                 break
             if nout and used + <Py_ssize_t>size > max_bytes:
                 break
-            parsed = _parse_record(b, bp + RMQ_BODY_HEADER, bp + body_len)
-            if parsed is None or count != 1:
-                status = RMQ_CORRUPT
-                break
-            key, headers, value = <tuple>parsed
-            out.append(make_record(off, ts, key, value, headers))
+            if batches:
+                out.append(make(off, count, ts, PyBytes_FromStringAndSize(
+                    <const char *>b + bp + RMQ_BODY_HEADER, body_len - RMQ_BODY_HEADER)))
+            else:
+                parsed = _parse_record(b, bp + RMQ_BODY_HEADER, bp + body_len)
+                if parsed is None or count != 1:
+                    status = RMQ_CORRUPT
+                    break
+                key, headers, value = <tuple>parsed
+                out.append(make(off, ts, key, value, headers))
             nout += 1
-            used += size
-            pos += size
-    finally:
-        PyBuffer_Release(&view)
-    return out, <Py_ssize_t>pos, status
-
-
-def decode_batches(buf, int64_t offset, Py_ssize_t max_bytes, make_batch):
-    """Opaque batches ending after ``offset``; see segment_io.decode_batches."""
-    cdef Py_buffer view
-    cdef const unsigned char *b
-    cdef size_t end, pos = 0, size, bp
-    cdef uint32_t body_len = 0, count
-    cdef int status = RMQ_OK
-    cdef int64_t off, ts
-    cdef unsigned char kind
-    cdef Py_ssize_t used = 0
-    cdef list out = []
-    PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
-    try:
-        b = <const unsigned char *>view.buf
-        end = <size_t>view.len
-        while pos < end:
-            status = rmq_frame_check(b, pos, end, &body_len)
-            if status != RMQ_OK:
-                break
-            bp = pos + RMQ_FRAME_HEADER
-            off = rmq_load_i64(b + bp)
-            ts = rmq_load_i64(b + bp + 8)
-            count = rmq_load_u32(b + bp + 16)
-            kind = b[bp + 20]
-            size = RMQ_FRAME_HEADER + body_len
-            if off < 0:
-                status = RMQ_CORRUPT
-                break
-            if off <= offset and <int64_t>count <= offset - off:
-                pos += size
-                continue
-            if kind != RMQ_KIND_BATCH:
-                status = RMQ_WRONG_KIND if kind == RMQ_KIND_RECORD else RMQ_CORRUPT
-                break
-            if out and used + <Py_ssize_t>size > max_bytes:
-                break
-            out.append(make_batch(off, count, ts, PyBytes_FromStringAndSize(
-                <const char *>b + bp + RMQ_BODY_HEADER, body_len - RMQ_BODY_HEADER)))
             used += size
             pos += size
     finally:

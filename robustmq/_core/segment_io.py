@@ -18,6 +18,7 @@ Frame layout (little-endian; docs/storage.md has the full file formats)::
 from __future__ import annotations
 
 import struct
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -257,6 +258,32 @@ def decode(
     Returns ``(records, stop_position, status)``; ``stop_position`` is where the next
     unread frame starts.
     """
+    return _walk(buf, offset, max_records, max_bytes, False, make_record)
+
+
+def decode_batches(
+    buf: bytes | bytearray | memoryview,
+    offset: int,
+    max_bytes: int,
+    make_batch: Callable[..., Any],
+) -> tuple[list[Any], int, int]:
+    """Opaque batches ending after ``offset`` from the frames in ``buf``, like ``decode``.
+
+    Each is ``make_batch(base_offset, count, max_timestamp_ms, data)``.
+    """
+    return _walk(buf, offset, sys.maxsize, max_bytes, True, make_batch)
+
+
+def _walk(
+    buf: bytes | bytearray | memoryview,
+    offset: int,
+    max_records: int,
+    max_bytes: int,
+    batches: bool,
+    make: Callable[..., Any],
+) -> tuple[list[Any], int, int]:
+    """The frame walk behind ``decode`` (records) and ``decode_batches`` (opaque batches)."""
+    want, other = (KIND_BATCH, KIND_RECORD) if batches else (KIND_RECORD, KIND_BATCH)
     mv = memoryview(buf)
     end = len(mv)
     pos = 0
@@ -276,57 +303,20 @@ def decode(
         if off + count <= offset:
             pos += size
             continue
-        if kind != KIND_RECORD:
-            status = WRONG_KIND if kind == KIND_BATCH else CORRUPT
+        if kind != want:
+            status = WRONG_KIND if kind == other else CORRUPT
             break
         if out and used + size > max_bytes:
             break
-        parsed = _parse_record(mv, b + BODY_HEADER, b + body_len)
-        if parsed is None or count != 1:
-            status = CORRUPT
-            break
-        key, headers, value = parsed
-        out.append(make_record(off, ts, key, value, headers))
-        used += size
-        pos += size
-    return out, pos, status
-
-
-def decode_batches(
-    buf: bytes | bytearray | memoryview,
-    offset: int,
-    max_bytes: int,
-    make_batch: Callable[..., Any],
-) -> tuple[list[Any], int, int]:
-    """Opaque batches ending after ``offset`` from the frames in ``buf``, like ``decode``.
-
-    Each is ``make_batch(base_offset, count, max_timestamp_ms, data)``.
-    """
-    mv = memoryview(buf)
-    end = len(mv)
-    pos = 0
-    out: list[Any] = []
-    used = 0
-    status = OK
-    while pos < end:
-        status, body_len = _check_frame(mv, pos, end)
-        if status != OK:
-            break
-        b = pos + FRAME_HEADER
-        off, ts, count, kind = _BODY.unpack_from(mv, b)
-        size = FRAME_HEADER + body_len
-        if off < 0:
-            status = CORRUPT
-            break
-        if off + count <= offset:
-            pos += size
-            continue
-        if kind != KIND_BATCH:
-            status = WRONG_KIND if kind == KIND_RECORD else CORRUPT
-            break
-        if out and used + size > max_bytes:
-            break
-        out.append(make_batch(off, count, ts, bytes(mv[b + BODY_HEADER : b + body_len])))
+        if batches:
+            out.append(make(off, count, ts, bytes(mv[b + BODY_HEADER : b + body_len])))
+        else:
+            parsed = _parse_record(mv, b + BODY_HEADER, b + body_len)
+            if parsed is None or count != 1:
+                status = CORRUPT
+                break
+            key, headers, value = parsed
+            out.append(make(off, ts, key, value, headers))
         used += size
         pos += size
     return out, pos, status
