@@ -32,11 +32,6 @@ class RobustMQError(Exception):
             _REGISTRY[key] = cls
 
 
-def error_for_code(protocol: str, code: int) -> type[RobustMQError] | None:
-    """The error class registered for a protocol code, if any."""
-    return _REGISTRY.get((protocol, code))
-
-
 class MqttError(RobustMQError):
     """A malformed packet or a protocol violation, carrying the MQTT 5 reason code.
 

@@ -19,6 +19,7 @@ from typing import Any
 from robustmq._core import trie
 from robustmq.broker.mqtt.message import Message
 from robustmq.broker.mqtt.session import Delivery, Session, SubscriptionOptions
+from robustmq.broker.mqtt.sys_topics import is_sys_topic
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +161,7 @@ class Router:
         The limits are for clients' messages: the broker's own ``$SYS`` statistics are
         kept apart from the count.
         """
-        if message.topic.startswith("$SYS/"):
+        if is_sys_topic(message.topic):
             self._system_retained.add(message.topic)
             self.retained.set(message.topic, message)
             return

@@ -50,6 +50,11 @@ class BrokerCollector(Collector):
         b = self.broker
         for key, (name, doc) in _COUNTERS.items():
             yield CounterMetricFamily(name, doc, value=b.stats[key])
+        yield CounterMetricFamily(
+            "robustmq_mqtt_retained_rejected",
+            "retained messages not stored: count or size limit reached",
+            value=b.router.retained_rejected,
+        )
         connected = sum(1 for c in b.connections if c.connected)
         gauges = {
             "robustmq_mqtt_connections": ("connected MQTT clients", connected),

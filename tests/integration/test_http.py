@@ -82,3 +82,15 @@ def test_admin_token_guards_all_but_health_and_ready(tmp_path):
         assert _get(http_port, "/metrics", token="s3cret")[0] == 200
     finally:
         _stop(proc)
+
+
+def test_refused_retained_messages_are_counted(tmp_path):
+    http_port = free_port()
+    env = _env(ROBUSTMQ_MQTT_MAX_RETAINED_PAYLOAD="3")
+    proc, mqtt_port, _ = _start(tmp_path, "--http-port", str(http_port), env=env)
+    try:
+        Paho(mqtt_port, "pub", 4).publish("r/big", b"12345", retain=True)
+        body = _get(http_port, "/metrics")[1]
+        assert "robustmq_mqtt_retained_rejected_total 1.0" in body
+    finally:
+        _stop(proc)

@@ -38,6 +38,7 @@ from robustmq.broker.auth.enhanced import AuthExchange
 from robustmq.broker.mqtt.message import Message
 from robustmq.broker.mqtt.rewrite import fill_placeholders
 from robustmq.broker.mqtt.session import Delivery, SubscriptionOptions
+from robustmq.broker.mqtt.sys_topics import is_sys_topic
 from robustmq.errors import MqttError, v3_connack_code
 
 if TYPE_CHECKING:
@@ -54,17 +55,16 @@ _FAIR_READ = 16 * 1024
 class MqttConnection(asyncio.Protocol):
     # Slots: a broker holds one of these per client, so its size is memory per connection.
     __slots__ = (
-        "broker", "listener", "decoder", "transport", "peer", "version", "client_id",
+        "broker", "decoder", "transport", "peer", "version", "client_id",
         "username", "session", "connected", "closing", "will", "keep_alive", "last_seen",
         "send_quota", "client_max_packet", "topic_aliases", "alias_maximum",
-        "outbound_aliases", "paused", "paused_at", "held_back", "read_pauses", "dropped",
+        "outbound_aliases", "paused", "paused_at", "held_back", "read_pauses",
         "_buffer", "_out", "_flush_scheduled", "_connect_timer", "_auth", "_auth_method",
         "_pending_connect",
     )  # fmt: skip
 
-    def __init__(self, broker: MqttBroker, listener: str = "tcp") -> None:
+    def __init__(self, broker: MqttBroker) -> None:
         self.broker = broker
-        self.listener = listener
         cfg = broker.config
         self.decoder = mqtt.Decoder(0, cfg.max_packet_size)
         self.transport: asyncio.Transport | None = None
@@ -87,7 +87,6 @@ class MqttConnection(asyncio.Protocol):
         self.paused_at = 0.0
         self.held_back: set[MqttConnection] = set()  # publishers paused for our sake
         self.read_pauses = 0  # subscribers that paused reading from us
-        self.dropped = 0
         self._buffer = b""
         self._out: list[bytes] = []
         self._flush_scheduled = False
@@ -308,7 +307,7 @@ class MqttConnection(asyncio.Protocol):
             except MqttError as exc:
                 self._refuse(exc.reason_code, str(exc))
                 return
-            if p.will.topic.startswith("$SYS"):
+            if is_sys_topic(p.will.topic):
                 self._refuse(ReasonCode.NOT_AUTHORIZED, "will topic in $SYS")
                 return
             if p.will.retain and not cfg.retain_available:
@@ -492,7 +491,6 @@ class MqttConnection(asyncio.Protocol):
         if qos == 0 and (self.paused or self.transport is None):
             publisher = self.broker.publishing
             if self.transport is None or publisher is None or not self._hold_back(publisher):
-                self.dropped += 1
                 self.broker.stats["messages_dropped"] += 1
                 return
         alias, known = 0, False

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from robustmq._core import trie
 from robustmq._core.mqtt_spec import ReasonCode
 from robustmq.broker.mqtt.message import Message
+from robustmq.broker.mqtt.sys_topics import is_sys_topic
 from robustmq.errors import MqttError
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ class DelayedPublisher:
                 "bad delayed publish topic %r (want $delayed/{seconds}/{topic})", message.topic
             )
             return ReasonCode.TOPIC_NAME_INVALID
-        if topic.startswith("$SYS"):
+        if is_sys_topic(topic):
             log.info("delayed publish %r: clients may not publish to $SYS", message.topic)
             return ReasonCode.NOT_AUTHORIZED
         if not 0 <= delay <= self.max_seconds or topic.startswith(PREFIX):

@@ -107,9 +107,6 @@ class WebSocketTransport(asyncio.Transport):
             return self._request.transport.get_extra_info("ssl_object", default)
         return default
 
-    def get_write_buffer_size(self) -> int:
-        return self._outbox.qsize()
-
     def pause_reading(self) -> None:
         self.reading.clear()
 
@@ -117,13 +114,13 @@ class WebSocketTransport(asyncio.Transport):
         self.reading.set()
 
 
-def _websocket_app(broker: MqttBroker, listener: str) -> web.Application:
+def _websocket_app(broker: MqttBroker) -> web.Application:
     async def handle(request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(protocols=("mqtt",), max_msg_size=broker.config.max_packet_size)
         if not ws.can_prepare(request).ok:
             return web.Response(status=400, text="MQTT over WebSocket: send a WebSocket upgrade\n")
         await ws.prepare(request)
-        conn = MqttConnection(broker, listener)
+        conn = MqttConnection(broker)
         transport = WebSocketTransport(ws, request, conn)
         conn.connection_made(transport)
         try:
@@ -159,7 +156,7 @@ async def start_listeners(broker: MqttBroker) -> tuple[list[Any], list[tuple[str
     for name, port, tls in (("mqtt", cfg.port, None), ("mqtts", cfg.tls_port, ctx)):
         if port and (name == "mqtt" or tls is not None):
             server = await loop.create_server(
-                lambda name=name: MqttConnection(broker, name),
+                lambda: MqttConnection(broker),
                 cfg.bind,
                 port,
                 ssl=tls,
@@ -170,7 +167,7 @@ async def start_listeners(broker: MqttBroker) -> tuple[list[Any], list[tuple[str
             opened.append((name, *server.sockets[0].getsockname()[:2]))
     for name, port, tls in (("ws", cfg.ws_port, None), ("wss", cfg.wss_port, ctx)):
         if port and (name == "ws" or tls is not None):
-            runner = web.AppRunner(_websocket_app(broker, name), access_log=None)
+            runner = web.AppRunner(_websocket_app(broker), access_log=None)
             await runner.setup()
             site = web.TCPSite(runner, cfg.bind, port, ssl_context=tls, reuse_address=True)
             await site.start()

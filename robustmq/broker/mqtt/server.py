@@ -26,7 +26,7 @@ from robustmq.broker.mqtt.listeners import start_listeners
 from robustmq.broker.mqtt.message import Message
 from robustmq.broker.mqtt.rewrite import TopicRewriter
 from robustmq.broker.mqtt.session import NEVER_EXPIRES, Session, SubscriptionOptions
-from robustmq.broker.mqtt.sys_topics import sys_topics_loop
+from robustmq.broker.mqtt.sys_topics import is_sys_topic, sys_topics_loop
 from robustmq.broker.router import Router
 from robustmq.errors import ConfigError, MqttError
 
@@ -168,7 +168,6 @@ class MqttBroker:
         session = conn.session
         assert session is not None
         session.connection = None
-        session.disconnected_at = time.monotonic()
         # Unacknowledged shared-subscription messages go to another member of the group.
         kept = [d for d in session.take_shared() if not self.router.redistribute(d, session)]
         if kept and session_continues:
@@ -229,7 +228,7 @@ class MqttBroker:
         if message.topic.startswith("$"):
             if message.topic.startswith(DELAYED_PREFIX):
                 return self.delayed.schedule(message)
-            if message.topic.startswith("$SYS"):
+            if is_sys_topic(message.topic):
                 log.info("client %r may not publish to %r", conn.client_id, message.topic)
                 return ReasonCode.NOT_AUTHORIZED
         if message.retain:

@@ -72,7 +72,6 @@ class Session:
         "will_handle",
         "pending_will",
         "_next_packet_id",
-        "disconnected_at",
     )
 
     def __init__(self, client_id: str, max_queued: int, drop_oldest: bool) -> None:
@@ -92,7 +91,6 @@ class Session:
         self.will_handle: asyncio.TimerHandle | None = None
         self.pending_will: tuple[Any, str] | None = None  # (will, client id) awaiting its delay
         self._next_packet_id = 0
-        self.disconnected_at = 0.0
 
     def __repr__(self) -> str:
         return f"Session({self.client_id!r})"

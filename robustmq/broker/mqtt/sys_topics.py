@@ -16,6 +16,13 @@ from robustmq.broker.mqtt.message import Message
 if TYPE_CHECKING:
     from robustmq.broker.mqtt.server import MqttBroker
 
+SYS_PREFIX = "$SYS/"
+
+
+def is_sys_topic(topic: str) -> bool:
+    """The broker's own topics: clients may read them but never publish there."""
+    return topic.startswith(SYS_PREFIX) or topic == "$SYS"
+
 
 def sys_values(broker: MqttBroker) -> dict[str, str]:
     stats = broker.stats
@@ -37,7 +44,7 @@ def sys_values(broker: MqttBroker) -> dict[str, str]:
 
 def publish_sys_topics(broker: MqttBroker, node: str) -> None:
     for name, value in sys_values(broker).items():
-        message = Message(f"$SYS/brokers/{node}/{name}", value.encode(), 0, True)
+        message = Message(f"{SYS_PREFIX}brokers/{node}/{name}", value.encode(), 0, True)
         broker.router.retain(message)
         broker.router.route(message)
 
