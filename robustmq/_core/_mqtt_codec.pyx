@@ -12,7 +12,7 @@ from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
-from libc.string cimport memchr, memcpy
+from libc.string cimport memchr, memcmp, memcpy
 
 from robustmq._core import mqtt_spec as _spec
 from robustmq.errors import MqttError
@@ -43,6 +43,7 @@ cdef enum:
     T_PINGRESP = 13
     T_DISCONNECT = 14
     T_AUTH = 15
+    T_PUBLISH_RUN = 16
     V5 = 5
 
 # Property wire types (mqtt_spec.BYTE ...) and flags in _prop_flags.
@@ -202,6 +203,79 @@ cdef class Publish(Packet):
         self.dup = dup
         self.packet_id = packet_id
         self.properties = properties
+
+
+cdef class PublishRun(Packet):
+    """Consecutive PUBLISHes of one read with QoS 0, no DUP or RETAIN flag, no properties
+    and the same topic, kept as their wire bytes (``data``) so that a broker can forward
+    them to subscribers of the same protocol family without decoding or encoding each one.
+    ``largest`` is the size of the largest packet, for Maximum Packet Size checks."""
+
+    _FIELDS = ("topic", "data", "count", "largest", "protocol_version")
+    packet_type = T_PUBLISH_RUN
+
+    def __init__(self, str topic, bytes data, Py_ssize_t count, Py_ssize_t largest,
+                 int protocol_version):
+        self.topic = topic
+        self.data = data
+        self.count = count
+        self.largest = largest
+        self.protocol_version = protocol_version
+
+    def publishes(self):
+        """The run as Publish packets."""
+        return Decoder(self.protocol_version).decode(self.data)[0]
+
+    def wire(self, int protocol_version):
+        """The run's packets as a client of ``protocol_version`` receives them: 3.1 and
+        3.1.1 share one form, 5.0 adds an empty property block after the topic."""
+        if (protocol_version == V5) == (self.protocol_version == V5):
+            return self.data
+        return _convert_run(self.data, protocol_version == V5)
+
+
+cdef bytes _convert_run(bytes data, bint to_v5):
+    """A run's packets with the empty property block added (to 5.0) or removed (from 5.0)."""
+    cdef const unsigned char *src = <const unsigned char *>PyBytes_AS_STRING(data)
+    cdef Py_ssize_t end = len(data), pos, body, length, n, size = 0, new_length
+    cdef int shift
+    cdef bytes out = None
+    cdef unsigned char *dst = NULL
+    cdef int delta = 1 if to_v5 else -1
+    for phase in range(2):
+        pos = 0
+        while pos < end:
+            length = 0
+            shift = 0
+            body = pos + 1
+            while True:
+                length |= (<Py_ssize_t>(src[body] & 0x7F)) << shift
+                body += 1
+                if not src[body - 1] & 0x80:
+                    break
+                shift += 7
+            n = 2 + rmq_load_be16(src + body)
+            new_length = length + delta
+            if phase == 0:
+                size += 1 + _varint_size(new_length) + new_length
+            else:
+                dst[0] = 0x30
+                dst += 1 + _write_varint(dst + 1, new_length)
+                memcpy(dst, src + body, n)
+                dst += n
+                if to_v5:
+                    dst[0] = 0
+                    dst += 1
+                    memcpy(dst, src + body + n, length - n)
+                    dst += length - n
+                else:
+                    memcpy(dst, src + body + n + 1, length - n - 1)
+                    dst += length - n - 1
+            pos = body + length
+        if phase == 0:
+            out = PyBytes_FromStringAndSize(NULL, size)
+            dst = <unsigned char *>PyBytes_AS_STRING(out)
+    return out
 
 
 cdef class _Ack(Packet):
@@ -726,13 +800,16 @@ cdef class Decoder:
     larger one raises 0x95 as soon as its fixed header is seen, before its body arrives.
     """
 
-    def __init__(self, int protocol_version=0, Py_ssize_t max_packet_size=MAX_PACKET_SIZE):
+    def __init__(self, int protocol_version=0, Py_ssize_t max_packet_size=MAX_PACKET_SIZE,
+                 bint group_publishes=False):
         if protocol_version not in (0, 3, 4, 5):
             raise ValueError(f"protocol_version must be 0, 3, 4 or 5, not {protocol_version}")
         if not 2 <= max_packet_size <= MAX_PACKET_SIZE:
             raise ValueError(f"max_packet_size must be in [2, {MAX_PACKET_SIZE}]")
         self.protocol_version = protocol_version
         self.max_packet_size = max_packet_size
+        # Hand plain QoS 0 PUBLISHes over as PublishRuns (the broker's forwarding lane).
+        self.group_publishes = group_publishes
 
     def decode(self, data):
         """Every complete packet at the start of ``data`` and the number of bytes they span.
@@ -755,10 +832,15 @@ cdef class Decoder:
 
     cdef object _decode(self, const unsigned char *data, Py_ssize_t end):
         cdef list packets = []
-        cdef Py_ssize_t pos = 0, i, body, length, total
+        cdef Py_ssize_t pos = 0, i, body, length, total, n
         cdef int ptype, flags, shift
         cdef unsigned char byte
         cdef Cursor c
+        # The open run of plain QoS 0 PUBLISHes: its first byte, topic bytes, count, largest.
+        cdef Py_ssize_t run_start = -1, run_topic_at = 0, run_topic_len = 0
+        cdef Py_ssize_t run_count = 0, run_largest = 0
+        cdef str run_topic = None
+        cdef bint v5 = self.protocol_version == V5
         c.data = data
         try:
             while end - pos >= 2:
@@ -770,6 +852,9 @@ cdef class Decoder:
                 i = pos + 1
                 while True:
                     if i >= end:
+                        if run_start >= 0:
+                            packets.append(self._run(data, run_start, pos, run_topic, run_count,
+                                                     run_largest))
                         return packets, pos
                     byte = data[i]
                     length |= (<Py_ssize_t>(byte & 0x7F)) << shift
@@ -797,16 +882,58 @@ cdef class Decoder:
                     break
                 c.pos = body
                 c.end = body + length
+                if self.group_publishes and data[pos] == 0x30 and length >= 2:
+                    n = rmq_load_be16(data + body)
+                    if n and n + 2 + v5 <= length and (not v5 or data[body + 2 + n] == 0):
+                        if (run_start >= 0 and n == run_topic_len
+                                and memcmp(data + body + 2, data + run_topic_at, n) == 0):
+                            # Same topic as the run's first packet, which was validated.
+                            run_count += 1
+                            if total > run_largest:
+                                run_largest = total
+                            pos = body + length
+                            continue
+                        packet = _decode_body(&c, ptype, flags, self.protocol_version, pos)
+                        if run_start >= 0:
+                            packets.append(self._run(data, run_start, pos, run_topic, run_count,
+                                                     run_largest))
+                        run_start = pos
+                        run_topic_at = body + 2
+                        run_topic_len = n
+                        run_topic = (<Publish>packet).topic
+                        run_count = 1
+                        run_largest = total
+                        pos = body + length
+                        continue
                 packet = _decode_body(&c, ptype, flags, self.protocol_version, pos)
                 if ptype == T_CONNECT:
                     self.protocol_version = (<Connect>packet).protocol_version
+                    v5 = self.protocol_version == V5
+                if run_start >= 0:
+                    packets.append(self._run(data, run_start, pos, run_topic, run_count,
+                                             run_largest))
+                    run_start = -1
                 packets.append(packet)
                 pos = body + length
         except MqttError:
+            if run_start >= 0:
+                packets.append(self._run(data, run_start, pos, run_topic, run_count, run_largest))
             if packets:
                 return packets, pos
             raise
+        if run_start >= 0:
+            packets.append(self._run(data, run_start, pos, run_topic, run_count, run_largest))
         return packets, pos
+
+    cdef PublishRun _run(self, const unsigned char *data, Py_ssize_t start, Py_ssize_t end,
+                         str topic, Py_ssize_t count, Py_ssize_t largest):
+        cdef PublishRun run = PublishRun.__new__(PublishRun)
+        run.topic = topic
+        run.data = PyBytes_FromStringAndSize(<const char *>data + start, end - start)
+        run.count = count
+        run.largest = largest
+        run.protocol_version = self.protocol_version
+        return run
 
 
 # ---------------------------------------------------------------------------- encoding
@@ -1134,6 +1261,6 @@ def encode(Packet packet not None, int protocol_version=4):
 
 __all__ = [
     "Auth", "Connack", "Connect", "Decoder", "Disconnect", "Packet", "Pingreq", "Pingresp",
-    "Puback", "Pubcomp", "Publish", "Pubrec", "Pubrel", "Suback", "Subscribe", "Subscription",
+    "Puback", "Pubcomp", "Publish", "PublishRun", "Pubrec", "Pubrel", "Suback", "Subscribe", "Subscription",
     "Unsuback", "Unsubscribe", "Will", "encode", "encode_publish",
 ]

@@ -38,6 +38,7 @@ from robustmq._core.mqtt_spec import (
     PUBACK,
     PUBCOMP,
     PUBLISH,
+    PUBLISH_RUN,
     PUBREC,
     PUBREL,
     REASON_CODES,
@@ -187,6 +188,40 @@ class Publish(Packet):
         self.dup = dup
         self.packet_id = packet_id
         self.properties = properties
+
+
+class PublishRun(Packet):
+    """Consecutive PUBLISHes of one read with QoS 0, no DUP or RETAIN flag, no properties
+    and the same topic, kept as their wire bytes (``data``) so that a broker can forward
+    them to subscribers of the same protocol family without decoding or encoding each one.
+    ``largest`` is the size of the largest packet, for Maximum Packet Size checks."""
+
+    __slots__ = ("topic", "data", "count", "largest", "protocol_version")
+    _FIELDS = __slots__
+    packet_type = PUBLISH_RUN
+
+    def __init__(
+        self, topic: str, data: bytes, count: int, largest: int, protocol_version: int
+    ) -> None:
+        self.topic = topic
+        self.data = data
+        self.count = count
+        self.largest = largest
+        self.protocol_version = protocol_version
+
+    def publishes(self) -> list[Publish]:
+        """The run as Publish packets."""
+        return Decoder(self.protocol_version).decode(self.data)[0]  # type: ignore[return-value]
+
+    def wire(self, protocol_version: int) -> bytes:
+        """The run's packets as a client of ``protocol_version`` receives them: 3.1 and
+        3.1.1 share one form, 5.0 adds an empty property block after the topic."""
+        if (protocol_version == MQTT_5) == (self.protocol_version == MQTT_5):
+            return self.data
+        return b"".join(
+            encode_publish(p.topic, p.payload, protocol_version=protocol_version)
+            for p in self.publishes()
+        )
 
 
 class _Ack(Packet):
@@ -680,15 +715,22 @@ class Decoder:
     larger one raises 0x95 as soon as its fixed header is seen, before its body arrives.
     """
 
-    __slots__ = ("protocol_version", "max_packet_size")
+    __slots__ = ("protocol_version", "max_packet_size", "group_publishes")
 
-    def __init__(self, protocol_version: int = 0, max_packet_size: int = MAX_PACKET_SIZE) -> None:
+    def __init__(
+        self,
+        protocol_version: int = 0,
+        max_packet_size: int = MAX_PACKET_SIZE,
+        group_publishes: bool = False,
+    ) -> None:
         if protocol_version not in (0, MQTT_3_1, MQTT_3_1_1, MQTT_5):
             raise ValueError(f"protocol_version must be 0, 3, 4 or 5, not {protocol_version}")
         if not 2 <= max_packet_size <= MAX_PACKET_SIZE:
             raise ValueError(f"max_packet_size must be in [2, {MAX_PACKET_SIZE}]")
         self.protocol_version = protocol_version
         self.max_packet_size = max_packet_size
+        # Hand plain QoS 0 PUBLISHes over as PublishRuns (the broker's forwarding lane).
+        self.group_publishes = group_publishes
 
     def decode(self, data: bytes | bytearray | memoryview) -> tuple[list[Packet], int]:
         """Every complete packet at the start of ``data`` and the number of bytes they span.
@@ -700,20 +742,40 @@ class Decoder:
         end = len(buf)
         pos = 0
         packets: list[Packet] = []
+        run: list[Any] | None = None  # [topic, start, count, largest] of an open run
         while pos < end:
             if end - pos < 2:
                 break
             try:
                 packet, consumed = self._decode_one(buf, pos, end)
             except MqttError:
-                if packets:
+                if packets or run:
                     break
                 raise
             if packet is None:
                 break
-            packets.append(packet)
+            if self.group_publishes and buf[pos] == 0x30 and packet.properties is None:  # type: ignore[attr-defined]
+                topic = packet.topic  # type: ignore[attr-defined]
+                if run is not None and run[0] != topic:
+                    packets.append(self._run(buf, run, pos))
+                    run = None
+                if run is None:
+                    run = [topic, pos, 0, 0]
+                run[2] += 1
+                run[3] = max(run[3], consumed - pos)
+            else:
+                if run is not None:
+                    packets.append(self._run(buf, run, pos))
+                    run = None
+                packets.append(packet)
             pos = consumed
+        if run is not None:
+            packets.append(self._run(buf, run, pos))
         return packets, pos
+
+    def _run(self, buf: bytes, run: list[Any], end: int) -> PublishRun:
+        topic, start, count, largest = run
+        return PublishRun(topic, buf[start:end], count, largest, self.protocol_version)
 
     def _decode_one(self, buf: bytes, pos: int, end: int) -> tuple[Packet | None, int]:
         first = buf[pos]
@@ -961,6 +1023,7 @@ __all__ = [
     "Puback",
     "Pubcomp",
     "Publish",
+    "PublishRun",
     "Pubrec",
     "Pubrel",
     "Suback",

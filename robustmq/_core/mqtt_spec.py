@@ -26,6 +26,9 @@ PINGREQ = 12
 PINGRESP = 13
 DISCONNECT = 14
 AUTH = 15
+# Not a wire type: consecutive plain QoS 0 PUBLISHes on one topic that a Decoder built with
+# group_publishes=True hands over as one PublishRun, kept in their wire form.
+PUBLISH_RUN = 16
 
 PACKET_NAMES = {
     CONNECT: "CONNECT",

@@ -20,6 +20,7 @@ from robustmq._core import trie
 from robustmq.broker.mqtt.message import Message
 from robustmq.broker.mqtt.session import Delivery, Session, SubscriptionOptions
 from robustmq.broker.mqtt.sys_topics import is_sys_topic
+from robustmq.errors import MqttError
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class Router:
         self.retained_rejected = 0
         self._system_retained: set[str] = set()
         self._cache: dict[str, tuple[list[Any], list[Any]]] = {}
+        self._plans: dict[str, list[tuple[Session, bool]] | None] = {}
         self._cache_generation = -1
         self._turn: dict[tuple[str, str], int] = {}
         self._sticky: dict[tuple[str, str], Session] = {}
@@ -58,16 +60,49 @@ class Router:
         return self.subscriptions.remove(topic_filter, session)
 
     def _match(self, topic: str) -> tuple[list[Any], list[Any]]:
-        generation = self.subscriptions.generation
-        if generation != self._cache_generation:
-            self._cache.clear()
-            self._cache_generation = generation
+        if self.subscriptions.generation != self._cache_generation:
+            self._new_generation()
         found = self._cache.get(topic)
         if found is None:
             if len(self._cache) >= _CACHE_LIMIT:
                 self._cache.clear()
             found = self._cache[topic] = self.subscriptions.match(topic)
         return found
+
+    def _new_generation(self) -> None:
+        self._cache.clear()
+        self._plans.clear()
+        self._cache_generation = self.subscriptions.generation
+
+    def forwarding(self, topic: str, max_levels: int) -> list[tuple[Session, bool]] | None:
+        """Where plain QoS 0 messages on ``topic`` go, for the forwarding lane: each
+        subscribed session once, with its No Local option. None when the topic needs
+        routing one message at a time: shared subscriptions, subscription identifiers,
+        ``$`` topics, or a topic name that is not valid."""
+        if self.subscriptions.generation != self._cache_generation:
+            self._new_generation()
+        try:
+            return self._plans[topic]
+        except KeyError:
+            pass
+        if len(self._plans) >= _CACHE_LIMIT:
+            self._plans.clear()
+        plan: list[tuple[Session, bool]] | None = None
+        if not topic.startswith("$"):
+            try:
+                trie.validate_topic_name(topic, max_levels)
+            except MqttError:
+                self._plans[topic] = None
+                return None
+            normal, shared = self._match(topic)
+            if not shared and not any(options.subscription_id for _, options in normal):
+                seen: dict[Session, bool] = {}
+                for session, options in normal:
+                    # Overlapping subscriptions deliver once; No Local only if all say so.
+                    seen[session] = seen.get(session, True) and options.no_local
+                plan = list(seen.items())
+        self._plans[topic] = plan
+        return plan
 
     def route(self, message: Message) -> int:
         """Delivers ``message`` to every matching session; returns how many got it."""

@@ -1363,9 +1363,11 @@ def test_roundtrip_stream_in_random_chunks(
 FUZZ_SIZES = st.one_of(st.just(MAX), st.just(MAX), st.sampled_from([2, 3, 5, 16, 64, 1000]))
 
 
-def outcome(m: ModuleType, version: int, max_packet_size: int, data: bytes) -> list[Any]:
+def outcome(
+    m: ModuleType, version: int, max_packet_size: int, data: bytes, group: bool = False
+) -> list[Any]:
     """Decodes ``data`` as a connection would, returning every step for comparison."""
-    decoder = m.Decoder(version, max_packet_size)
+    decoder = m.Decoder(version, max_packet_size, group_publishes=group)
     steps: list[Any] = []
     rest = data
     while True:
@@ -1389,6 +1391,13 @@ def outcome(m: ModuleType, version: int, max_packet_size: int, data: bytes) -> l
 def check_reencodes(m: ModuleType, version: int, packets: list[Any]) -> None:
     """Whatever the decoder accepted, the encoder writes and the decoder reads back."""
     for packet in packets:
+        if isinstance(packet, m.PublishRun):
+            expanded = packet.publishes()
+            assert len(expanded) == packet.count
+            assert all(p.qos == 0 and not p.retain and p.properties is None for p in expanded)
+            assert {p.topic for p in expanded} == {packet.topic}
+            assert b"".join(m.encode(p, version) for p in expanded) == packet.data
+            continue
         if isinstance(packet, m.Connect):
             version = packet.protocol_version
             again = m.Decoder(0).decode(m.encode(packet))
@@ -1397,8 +1406,8 @@ def check_reencodes(m: ModuleType, version: int, packets: list[Any]) -> None:
         assert again[0] == [packet]
 
 
-def compare_twins(version: int, max_packet_size: int, data: bytes) -> None:
-    results = [outcome(m, version, max_packet_size, data) for m in AVAILABLE]
+def compare_twins(version: int, max_packet_size: int, data: bytes, group: bool = False) -> None:
+    results = [outcome(m, version, max_packet_size, data, group) for m in AVAILABLE]
     assert all(r == results[0] for r in results[1:]), results
 
 
@@ -1424,9 +1433,10 @@ fuzz_bytes = st.one_of(
     version=st.sampled_from([0, 3, 4, 5]),
     max_packet_size=FUZZ_SIZES,
     data=fuzz_bytes,
+    group=st.booleans(),
 )
-def test_fuzz_arbitrary_bytes(version: int, max_packet_size: int, data: bytes) -> None:
-    compare_twins(version, max_packet_size, data)
+def test_fuzz_arbitrary_bytes(version: int, max_packet_size: int, data: bytes, group: bool) -> None:
+    compare_twins(version, max_packet_size, data, group)
 
 
 @st.composite
@@ -1453,10 +1463,10 @@ def mutated_streams(draw: st.DrawFn) -> tuple[int, bytes]:
 
 
 @FUZZ
-@given(case=mutated_streams(), max_packet_size=FUZZ_SIZES)
-def test_fuzz_mutated_packets(case: tuple[int, bytes], max_packet_size: int) -> None:
+@given(case=mutated_streams(), max_packet_size=FUZZ_SIZES, group=st.booleans())
+def test_fuzz_mutated_packets(case: tuple[int, bytes], max_packet_size: int, group: bool) -> None:
     version, data = case
-    compare_twins(version, max_packet_size, data)
+    compare_twins(version, max_packet_size, data, group)
 
 
 def test_fuzz_every_single_byte_change_of_the_streams() -> None:
@@ -1661,3 +1671,155 @@ def test_encode_rejects_invalid_enumerations(
 ) -> None:
     with pytest.raises(ValueError):
         codec.encode(make(codec), 5)
+
+
+# --- 8. publish runs: the broker's forwarding lane --------------------------------------
+
+
+def _pub(m: ModuleType, version: int, topic: str, payload: bytes = b"x", **kw: Any) -> bytes:
+    return m.encode_publish(topic, payload, protocol_version=version, **kw)
+
+
+@pytest.mark.parametrize("version", [3, 4, 5])
+def test_runs_group_consecutive_plain_publishes_on_one_topic(
+    codec: ModuleType, version: int
+) -> None:
+    wire = (
+        _pub(codec, version, "a/b", b"1")
+        + _pub(codec, version, "a/b", b"22")
+        + _pub(codec, version, "a/b", b"")
+        + _pub(codec, version, "c", b"3")
+    )
+    packets, consumed = codec.Decoder(version, group_publishes=True).decode(wire)
+    assert consumed == len(wire)
+    first_len = len(wire) - len(_pub(codec, version, "c", b"3"))
+    assert packets == [
+        codec.PublishRun(
+            "a/b", wire[:first_len], 3, len(_pub(codec, version, "a/b", b"22")), version
+        ),
+        codec.PublishRun("c", wire[first_len:], 1, len(wire) - first_len, version),
+    ]
+    assert [p.payload for p in packets[0].publishes()] == [b"1", b"22", b""]
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        lambda m, v: _pub(m, v, "a", qos=1, packet_id=7),
+        lambda m, v: _pub(m, v, "a", retain=True),
+        lambda m, v: m.encode(m.Pingreq(), v),
+        lambda m, v: m.encode(m.Puback(3), v),
+    ],
+    ids=["qos1", "retain", "pingreq", "puback"],
+)
+def test_runs_end_at_any_other_packet(codec: ModuleType, other: Any) -> None:
+    plain = _pub(codec, 4, "a")
+    wire = plain + plain + other(codec, 4) + plain
+    packets, _ = codec.Decoder(4, group_publishes=True).decode(wire)
+    assert [type(p).__name__ for p in packets] == [
+        "PublishRun",
+        type(codec.Decoder(4).decode(other(codec, 4))[0][0]).__name__,
+        "PublishRun",
+    ]
+    assert [p.count for p in (packets[0], packets[2])] == [2, 1]
+
+
+def test_v5_publishes_with_properties_are_not_grouped(codec: ModuleType) -> None:
+    with_props = _pub(codec, 5, "a", properties={"content_type": "text/plain"})
+    plain = _pub(codec, 5, "a")
+    packets, _ = codec.Decoder(5, group_publishes=True).decode(plain + with_props + plain)
+    assert [type(p).__name__ for p in packets] == ["PublishRun", "Publish", "PublishRun"]
+    assert packets[1].properties == {"content_type": "text/plain"}
+
+
+def test_runs_are_off_unless_asked(codec: ModuleType) -> None:
+    plain = _pub(codec, 4, "a")
+    packets, _ = codec.Decoder(4).decode(plain + plain)
+    assert [type(p).__name__ for p in packets] == ["Publish", "Publish"]
+
+
+def test_a_run_before_a_malformed_packet_comes_first_then_the_error(codec: ModuleType) -> None:
+    plain = _pub(codec, 4, "a")
+    bad = b"\x30\x03\x00\x05a"  # topic length past the end of the packet
+    decoder = codec.Decoder(4, group_publishes=True)
+    packets, consumed = decoder.decode(plain + plain + bad)
+    assert [p.count for p in packets] == [2] and consumed == 2 * len(plain)
+    with pytest.raises(MqttError) as info:
+        decoder.decode(bad)
+    assert info.value.reason_code == MALFORMED
+
+
+def test_a_run_stops_at_a_partial_packet(codec: ModuleType) -> None:
+    plain = _pub(codec, 4, "a", b"p" * 200)  # two-byte remaining length
+    decoder = codec.Decoder(4, group_publishes=True)
+    for cut in (1, 2, len(plain) - 1):
+        packets, consumed = decoder.decode(plain + plain[:cut])
+        assert consumed == len(plain) and packets[0].count == 1
+
+
+def test_the_first_publish_of_a_run_is_validated(codec: ModuleType) -> None:
+    with pytest.raises(MqttError) as info:
+        codec.Decoder(4, group_publishes=True).decode(_pub(codec, 4, "a/#"))
+    assert info.value.reason_code == TOPIC_NAME_INVALID
+
+
+@pytest.mark.parametrize(("source", "target"), [(4, 5), (5, 4), (3, 5), (5, 3), (3, 4), (5, 5)])
+def test_run_wire_form_for_each_protocol_version(
+    codec: ModuleType, source: int, target: int
+) -> None:
+    # 123 and 124 bytes straddle the one/two-byte remaining length boundary.
+    payloads = [b"", b"x", b"y" * 122, b"z" * 123, b"w" * 124, b"v" * 20000]
+    wire = b"".join(_pub(codec, source, "t/1", p) for p in payloads)
+    [run], _ = codec.Decoder(source, group_publishes=True).decode(wire)
+    assert run.wire(target) == b"".join(_pub(codec, target, "t/1", p) for p in payloads)
+
+
+publish_specs = st.lists(
+    st.tuples(
+        st.sampled_from(["a", "a/b", "c", "a"]),
+        st.binary(max_size=300),
+        st.sampled_from([0, 0, 0, 1]),
+        st.booleans(),
+        st.sampled_from([None, None, None, {"content_type": "x"}]),
+    ),
+    max_size=20,
+)
+
+
+@settings(ROUNDTRIP, max_examples=200)
+@given(version=st.sampled_from([3, 4, 5]), specs=publish_specs)
+def test_runs_expand_to_what_the_plain_decoder_returns(
+    codec: ModuleType, version: int, specs: list[Any]
+) -> None:
+    wire = b"".join(
+        _pub(
+            codec,
+            version,
+            topic,
+            payload,
+            qos=qos,
+            packet_id=qos,
+            retain=retain and qos == 0,
+            properties=props,
+        )
+        for topic, payload, qos, retain, props in specs
+    )
+    grouped, consumed = codec.Decoder(version, group_publishes=True).decode(wire)
+    plain, plain_consumed = codec.Decoder(version).decode(wire)
+    assert consumed == plain_consumed == len(wire)
+    expanded = []
+    for packet in grouped:
+        if isinstance(packet, codec.PublishRun):
+            assert packet.largest == max(len(codec.encode(p, version)) for p in packet.publishes())
+            expanded += packet.publishes()
+            other = 4 if version == 5 else 5
+            assert packet.wire(other) == b"".join(
+                codec.encode(p, other) for p in packet.publishes()
+            )
+        else:
+            expanded.append(packet)
+    assert expanded == plain
+    # Runs are maximal: two neighbouring runs never share a topic.
+    for before, after in zip(grouped, grouped[1:], strict=False):
+        if isinstance(before, codec.PublishRun) and isinstance(after, codec.PublishRun):
+            assert before.topic != after.topic
