@@ -149,12 +149,99 @@ class MqttConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class KafkaConfig:
+    bind: str = option("0.0.0.0", "address the Kafka listener binds to")
+    port: int = option(9092, "Kafka wire protocol over TCP; 0 disables", min=0, max=65535)
+    max_request_size: int = option(
+        104_857_600,
+        "largest request frame accepted, in bytes (Kafka socket.request.max.bytes); a bigger "
+        "one closes the connection",
+        min=1024,
+        max=2**31 - 1,
+    )
+    default_partitions: int = option(
+        1, "partitions of an auto-created topic (Kafka num.partitions)", min=1, max=100_000
+    )
+    auto_create_topics: bool = option(
+        True, "create unknown topics on Metadata and Produce (Kafka auto.create.topics.enable)"
+    )
+    retention_ms: int = option(
+        604_800_000, "default retention.ms of new topics; -1 keeps records forever", min=-1
+    )
+    retention_bytes: int = option(
+        -1, "default retention.bytes per partition of new topics; -1 is unbounded", min=-1
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class StorageConfig:
     engine: str = option(
         "memory", "storage engine for messages", choices=("memory", "leveldb", "segment")
     )
     fsync: str = option(
         "interval", "when appends reach the disk", choices=("always", "interval", "never")
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuthConfig:
+    allow_anonymous: str | bool = option(
+        "auto",
+        "whether clients without credentials may connect; auto: only while no authenticator "
+        "is configured (no password_file users, jwt or http)",
+        choices=("auto", True, False, "true", "false"),
+    )
+    password_file: str = option(
+        "",
+        "users: a mosquitto_passwd file (username:$7$... lines), or one from robustmq-server passwd",
+    )
+    authenticators: list[str] = option(
+        ["password", "jwt", "http"],
+        "order of the authenticator chain (each answers allow, deny or ignore); entries "
+        "that are not configured are skipped",
+        choices=("password", "jwt", "http"),
+    )
+    use_identity_as_username: bool = option(
+        False,
+        "on TLS listeners, the client certificate's CN is the username and authenticates "
+        "the client (like Mosquitto); a client without a certificate is refused",
+    )
+    jwt_secret: str = option("", "HS256 secret of JWT authentication (empty: no HS256)")
+    jwt_public_key_file: str = option(
+        "", "PEM RSA public key of JWT authentication (RS256; empty: no RS256)"
+    )
+    jwt_from: str = option(
+        "password", "CONNECT field carrying the JWT", choices=("password", "username")
+    )
+    http_url: str = option("", "URL that HTTP authentication POSTs credentials to (empty: off)")
+    http_timeout: float = option(5.0, "seconds HTTP authentication waits for an answer", min=0.01)
+    http_cache_ttl: float = option(
+        30.0,
+        "seconds an HTTP authentication answer is reused for the same credentials; 0: never",
+        min=0,
+    )
+    acl_file: str = option("", "ACL rules, one per line (see docs/security.md); empty: no rules")
+    acl_default: str = option(
+        "allow", "what happens when no ACL rule applies", choices=("allow", "deny")
+    )
+    blacklist: list[dict[str, Any]] = option(
+        [], "banned clients: tables with one of clientid, username, ip (CIDR) and optional until"
+    )
+    flapping_max_connects: int = option(
+        0, "CONNECTs of one client id within flapping_window that ban it; 0 disables", min=0
+    )
+    flapping_window: float = option(60.0, "seconds of flapping detection's window", min=0.1)
+    flapping_ban_time: float = option(300.0, "seconds a flapping client id stays banned", min=0.1)
+    max_connections_per_ip: int = option(0, "connected clients per IP address; 0: unlimited", min=0)
+    connect_rate: float = option(
+        0.0, "CONNECTs accepted per second on each listener; 0: unlimited", min=0
+    )
+    connect_burst: int = option(
+        100, "CONNECTs a listener accepts at once before connect_rate applies", min=1
+    )
+    publish_rate: float = option(0.0, "PUBLISH packets per second per client; 0: unlimited", min=0)
+    publish_byte_rate: float = option(
+        0.0, "PUBLISH payload bytes per second per client; 0: unlimited", min=0
     )
 
 
@@ -181,7 +268,9 @@ class LogConfig:
 class Config:
     node: NodeConfig = field(default_factory=NodeConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     log: LogConfig = field(default_factory=LogConfig)
 

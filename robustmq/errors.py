@@ -1,6 +1,6 @@
 """Every error RobustMQ raises, defined once with its protocol code.
 
-Each class carries the code a client sees (an MQTT 5 reason code, later Kafka error codes)
+Each class carries the code a client sees (an MQTT 5 reason code or a Kafka error code)
 and whether retrying can help. A registry refuses two classes claiming the same code in the
 same protocol, so the mapping from internal errors to wire codes has exactly one source.
 Mapping an MQTT 5 reason code to its MQTT 3.1.1 equivalent lives here too.
@@ -80,12 +80,66 @@ _V3_CONNACK = {
     0x97: 0x03,  # quota exceeded (e.g. max connections) -> server unavailable
     0x9C: 0x03,  # use another server
     0x9D: 0x03,  # server moved
+    0x9F: 0x03,  # connection rate exceeded -> server unavailable
 }
 
 
 def v3_connack_code(reason_code: int) -> int:
     """The MQTT 3.1.1 CONNACK return code closest to an MQTT 5 reason code."""
     return _V3_CONNACK.get(reason_code, 0x05 if reason_code >= 0x80 else 0x00)
+
+
+# --- robustmq-bench (robustmq/bench) ----------------------------------------------------
+
+# MQTT 3.1.1 CONNACK return codes 1-5 (§3.2.2.3) under their MQTT 5 reason code names.
+_V3_CONNACK_NAMES = {
+    0x01: "UNSUPPORTED_PROTOCOL_VERSION",
+    0x02: "CLIENT_IDENTIFIER_NOT_VALID",
+    0x03: "SERVER_UNAVAILABLE",
+    0x04: "BAD_USER_NAME_OR_PASSWORD",
+    0x05: "NOT_AUTHORIZED",
+}
+
+
+class BenchError(RobustMQError):
+    """The load tool cannot go on: unreachable broker, refused CONNACK or SUBSCRIBE, bad TLS
+    files. The message names the broker and the reason."""
+
+
+class BenchConnackRefused(BenchError):
+    """The broker answered CONNECT with a CONNACK carrying a failure code."""
+
+    def __init__(self, where: str, protocol_version: int, reason_code: int) -> None:
+        # Imported here: robustmq._core imports this module.
+        from robustmq._core.mqtt_spec import ReasonCode
+
+        if protocol_version == 5:
+            try:
+                name = ReasonCode(reason_code).name
+            except ValueError:
+                name = "unknown"
+            what = f"reason code {reason_code:#04x} {name}"
+        else:
+            name = _V3_CONNACK_NAMES.get(reason_code, "unknown")
+            what = f"return code {reason_code} {name}"
+        super().__init__(f"{where} refused the connection: CONNACK {what}")
+        self.reason_code = reason_code
+        self.reason_name = name
+
+
+class SecurityFileError(ConfigError):
+    """A password or ACL file that cannot be used: the file, the line (1-based; 0 when the
+    file itself is unreadable) and why. The broker refuses to start with one."""
+
+    def __init__(self, path: str, line: int, reason: str) -> None:
+        where = f"{path}:{line}" if line else path
+        RobustMQError.__init__(self, f"{where}: {reason}")
+        self.key = path
+        self.value = line
+        self.allowed = reason
+        self.path = path
+        self.line = line
+        self.reason = reason
 
 
 # --- Storage engine (robustmq/storage) -------------------------------------------------
@@ -151,3 +205,181 @@ class Corrupted(StorageError):
 
 class WrongEntryKind(StorageError):
     """``read`` met an opaque batch, or ``read_batches`` met a plain record."""
+
+
+# --- Meta Service Raft (robustmq/meta/raft) ---------------------------------------------
+# Named like etcd-io/raft's errors. Internal only: the meta service maps them to gRPC status.
+
+
+class RaftError(RobustMQError):
+    """Base of the errors the Raft core and its log raise."""
+
+
+class RaftCompacted(RaftError):
+    """The requested index is at or below the snapshot index: it was compacted away."""
+
+    def __init__(self, index: int, first: int) -> None:
+        super().__init__(f"raft log index {index} is compacted; first index is {first}")
+        self.index = index
+        self.first = first
+
+
+class RaftUnavailable(RaftError):
+    """The requested index is above the last index in the log."""
+
+    def __init__(self, index: int, last: int) -> None:
+        super().__init__(f"raft log index {index} is unavailable; last index is {last}")
+        self.index = index
+        self.last = last
+
+
+class ProposalDropped(RaftError):
+    """A proposal was refused: no leader, a leadership transfer is running, or a
+    membership change is already pending. Retry, usually at the leader."""
+
+    retriable = True
+
+
+class RaftLogCorrupted(RaftError):
+    """A Raft log or state file failed a check somewhere other than its torn tail."""
+
+    def __init__(self, message: str, path: str = "", position: int = -1) -> None:
+        where = f" in {path}" if path else ""
+        at = f" at byte {position}" if position >= 0 else ""
+        super().__init__(f"{message}{where}{at}")
+        self.path = path
+        self.position = position
+
+
+# --- Kafka (robustmq/broker/kafka) ------------------------------------------------------
+# Error codes from the Kafka protocol guide ("Error Codes"); the retriable flags are Kafka's.
+
+
+class KafkaError(RobustMQError):
+    """A Kafka request that fails with a protocol error code (0 is success, never raised).
+
+    ``offset`` is the byte offset in the frame where decoding failed (-1 when it is not a
+    decoding error). Handlers put ``code`` into the response's error_code field.
+    """
+
+    protocol = "kafka"
+
+    def __init__(self, message: str = "", offset: int = -1) -> None:
+        super().__init__(message or type(self).__name__)
+        self.message = message or type(self).__name__
+        self.offset = offset
+
+    def __str__(self) -> str:
+        where = f" at byte {self.offset}" if self.offset >= 0 else ""
+        return f"{self.message} (Kafka error {self.code}){where}"
+
+
+class KafkaOffsetOutOfRange(KafkaError):
+    code = 1
+
+
+class KafkaCorruptMessage(KafkaError):
+    code = 2
+    retriable = True
+
+
+class KafkaUnknownTopicOrPartition(KafkaError):
+    code = 3
+    retriable = True
+
+
+class KafkaCoordinatorNotAvailable(KafkaError):
+    code = 15
+    retriable = True
+
+
+class KafkaInvalidTopic(KafkaError):
+    code = 17
+
+
+class KafkaInvalidRequiredAcks(KafkaError):
+    code = 21
+
+
+class KafkaIllegalGeneration(KafkaError):
+    code = 22
+
+
+class KafkaInconsistentGroupProtocol(KafkaError):
+    code = 23
+
+
+class KafkaInvalidGroupId(KafkaError):
+    code = 24
+
+
+class KafkaUnknownMemberId(KafkaError):
+    code = 25
+
+
+class KafkaInvalidSessionTimeout(KafkaError):
+    code = 26
+
+
+class KafkaRebalanceInProgress(KafkaError):
+    code = 27
+
+
+class KafkaUnsupportedVersion(KafkaError):
+    code = 35
+
+
+class KafkaTopicAlreadyExists(KafkaError):
+    code = 36
+
+
+class KafkaInvalidPartitions(KafkaError):
+    code = 37
+
+
+class KafkaInvalidReplicationFactor(KafkaError):
+    code = 38
+
+
+class KafkaInvalidConfig(KafkaError):
+    code = 40
+
+
+class KafkaInvalidRequest(KafkaError):
+    """A malformed frame or a field the protocol does not allow; the connection closes."""
+
+    code = 42
+
+
+class KafkaUnsupportedForMessageFormat(KafkaError):
+    code = 43
+
+
+class KafkaOutOfOrderSequenceNumber(KafkaError):
+    code = 45
+
+
+class KafkaInvalidProducerEpoch(KafkaError):
+    code = 47
+
+
+class KafkaStorageError(KafkaError):
+    code = 56
+    retriable = True
+
+
+def kafka_error_code(exc: BaseException) -> int:
+    """The Kafka error code a client sees for ``exc``: the one place that maps internal
+    errors (storage, config) to Kafka's codes; anything unexpected is UNKNOWN_SERVER_ERROR
+    (-1)."""
+    if isinstance(exc, KafkaError):
+        return exc.code
+    if isinstance(exc, ShardNotFound):
+        return KafkaUnknownTopicOrPartition.code
+    if isinstance(exc, OffsetOutOfRange):
+        return KafkaOffsetOutOfRange.code
+    if isinstance(exc, Corrupted):
+        return KafkaCorruptMessage.code
+    if isinstance(exc, StorageError):
+        return KafkaStorageError.code
+    return -1

@@ -14,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import signal
 import sys
 
 from aiohttp import web
 
+from robustmq.broker.kafka.server import KafkaBroker
 from robustmq.broker.mqtt.server import MqttBroker
 from robustmq.config import Config, StorageConfig
 from robustmq.http.server import start_http
@@ -38,6 +40,7 @@ class Node:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.mqtt: MqttBroker | None = None
+        self.kafka: KafkaBroker | None = None
         self.storage: StorageEngine | None = None
         self.http: web.AppRunner | None = None
         self.ready = False  # every role started (what /ready reports)
@@ -50,8 +53,13 @@ class Node:
                 engine_config(self.config.storage, self.config.node.data_dir)
             )
         if "broker" in self.config.node.roles:
-            self.mqtt = MqttBroker(self.config.mqtt, str(self.config.node.id))
+            self.mqtt = MqttBroker(self.config.mqtt, str(self.config.node.id), self.config.auth)
             listeners += await self.mqtt.start()
+            if self.config.kafka.port and self.storage is not None:
+                self.kafka = KafkaBroker(self.config.kafka, self.storage, self.config.node.id)
+                listeners += await self.kafka.start()
+            elif self.config.kafka.port:
+                log.warning("kafka listener not started: this node has no engine role")
         if self.config.http.port:
             self.http, (host, port) = await start_http(self, self.config.http)
             listeners.append(("http", host, port))
@@ -62,6 +70,8 @@ class Node:
         self.ready = False
         if self.http is not None:
             await self.http.cleanup()
+        if self.kafka is not None:
+            await self.kafka.stop()
         if self.mqtt is not None:
             await self.mqtt.stop()
         if self.storage is not None:
@@ -107,10 +117,38 @@ async def _serve(config: Config) -> None:
         await node.stop()
 
 
+def raise_open_files_limit(wanted: int) -> int:
+    """Lifts the open-files limit toward ``wanted`` connections plus room for files: every
+    client is a file descriptor, and the default soft limit (often 1,024) would refuse
+    clients long before ``mqtt.max_connections``. Returns the limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted + 1024
+    if soft >= target:
+        return soft
+    for limit in (target, hard):  # raising the hard limit needs privileges; try first
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, max(limit, hard)))
+        except (ValueError, OSError):
+            continue
+        soft = limit
+        break
+    if soft < target:
+        # A warning only where it bites: a large limit below a huge default is normal.
+        log.log(
+            logging.WARNING if soft < 65536 else logging.INFO,
+            "open-files limit is %d: at most about %d clients can connect "
+            "(raise it with `ulimit -n`, or LimitNOFILE= under systemd)",
+            soft,
+            max(soft - 1024, 0),
+        )
+    return soft
+
+
 def run(config: Config) -> None:
     """Runs the node in the foreground until SIGINT or SIGTERM."""
     setup_logging(config.log.level, config.log.format)
     os.makedirs(config.node.data_dir, exist_ok=True)
+    raise_open_files_limit(config.mqtt.max_connections)
     try:
         import uvloop
     except ImportError:

@@ -28,9 +28,10 @@ def free_port() -> int:
 
 
 class BrokerThread:
-    """An MqttBroker on 127.0.0.1:<free port>, in a thread with its own loop."""
+    """An MqttBroker on 127.0.0.1:<free port>, in a thread with its own loop; ``auth``
+    is its ``[auth]`` section (an ``AuthConfig``)."""
 
-    def __init__(self, **overrides: Any) -> None:
+    def __init__(self, auth: Any = None, **overrides: Any) -> None:
         from robustmq.broker.mqtt.server import MqttBroker
 
         fields = {f.name for f in dataclasses.fields(MqttConfig)}
@@ -45,7 +46,7 @@ class BrokerThread:
         self.loop = asyncio.new_event_loop()
         self.loop_errors: list[dict[str, Any]] = []
         self.loop.set_exception_handler(lambda loop, ctx: self.loop_errors.append(ctx))
-        self.broker = MqttBroker(self.config)
+        self.broker = MqttBroker(self.config, auth=auth)
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
         self.call(self.broker.start())

@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 _CACHE_LIMIT = 65536
 
+# One session's share of a topic: (session, No Local, maximum QoS, Retain As Published).
+Target = tuple[Session, bool, int, bool]
+
 
 class Router:
     def __init__(
@@ -42,7 +45,7 @@ class Router:
         self.retained_rejected = 0
         self._system_retained: set[str] = set()
         self._cache: dict[str, tuple[list[Any], list[Any]]] = {}
-        self._plans: dict[str, list[tuple[Session, bool]] | None] = {}
+        self._plans: dict[str, list[Target] | None] = {}
         self._cache_generation = -1
         self._turn: dict[tuple[str, str], int] = {}
         self._sticky: dict[tuple[str, str], Session] = {}
@@ -74,38 +77,79 @@ class Router:
         self._plans.clear()
         self._cache_generation = self.subscriptions.generation
 
-    def forwarding(self, topic: str, max_levels: int) -> list[tuple[Session, bool]] | None:
-        """Where plain QoS 0 messages on ``topic`` go, for the forwarding lane: each
-        subscribed session once, with its No Local option. None when the topic needs
-        routing one message at a time: shared subscriptions, subscription identifiers,
-        ``$`` topics, or a topic name that is not valid."""
+    def forwarding(self, topic: str, max_levels: int) -> list[Target] | None:
+        """The delivery plan for ``topic`` (see ``_plan``), validating the topic name
+        the first time it is seen: the forwarding lane decodes only a run's first packet."""
         if self.subscriptions.generation != self._cache_generation:
             self._new_generation()
+        if topic not in self._plans:
+            try:
+                trie.validate_topic_name(topic, max_levels)
+            except MqttError:
+                self._plans[topic] = None
+                return None
+        return self._plan(topic)
+
+    def _plan(self, topic: str) -> list[Target] | None:
+        """Each session subscribed to ``topic`` once, with what its subscriptions ask:
+        (session, No Local, maximum QoS, Retain As Published). None when messages on the
+        topic need ``_collect`` one by one: shared subscriptions, subscription identifiers,
+        overlapping subscriptions that disagree on No Local, and ``$`` topics."""
         try:
             return self._plans[topic]
         except KeyError:
             pass
         if len(self._plans) >= _CACHE_LIMIT:
             self._plans.clear()
-        plan: list[tuple[Session, bool]] | None = None
+        plan: list[Target] | None = None
         if not topic.startswith("$"):
-            try:
-                trie.validate_topic_name(topic, max_levels)
-            except MqttError:
-                self._plans[topic] = None
-                return None
             normal, shared = self._match(topic)
             if not shared and not any(options.subscription_id for _, options in normal):
-                seen: dict[Session, bool] = {}
+                merged: dict[Session, Target] = {}
                 for session, options in normal:
-                    # Overlapping subscriptions deliver once; No Local only if all say so.
-                    seen[session] = seen.get(session, True) and options.no_local
-                plan = list(seen.items())
+                    before = merged.get(session)
+                    if before is None:
+                        merged[session] = (
+                            session,
+                            options.no_local,
+                            options.qos,
+                            options.retain_as_published,
+                        )
+                    elif before[1] != options.no_local:
+                        break
+                    else:  # overlapping subscriptions: one delivery, highest QoS (§3.3.4)
+                        merged[session] = (
+                            session,
+                            options.no_local,
+                            max(before[2], options.qos),
+                            before[3] or options.retain_as_published,
+                        )
+                else:
+                    plan = list(merged.values())
         self._plans[topic] = plan
         return plan
 
     def route(self, message: Message) -> int:
         """Delivers ``message`` to every matching session; returns how many got it."""
+        if self.subscriptions.generation != self._cache_generation:
+            self._new_generation()
+        plan = self._plan(message.topic)
+        if plan is not None:
+            sender, qos, retain = message.sender, message.qos, message.retain
+            delivered = 0
+            for session, no_local, max_qos, retain_as_published in plan:
+                if no_local and session.client_id == sender:
+                    continue
+                session.deliver(
+                    Delivery(
+                        message,
+                        qos if qos < max_qos else max_qos,
+                        retain and retain_as_published,
+                        (),
+                    )
+                )
+                delivered += 1
+            return delivered
         normal, shared = self._match(message.topic)
         if not normal and not shared:
             return 0
@@ -113,9 +157,9 @@ class Router:
         for session, options in normal:
             self._collect(targets, session, options, message, None)
         for group, topic_filter, members in shared:
-            session = self._pick(group, topic_filter, members, message, None)
-            if session is not None:
-                self._collect(targets, session, members[session], message, (group, topic_filter))
+            member = self._pick(group, topic_filter, members, message, None)
+            if member is not None:
+                self._collect(targets, member, members[member], message, (group, topic_filter))
         for session, delivery in targets.items():
             session.deliver(delivery)
         return len(targets)

@@ -25,6 +25,7 @@ _FLAG_KEYS = {
     "mqtts_port": "mqtt.tls_port",
     "ws_port": "mqtt.ws_port",
     "wss_port": "mqtt.wss_port",
+    "kafka_port": "kafka.port",
     "http_port": "http.port",
     "storage": "storage.engine",
     "log_level": "log.level",
@@ -53,6 +54,7 @@ def main() -> None:
 @click.option("--mqtts-port", type=int, help="MQTT TLS port (default 8883, needs a certificate).")
 @click.option("--ws-port", type=int, help="MQTT WebSocket port (default 8083, path /mqtt).")
 @click.option("--wss-port", type=int, help="MQTT WebSocket/TLS port (default 8084).")
+@click.option("--kafka-port", type=int, help="Kafka port (default 9092; 0 disables).")
 @click.option("--http-port", type=int, help="HTTP /health, /ready, /metrics (default 8080).")
 @click.option(
     "--storage", type=click.Choice(["memory", "leveldb", "segment"]), help="Storage engine."
@@ -76,10 +78,12 @@ def start(config_file: str | None, daemon: bool, pid_file: str | None, **flags: 
 
     try:
         run(config)
+    except ConfigError as exc:  # e.g. a bad line in the password or ACL file
+        raise click.ClickException(f"cannot start: {exc}") from None
     except OSError as exc:
         raise click.ClickException(
             f"cannot start: {exc.strerror or exc} (is another server on the same port? "
-            "change it with --mqtt-port or the config file)"
+            "change it with --mqtt-port, --kafka-port or the config file)"
         ) from None
 
 
@@ -130,6 +134,31 @@ def stop(pid_file: str, timeout: float) -> None:
             return
         time.sleep(0.1)
     raise click.ClickException(f"PID {pid} still running after {timeout} s")
+
+
+@main.command()
+@click.argument("password_file", type=click.Path(dir_okay=False))
+@click.argument("username")
+@click.option(
+    "--password",
+    prompt=True,
+    hide_input=True,
+    confirmation_prompt=True,
+    help="The password (prompted for when not given).",
+)
+def passwd(password_file: str, username: str, password: str) -> None:
+    """Create or update a user in a password file ([auth] password_file).
+
+    The entry holds a PBKDF2-SHA512 hash (mosquitto_passwd's $7$ format) and the user's
+    SCRAM-SHA-256 credentials; the file is created if missing.
+    """
+    from robustmq.broker.auth.users import set_password
+
+    try:
+        new = set_password(password_file, username, password)
+    except (ConfigError, ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"robustmq: user {username!r} {'added to' if new else 'updated in'} {password_file}")
 
 
 @main.command("config-check")

@@ -39,6 +39,29 @@ _COUNTERS = {
         "robustmq_mqtt_protocol_errors",
         "connections ended for malformed packets or protocol errors",
     ),
+    "auth_failures": (
+        "robustmq_mqtt_auth_failures",
+        "CONNECTs refused for bad or missing credentials",
+    ),
+    "acl_denied_publish": ("robustmq_mqtt_acl_denied_publish", "PUBLISHes denied by the ACL"),
+    "acl_denied_subscribe": (
+        "robustmq_mqtt_acl_denied_subscribe",
+        "subscriptions denied by the ACL",
+    ),
+    "connect_banned": ("robustmq_mqtt_connect_banned", "CONNECTs refused by the blacklist"),
+    "flapping_bans": ("robustmq_mqtt_flapping_bans", "client ids banned for flapping"),
+    "connect_ip_limit": (
+        "robustmq_mqtt_connect_ip_limit",
+        "CONNECTs refused by the per-IP connection limit",
+    ),
+    "connect_rate_exceeded": (
+        "robustmq_mqtt_connect_rate_exceeded",
+        "CONNECTs refused by a listener's connect rate limit",
+    ),
+    "publish_quota_exceeded": (
+        "robustmq_mqtt_publish_quota_exceeded",
+        "PUBLISHes refused by a client's message or byte quota",
+    ),
 }
 
 

@@ -24,6 +24,7 @@ def _env(**extra: str) -> dict[str, str]:
         ROBUSTMQ_MQTT_SYS_INTERVAL="0",
         ROBUSTMQ_HTTP_PORT="0",
         ROBUSTMQ_HTTP_BIND="127.0.0.1",
+        ROBUSTMQ_KAFKA_PORT="0",
     )
     env.update(extra)
     return env
@@ -186,3 +187,38 @@ def test_engine_role_opens_the_storage_engine_in_the_data_dir(tmp_path, engine):
         assert f"robustmq: storage engine {engine}" in lines
         assert _stop(proc) == 0
     assert (tmp_path / "data" / engine).is_dir()
+
+
+def _soft_nofile(pid: int) -> int:
+    with open(f"/proc/{pid}/limits") as limits:
+        for line in limits:
+            if line.startswith("Max open files"):
+                return int(line.split()[3])
+    raise AssertionError("no open-files line in /proc/PID/limits")
+
+
+def test_start_lifts_the_open_files_limit_for_max_connections(tmp_path):
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard < 6024:
+        pytest.skip(f"hard open-files limit {hard} is too low to show the change")
+
+    def low_soft_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [*SERVER, "start", "--mqtt-port", str(port), "--data-dir", str(tmp_path / "d")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(ROBUSTMQ_MQTT_MAX_CONNECTIONS="5000"),
+        preexec_fn=low_soft_limit,
+    )
+    try:
+        while "data directory" not in (line := proc.stdout.readline()):
+            assert line, proc.stderr.read()
+        assert _soft_nofile(proc.pid) >= 5000 + 1024
+    finally:
+        assert _stop(proc) == 0

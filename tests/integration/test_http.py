@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 
 from tests.conftest import free_port
-from tests.integration.clients import Paho
+from tests.integration.clients import Paho, code
 from tests.integration.test_cli import _env, _start, _stop
 
 
@@ -92,5 +92,28 @@ def test_refused_retained_messages_are_counted(tmp_path):
         Paho(mqtt_port, "pub", 4).publish("r/big", b"12345", retain=True)
         body = _get(http_port, "/metrics")[1]
         assert "robustmq_mqtt_retained_rejected_total 1.0" in body
+    finally:
+        _stop(proc)
+
+
+def test_security_refusals_are_counted(tmp_path):
+    from robustmq.broker.auth.users import set_password
+
+    set_password(str(tmp_path / "passwd"), "alice", "right")
+    (tmp_path / "acl").write_text("allow all subscribe #\ndeny all publish secret/#\n")
+    http_port = free_port()
+    env = _env(
+        ROBUSTMQ_AUTH_PASSWORD_FILE=str(tmp_path / "passwd"),
+        ROBUSTMQ_AUTH_ACL_FILE=str(tmp_path / "acl"),
+    )
+    proc, mqtt_port, _ = _start(tmp_path, "--http-port", str(http_port), env=env)
+    try:
+        bad = Paho(mqtt_port, "bad", 4, username="alice", password="wrong", connect=False)
+        assert code(bad.connect()[1]) == 0x86  # paho maps 3.1.1 return code 4 to 0x86
+        alice = Paho(mqtt_port, "alice", 4, username="alice", password="right")
+        alice.publish("secret/x", b"1", qos=1)
+        body = _get(http_port, "/metrics")[1]
+        assert "robustmq_mqtt_auth_failures_total 1.0" in body
+        assert "robustmq_mqtt_acl_denied_publish_total 1.0" in body
     finally:
         _stop(proc)

@@ -10,7 +10,11 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SUITES = ["tests/integration/test_mqtt_protocol.py", "tests/integration/test_mqtt_sessions.py"]
+SUITES = [
+    "tests/integration/test_mqtt_protocol.py",
+    "tests/integration/test_mqtt_sessions.py",
+    "tests/integration/test_mqtt_forwarding.py",
+]
 
 
 @pytest.mark.timeout(600)

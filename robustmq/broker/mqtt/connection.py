@@ -1,7 +1,9 @@
 """One MQTT client connection: the asyncio Protocol and its packet handlers.
 
 ``data_received`` only feeds the decoder and hands every complete packet of the read to
-its handler; output is collected and written once per event-loop tick. What a packet
+its handler; output is collected and written once per read. Plain QoS 0 PUBLISHes come
+from the decoder as runs (``mqtt.PublishRun``) that are routed once per topic and
+forwarded to subscribers in their wire form (``handle_publish_run``). What a packet
 means for the broker as a whole (sessions, routing, retained messages, wills) is asked of
 ``MqttBroker``; this module owns per-connection state: protocol version, keep alive, flow
 control both ways, topic aliases and the write buffer. Protocol violations end the
@@ -24,17 +26,29 @@ from robustmq._core.mqtt_spec import (
     CONNECT,
     DISCONNECT,
     MAX_PACKET_SIZE,
+    PACKET_NAMES,
     PINGREQ,
     PUBACK,
     PUBCOMP,
     PUBLISH,
+    PUBLISH_RUN,
     PUBREC,
     PUBREL,
     SUBSCRIBE,
     UNSUBSCRIBE,
     ReasonCode,
 )
+from robustmq.broker.auth.acl import Authorizer
+from robustmq.broker.auth.authn import (
+    ALLOW,
+    UNAVAILABLE,
+    AuthResult,
+    ConnectInfo,
+    certificate_identity,
+)
 from robustmq.broker.auth.enhanced import AuthExchange
+from robustmq.broker.auth.limits import PublishQuota
+from robustmq.broker.auth.ratelog import RateLimitedLog
 from robustmq.broker.mqtt.message import Message
 from robustmq.broker.mqtt.rewrite import fill_placeholders
 from robustmq.broker.mqtt.session import Delivery, SubscriptionOptions
@@ -46,6 +60,7 @@ if TYPE_CHECKING:
     from robustmq.broker.mqtt.session import Session
 
 log = logging.getLogger(__name__)
+_refusals = RateLimitedLog(log)  # refused CONNECTs are caused by clients: no log flood
 
 _PINGRESP = b"\xd0\x00"
 # A read at least this large means the client is streaming: yield to the loop after it.
@@ -55,20 +70,20 @@ _FAIR_READ = 16 * 1024
 class MqttConnection(asyncio.Protocol):
     # Slots: a broker holds one of these per client, so its size is memory per connection.
     __slots__ = (
-        "broker", "decoder", "transport", "peer", "version", "client_id",
+        "broker", "decoder", "transport", "_peer", "version", "client_id",
         "username", "session", "connected", "closing", "will", "keep_alive", "last_seen",
         "send_quota", "client_max_packet", "topic_aliases", "alias_maximum",
         "outbound_aliases", "paused", "paused_at", "held_back", "read_pauses",
-        "_buffer", "_out", "_flush_scheduled", "_connect_timer", "_auth", "_auth_method",
-        "_pending_connect",
+        "_buffer", "_out", "_flush_scheduled", "opened_at", "_auth", "_auth_method",
+        "_pending_connect", "authorizer", "publish_quota", "counted_ip",
     )  # fmt: skip
 
     def __init__(self, broker: MqttBroker) -> None:
         self.broker = broker
         cfg = broker.config
-        self.decoder = mqtt.Decoder(0, cfg.max_packet_size)
+        self.decoder = mqtt.Decoder(0, cfg.max_packet_size, group_publishes=True)
         self.transport: asyncio.Transport | None = None
-        self.peer = ""
+        self._peer: str | None = None
         self.version = 4
         self.client_id = ""
         self.username: str | None = None
@@ -80,37 +95,54 @@ class MqttConnection(asyncio.Protocol):
         self.last_seen = time.monotonic()
         self.send_quota = 65535  # the client's Receive Maximum
         self.client_max_packet = MAX_PACKET_SIZE
-        self.topic_aliases: dict[int, str] = {}  # the client's aliases for its PUBLISHes
+        # Containers are created on first use: most clients never need them, and an empty
+        # dict, set or list costs 56-216 bytes per connection.
+        self.topic_aliases: dict[int, str] | None = None  # the client's, for its PUBLISHes
         self.alias_maximum = 0  # the client's Topic Alias Maximum: aliases we may send
-        self.outbound_aliases: dict[str, int] = {}
+        self.outbound_aliases: dict[str, int] | None = None
         self.paused = False
         self.paused_at = 0.0
-        self.held_back: set[MqttConnection] = set()  # publishers paused for our sake
+        self.held_back: set[MqttConnection] | None = None  # publishers paused for our sake
         self.read_pauses = 0  # subscribers that paused reading from us
         self._buffer = b""
-        self._out: list[bytes] = []
+        self._out: list[bytes] | None = None
         self._flush_scheduled = False
-        self._connect_timer: asyncio.TimerHandle | None = None
+        # When the socket was accepted, until CONNECT arrives (the keep-alive sweep
+        # enforces connect_timeout: no timer per connection).
+        self.opened_at = self.last_seen
         self._auth: AuthExchange | None = None  # an enhanced-authentication exchange
         self._auth_method: str | None = None
-        self._pending_connect: tuple[Any, bool] | None = None  # CONNECT awaiting its AUTH
+        # A CONNECT awaiting its AUTH exchange or its authenticators: (packet, assigned id,
+        # the exchange).
+        self._pending_connect: tuple[Any, bool, Any] | None = None
+        # ACL of this client (None: nothing can be denied, no call needed); see acl.py.
+        self.authorizer: Authorizer | None = None
+        self.publish_quota: PublishQuota | None = None  # None: no quota; see limits.py
+        self.counted_ip: str | None = None  # counted in the per-IP connection limit
 
     # ------------------------------------------------------------------ transport
 
+    @property
+    def peer(self) -> str:
+        """The client's address as host:port (looked up when first needed, for logs)."""
+        if self._peer is None:
+            peer = self.transport.get_extra_info("peername") if self.transport else None
+            self._peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        return self._peer
+
+    @property
+    def ip(self) -> str:
+        """The client's IP address (for limits and ACL rules)."""
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        return str(peer[0]) if isinstance(peer, tuple) else str(peer)
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        peer = transport.get_extra_info("peername")
-        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.broker.connections.add(self)
         self.broker.stats["connections_total"] += 1
-        self._connect_timer = asyncio.get_running_loop().call_later(
-            self.broker.config.connect_timeout, self._connect_timed_out
-        )
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
-        if self._connect_timer is not None:
-            self._connect_timer.cancel()
         self.broker.connections.discard(self)
         self._release_publishers()
         if self.connected:
@@ -134,14 +166,16 @@ class MqttConnection(asyncio.Protocol):
             return False
         if time.monotonic() - self.paused_at > self.broker.config.backpressure_timeout:
             return False
+        if self.held_back is None:
+            self.held_back = set()
         if publisher not in self.held_back:
             self.held_back.add(publisher)
             publisher._pause_reading()
         return True
 
     def _release_publishers(self) -> None:
-        held, self.held_back = self.held_back, set()
-        for publisher in held:
+        held, self.held_back = self.held_back, None
+        for publisher in held or ():
             publisher._resume_reading()
 
     def data_received(self, data: bytes) -> None:
@@ -173,45 +207,68 @@ class MqttConnection(asyncio.Protocol):
     def _handle_bytes(self, data: bytes) -> None:
         """Decodes every complete packet of ``data`` (after what was left over) and
         hands each to its handler; an incomplete tail waits for the next read."""
-        if self._buffer:
-            data = self._buffer + data
+        buffered = self._buffer
+        if buffered:
+            self._buffer = b""
+            # A streaming client leaves a partial packet at the end of most reads: finish
+            # that packet on its own, then decode the rest of the read in place, so the
+            # copy is one packet long, not one read long.
+            missing = _packet_size(buffered) - len(buffered)
+            if 0 < missing < len(data):
+                head = self._handle_packets(buffered + data[:missing])
+                if not self.closing:
+                    rest = head + data[missing:] if head else memoryview(data)[missing:]
+                    self._buffer = self._handle_packets(rest)
+                return
+            data = buffered + data
+        self._buffer = self._handle_packets(data)
+
+    def _handle_packets(self, data: Any) -> bytes:
+        """Hands every complete packet in ``data`` to its handler; returns the incomplete
+        tail (empty once the connection is closing)."""
         handlers = _HANDLERS
         while data and not self.closing:
             try:
                 packets, consumed = self.decoder.decode(data)
             except MqttError as exc:
                 self.violation(exc.reason_code, str(exc))
-                return
+                return b""
             for packet in packets:
                 handler = handlers.get(packet.packet_type)
-                if not self.connected and packet.packet_type not in (CONNECT, AUTH):
-                    handler = None  # §4.12: only AUTH may come before the CONNACK
                 if handler is None:
                     self.violation(
                         ReasonCode.PROTOCOL_ERROR,
                         f"{type(packet).__name__.upper()} is not sent by clients",
                     )
-                    return
+                    return b""
+                if not self.connected and packet.packet_type not in (CONNECT, AUTH):
+                    name = PACKET_NAMES.get(packet.packet_type, "PUBLISH")
+                    # §4.12: only AUTH may come before the CONNACK
+                    self.violation(ReasonCode.PROTOCOL_ERROR, f"{name} before the CONNACK")
+                    return b""
                 try:
                     handler(self, packet)
                 except Exception:
                     # A bug of ours must cost this client its connection, not the broker.
                     log.exception("client %r: error handling %r", self.client_id, packet)
                     self.violation(ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR, "internal error")
-                    return
+                    return b""
                 if self.closing:
-                    return
+                    return b""
             data = data[consumed:]
             if not packets:
                 break
-        self._buffer = data
+        return bytes(data)
 
     def write(self, data: bytes) -> None:
         """Queues bytes for the client. Everything written while one read is handled
         goes out in one write at the end of that read (so PUBACKs for a read, and a
         subscriber's share of it, cost one syscall each); writes from timers go out on
         the next loop iteration."""
-        self._out.append(data)
+        if self._out is None:
+            self._out = [data]
+        else:
+            self._out.append(data)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             if self.broker.reading:
@@ -221,9 +278,9 @@ class MqttConnection(asyncio.Protocol):
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        out, self._out = self._out, []
+        out, self._out = self._out, None
         if out and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(b"".join(out))
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
             self.broker.stats["bytes_sent"] += sum(map(len, out))
 
     def close(self) -> None:
@@ -259,15 +316,16 @@ class MqttConnection(asyncio.Protocol):
             self.write(mqtt.encode(mqtt.Disconnect(reason_code), 5))
         self.close()
 
-    def _connect_timed_out(self) -> None:
-        if not self.connected and not self.closing:
-            log.info("connection from %s sent no CONNECT in time; closing", self.peer)
-            self.close()
+    def connect_timed_out(self) -> None:
+        log.info("connection from %s sent no CONNECT in time; closing", self.peer)
+        self.close()
 
     # ------------------------------------------------------------------ CONNECT
 
     def _refuse(self, reason_code: int, why: str) -> None:
-        log.info("client %r (%s) refused: %s", self.client_id, self.peer, why)
+        _refusals.info("client %r (%s) refused: %s", self.client_id, self.peer, why)
+        if self._auth_method is not None and reason_code >= 0x80:
+            self.broker.stats["auth_failures"] += 1  # an enhanced-auth exchange failed
         code = reason_code if self.version == 5 else v3_connack_code(reason_code)
         self.write(mqtt.encode(mqtt.Connack(False, code), self.version))
         self.close()
@@ -321,19 +379,105 @@ class MqttConnection(asyncio.Protocol):
                 return
             self.client_id = f"auto-{uuid.uuid4().hex}"
             assigned = True
+        security = broker.security
+        by_certificate, identity = False, None
+        if security.config.use_identity_as_username:
+            by_certificate, identity = certificate_identity(self.transport)
+            if by_certificate:
+                self.username = identity  # the certificate's CN, also for the blacklist
+        if security.limits.checks_connect:
+            listener = self.transport.get_extra_info("sockname") if self.transport else None
+            refusal = security.limits.admit(self.client_id, self.username, self.ip, listener)
+            if refusal is not None:
+                self._refuse(*refusal)
+                return
         if method is not None:
-            self._auth = broker.auth_methods[method]()
+            exchange = broker.auth_methods[method]()
+            self._auth = exchange
             self._auth_method = method
-            self._pending_connect = (p, assigned)
+            self._pending_connect = (p, assigned, exchange)
             self._auth_step(props.get("authentication_data"))
             return
-        self._accept(p, assigned, None)
+        if by_certificate:
+            if identity is None:
+                broker.stats["auth_failures"] += 1
+                self._refuse(ReasonCode.NOT_AUTHORIZED, "no client certificate identity")
+                return
+            self._accept(p, assigned, None, None)  # authenticated by the TLS handshake
+            return
+        if security.authn is None:
+            self._accept(p, assigned, None, None)
+            return
+        info = ConnectInfo(self.client_id, p.username, p.password, self.ip)
 
-    def _accept(self, p: Any, assigned: bool, auth_props: dict[str, Any] | None) -> None:
-        """CONNECT passed every check (and authentication): bind the session, CONNACK."""
+        def decided(result: AuthResult) -> None:
+            if result.outcome == ALLOW:
+                self._accept(p, assigned, None, None, result)
+                return
+            broker.stats["auth_failures"] += 1
+            if result.unavailable:
+                self._refuse(ReasonCode.SERVER_UNAVAILABLE, "no authenticator could answer")
+            elif p.username is None and p.password is None:
+                self._refuse(ReasonCode.NOT_AUTHORIZED, "anonymous clients are refused")
+            else:
+                # Never say which part was wrong (§3.2.2.2.4 0x86 covers both).
+                self._refuse(ReasonCode.BAD_USER_NAME_OR_PASSWORD, "bad credentials")
+
+        def answered(task: asyncio.Task[AuthResult]) -> None:
+            self._resume_reading()
+            self._pending_connect = None
+            if self.closing:
+                return  # the client left while the authenticators ran
+            failed = task.cancelled() or task.exception() is not None
+            decided(UNAVAILABLE if failed else task.result())
+
+        outcome = security.authn.authenticate(info)
+        if isinstance(outcome, AuthResult):
+            decided(outcome)
+            return
+        # An authenticator answers later (HTTP): stop reading until it has, so nothing
+        # the client sends is handled before the CONNACK.
+        self._pending_connect = (p, assigned, None)
+        self._pause_reading()
+        outcome.add_done_callback(answered)
+
+    def _accept(
+        self,
+        p: Any,
+        assigned: bool,
+        exchange: Any,
+        auth_props: dict[str, Any] | None,
+        result: AuthResult | None = None,
+    ) -> None:
+        """CONNECT passed every check (and authentication): bind the session, CONNACK.
+
+        ``exchange`` is the enhanced-auth exchange that authenticated the client (its
+        ``username`` then names the client), ``result`` what the authenticator chain said.
+        """
         broker, cfg = self.broker, self.broker.config
         props = p.properties or {}
         v5 = self.version == 5
+        security = broker.security
+        authenticated_as = getattr(exchange, "username", None)
+        if authenticated_as:
+            self.username = authenticated_as
+        if security.acl is not None and not (result is not None and result.superuser):
+            claims = result.claims if result is not None else None
+            self.authorizer = security.acl.authorizer_for(
+                self.client_id, self.username, self.ip, claims
+            )
+            will = p.will
+            if (
+                will is not None
+                and self.authorizer is not None
+                and not self.authorizer.publish_allowed(will.topic, will.qos, will.retain)
+            ):
+                self._refuse(ReasonCode.NOT_AUTHORIZED, "will topic denied by ACL")
+                return
+        self.publish_quota = security.limits.publish_quota()
+        if security.limits.settings.max_connections_per_ip:
+            self.counted_ip = self.ip
+            security.limits.connected(self.counted_ip)
         keep_alive = p.keep_alive
         server_keep_alive = None
         # Only MQTT 5 can tell a client its keep alive changed (Server Keep Alive); 3.1 and
@@ -350,8 +494,7 @@ class MqttConnection(asyncio.Protocol):
         else:
             expiry = 0 if p.clean_start else cfg.max_session_expiry_interval
         self.will = p.will
-        if self._connect_timer is not None:
-            self._connect_timer.cancel()
+        self.opened_at = 0.0
         self.connected = True
         session, present = broker.open_session(self, p.clean_start, expiry)
         ack_props: dict[str, Any] = {}
@@ -431,6 +574,8 @@ class MqttConnection(asyncio.Protocol):
             if alias > cfg.topic_alias_maximum:
                 self.violation(ReasonCode.TOPIC_ALIAS_INVALID, f"topic alias {alias} too large")
                 return
+            if self.topic_aliases is None:
+                self.topic_aliases = {}
             if topic:
                 self.topic_aliases[alias] = topic
             else:
@@ -457,6 +602,14 @@ class MqttConnection(asyncio.Protocol):
         except MqttError as exc:
             self.violation(exc.reason_code, str(exc))
             return
+        authz = self.authorizer
+        if authz is not None and not authz.publish_allowed(topic, qos, p.retain):
+            self._refuse_publish(p, ReasonCode.NOT_AUTHORIZED)
+            return
+        quota = self.publish_quota
+        if quota is not None and not quota.allow(len(p.payload)):
+            self._refuse_publish(p, ReasonCode.QUOTA_EXCEEDED)
+            return
         self.broker.stats["messages_received"] += 1
         code = self.broker.publish(
             self, Message(topic, p.payload, qos, p.retain, props, self.client_id)
@@ -467,6 +620,59 @@ class MqttConnection(asyncio.Protocol):
             if code < 0x80:
                 session.qos2_inbound[p.packet_id] = None
             self.write(self._ack(PUBREC, p.packet_id, code))
+
+    def _refuse_publish(self, p: Any, reason_code: int) -> None:
+        """A PUBLISH the ACL or a quota refused (counted and logged where decided): not
+        routed. MQTT 5 tells the client with the acknowledgement's reason code; 3.1/3.1.1
+        have no way to, so QoS 1/2 are acknowledged as if accepted, as Mosquitto does."""
+        if not p.qos:
+            return
+        code = reason_code if self.version == 5 else 0
+        self.write(self._ack(PUBACK if p.qos == 1 else PUBREC, p.packet_id, code))
+
+    def handle_publish_run(self, run: Any) -> None:
+        """Plain QoS 0 PUBLISHes on one topic (see ``mqtt.PublishRun``): routed once and
+        forwarded in their wire form to every subscriber that can take them as they are.
+        Anything the forwarding lane does not cover goes through ``handle_publish``."""
+        broker = self.broker
+        plan = None
+        # Rewrites and quotas apply per message; the ACL once per run (one topic).
+        if not broker.rewriter and self.publish_quota is None:
+            plan = broker.router.forwarding(run.topic, broker.config.max_topic_levels)
+        if plan is not None and self.authorizer is not None:
+            if not self.authorizer.publish_allowed(run.topic, 0, False):
+                broker.stats["acl_denied_publish"] += run.count - 1  # one counted there
+                return
+        if plan is None:
+            for p in run.publishes():
+                self.handle_publish(p)
+                if self.closing:
+                    return
+            return
+        stats = broker.stats
+        count = run.count
+        stats["messages_received"] += count
+        sender = self.client_id
+        for session, no_local, _, _ in plan:
+            conn = session.connection
+            if conn is None or (no_local and session.client_id == sender):
+                continue  # QoS 0 is not queued for an offline session
+            if conn.paused or conn.transport is None:
+                if conn.transport is None or not conn._hold_back(self):
+                    stats["messages_dropped"] += count
+                    continue
+            if conn.alias_maximum or run.largest > conn.client_max_packet:
+                self._forward_each(conn, run)
+                continue
+            conn.write(run.wire(conn.version))
+            stats["messages_sent"] += count
+
+    def _forward_each(self, conn: MqttConnection, run: Any) -> None:
+        """A run to a subscriber that needs each message shaped for it (topic aliases, a
+        Maximum Packet Size some messages exceed)."""
+        for p in run.publishes():
+            message = Message(p.topic, p.payload, 0, False, None, self.client_id)
+            conn.send_publish(Delivery(message, 0, False, ()), 0)
 
     def _ack(self, packet_type: int, packet_id: int, reason_code: int = 0) -> bytes:
         """PUBACK/PUBREC/PUBREL/PUBCOMP bytes; the common success form without an object."""
@@ -495,6 +701,8 @@ class MqttConnection(asyncio.Protocol):
                 return
         alias, known = 0, False
         if self.alias_maximum:
+            if self.outbound_aliases is None:
+                self.outbound_aliases = {}
             alias = self.outbound_aliases.get(message.topic, 0)
             known = alias != 0
             if not known and len(self.outbound_aliases) < self.alias_maximum:
@@ -509,7 +717,7 @@ class MqttConnection(asyncio.Protocol):
                 self.session.inflight.pop(packet_id, None)
             return
         if alias and not known:  # the client learns the alias from this packet
-            self.outbound_aliases[message.topic] = alias
+            self.outbound_aliases[message.topic] = alias  # type: ignore[index]
         self.broker.stats["messages_sent"] += 1
         if not qos:
             self.write(head)
@@ -517,8 +725,7 @@ class MqttConnection(asyncio.Protocol):
         if dup:
             head = bytes((head[0] | 0x08,)) + head[1:]
         self.write(head)
-        self.write(packet_id.to_bytes(2, "big"))
-        self.write(tail)
+        self._out += (packet_id.to_bytes(2, "big"), tail)  # type: ignore[operator]
 
     def send_pubrel(self, packet_id: int) -> None:
         self.write(self._ack(PUBREL, packet_id))
@@ -599,6 +806,11 @@ class MqttConnection(asyncio.Protocol):
         if shared and no_local:
             self.violation(ReasonCode.PROTOCOL_ERROR, "No Local on a shared subscription")
             return None
+        if self.authorizer is not None:
+            granted = self.authorizer.subscribe_qos(topic_filter, qos)
+            if granted is None:
+                return ReasonCode.NOT_AUTHORIZED if v5 else 0x80
+            qos = granted
         if (
             cfg.max_subscriptions_per_client
             and topic_filter not in session.subscriptions
@@ -664,8 +876,21 @@ class MqttConnection(asyncio.Protocol):
 
 
 # Packet type -> handler; one table for all connections.
+def _packet_size(data: bytes) -> int:
+    """The whole size of the packet starting ``data``, or 0 while its fixed header is
+    incomplete (or malformed: the decoder reports that)."""
+    length = shift = 0
+    for i in range(1, min(len(data), 5)):
+        length |= (data[i] & 0x7F) << shift
+        if not data[i] & 0x80:
+            return i + 1 + length
+        shift += 7
+    return 0
+
+
 _HANDLERS: dict[int, Callable[[MqttConnection, Any], None]] = {
     PUBLISH: MqttConnection.handle_publish,
+    PUBLISH_RUN: MqttConnection.handle_publish_run,
     PUBACK: MqttConnection.handle_puback,
     PUBREC: MqttConnection.handle_pubrec,
     PUBREL: MqttConnection.handle_pubrel,

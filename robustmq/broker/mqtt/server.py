@@ -19,6 +19,7 @@ from aiohttp import web
 from robustmq._core import trie
 from robustmq._core.mqtt_spec import ReasonCode
 from robustmq.broker.auth.enhanced import AuthMethods
+from robustmq.broker.auth.security import Security
 from robustmq.broker.mqtt.connection import MqttConnection
 from robustmq.broker.mqtt.delayed import PREFIX as DELAYED_PREFIX
 from robustmq.broker.mqtt.delayed import DelayedPublisher
@@ -31,7 +32,7 @@ from robustmq.broker.router import Router
 from robustmq.errors import ConfigError, MqttError
 
 if TYPE_CHECKING:
-    from robustmq.config import MqttConfig
+    from robustmq.config import AuthConfig, MqttConfig
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,9 @@ _WILL_MESSAGE_PROPERTIES = frozenset(
 
 
 class MqttBroker:
-    def __init__(self, config: MqttConfig, node_name: str = "1") -> None:
+    def __init__(
+        self, config: MqttConfig, node_name: str = "1", auth: AuthConfig | None = None
+    ) -> None:
         self.config = config
         self.node_name = node_name
         self.router = Router(
@@ -65,6 +68,9 @@ class MqttBroker:
         self.stats: Counter[str] = Counter()
         self.started_at = time.time()
         self.auth_methods: AuthMethods = {}  # MQTT 5 enhanced authentication, by name
+        # Users, authenticators, ACL and abuse limits ([auth]); counters go to self.stats.
+        self.security = Security.from_config(auth, self.stats)
+        self.auth_methods.update(self.security.enhanced_auth_methods())
         self.rewriter = TopicRewriter(config.rewrite)
         self.auto_subscribe = _auto_subscriptions(config.auto_subscribe)
         self.delayed = DelayedPublisher(
@@ -95,6 +101,8 @@ class MqttBroker:
         for task in self._tasks:
             task.cancel()
         self.delayed.cancel_all()
+        if self.security.authn is not None:
+            await self.security.authn.close()
         for conn in list(self.connections):
             conn.will = None  # a shutdown is not the client's failure
             conn.disconnect(ReasonCode.SERVER_SHUTTING_DOWN)
@@ -105,11 +113,16 @@ class MqttBroker:
         await asyncio.sleep(0)
 
     async def _sweep_keep_alive(self) -> None:
-        """Closes connections silent for 1.5 times their keep alive (§3.1.2.10)."""
+        """Once a second: closes connections silent for 1.5 times their keep alive
+        (§3.1.2.10) and those that sent no CONNECT within connect_timeout."""
         while True:
             await asyncio.sleep(1.0)
             now = time.monotonic()
+            connect_timeout = self.config.connect_timeout
             for conn in list(self.connections):
+                if conn.opened_at and now - conn.opened_at > connect_timeout and not conn.closing:
+                    conn.connect_timed_out()
+                    continue
                 if conn.held_back and now - conn.paused_at > self.config.backpressure_timeout:
                     conn._release_publishers()  # held back long enough: drop instead
                 if conn.read_pauses:  # we stopped reading it: its silence is ours
@@ -160,6 +173,9 @@ class MqttBroker:
 
     def connection_gone(self, conn: MqttConnection) -> None:
         """The network connection closed (any reason): wills and session expiry."""
+        if conn.counted_ip is not None:
+            self.security.limits.released(conn.counted_ip)
+            conn.counted_ip = None
         session = conn.session
         if session is not None and session.connection is conn:
             self._detach(conn, session_continues=session.expiry_interval != 0)

@@ -72,6 +72,7 @@ class Session:
         "will_handle",
         "pending_will",
         "_next_packet_id",
+        "_unsent",
     )
 
     def __init__(self, client_id: str, max_queued: int, drop_oldest: bool) -> None:
@@ -91,6 +92,9 @@ class Session:
         self.will_handle: asyncio.TimerHandle | None = None
         self.pending_will: tuple[Any, str] | None = None  # (will, client id) awaiting its delay
         self._next_packet_id = 0
+        # At least the number of in-flight entries waiting to be resent (sent=False): an
+        # acknowledgement looks for one to resend only when this is not zero.
+        self._unsent = 0
 
     def __repr__(self) -> str:
         return f"Session({self.client_id!r})"
@@ -159,12 +163,14 @@ class Session:
         if self.inflight.pop(packet_id, None) is None:
             return False
         conn = self.connection
-        if conn is not None:
+        if conn is not None and self._unsent:
             for waiting_id, entry in self.inflight.items():
                 if not entry.sent:  # resent in order as the client frees its window
                     entry.sent = True
+                    self._unsent -= 1
                     conn.send_publish(entry.delivery, waiting_id, dup=True)
                     return True
+            self._unsent = 0
         self.drain()
         return True
 
@@ -197,5 +203,6 @@ class Session:
                 conn.send_publish(entry.delivery, packet_id, dup=True)
             else:
                 entry.sent = False
+                self._unsent += 1
             window -= 1
         self.drain()

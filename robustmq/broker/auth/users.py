@@ -1,0 +1,153 @@
+"""The built-in users: the ``UserStore`` protocol, its in-memory implementation, and the
+password file that fills it.
+
+A password file has one user per line, ``username:record[:scram]``: ``record`` is a
+``passwords.py`` record (so a ``mosquitto_passwd`` file imports unchanged) and the optional
+``scram`` field holds the user's SCRAM-SHA-256 credentials (``scram.py``), written when the
+user is created with ``robustmq-server passwd``. Blank lines and lines starting with ``#``
+are skipped. A bad line stops the broker from starting, naming the file and the line. The
+store sits behind a protocol so that it can move to the Meta Service; checking a password
+is ``authn.py``'s job.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Protocol
+
+from robustmq.broker.auth.passwords import BadRecord, check_record, hash_password
+from robustmq.broker.auth.scram import ScramCredentials
+from robustmq.errors import SecurityFileError
+
+MAX_USERNAME_BYTES = 65535  # an MQTT UTF-8 string (§1.5.4)
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    username: str
+    password_record: str
+    scram: ScramCredentials | None = None
+
+
+class UserStore(Protocol):
+    def get(self, username: str) -> User | None: ...
+
+    def __len__(self) -> int: ...
+
+
+class MemoryUserStore:
+    """Users in a dict: what a password file loads into, and what tests fill directly."""
+
+    def __init__(self, users: list[User] | None = None) -> None:
+        self._users = {u.username: u for u in users or ()}
+
+    def get(self, username: str) -> User | None:
+        return self._users.get(username)
+
+    def __len__(self) -> int:
+        return len(self._users)
+
+    def put(self, user: User) -> None:
+        self._users[user.username] = user
+
+    def remove(self, username: str) -> bool:
+        return self._users.pop(username, None) is not None
+
+    def users(self) -> list[User]:
+        return list(self._users.values())
+
+
+def new_user(username: str, password: str) -> User:
+    """A user with a fresh PBKDF2 record and SCRAM-SHA-256 credentials for ``password``."""
+    _check_username(username)
+    return User(username, hash_password(password), ScramCredentials.from_password(password))
+
+
+def load_password_file(path: str) -> MemoryUserStore:
+    """The users of a password file; ``SecurityFileError`` with the line number if bad."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise SecurityFileError(
+            path, 0, f"cannot read the password file ({exc.strerror})"
+        ) from None
+    store = MemoryUserStore()
+    for number, raw in enumerate(data.split(b"\n"), 1):
+        try:
+            line = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise SecurityFileError(path, number, "not valid UTF-8") from None
+        if not line or line.startswith("#"):
+            continue
+        try:
+            user = parse_line(line)
+        except ValueError as exc:
+            raise SecurityFileError(path, number, str(exc)) from None
+        if store.get(user.username) is not None:
+            raise SecurityFileError(path, number, f"user {user.username!r} appears twice")
+        store.put(user)
+    return store
+
+
+def parse_line(line: str) -> User:
+    """One ``username:record[:scram]`` line; ``ValueError`` says what is wrong."""
+    username, sep, rest = line.partition(":")
+    if not sep:
+        raise ValueError("expected username:password-hash")
+    _check_username(username)
+    record, _, scram = rest.partition(":")
+    try:
+        check_record(record)
+    except BadRecord as exc:
+        raise ValueError(str(exc)) from None
+    return User(username, record, ScramCredentials.parse(scram) if scram else None)
+
+
+def format_line(user: User) -> str:
+    scram = f":{user.scram.format()}" if user.scram is not None else ""
+    return f"{user.username}:{user.password_record}{scram}"
+
+
+def set_password(path: str, username: str, password: str) -> bool:
+    """Adds or updates ``username`` in the password file (created if missing); returns
+    whether the user was new. The file is replaced whole: written, synced, renamed."""
+    user = new_user(username, password)
+    lines: list[str] = []
+    if os.path.exists(path):
+        load_password_file(path)  # refuse to rewrite a file we could not read back
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    new = True
+    for i, line in enumerate(lines):
+        if line.partition(":")[0] == username and not line.startswith("#"):
+            lines[i] = format_line(user)
+            new = False
+    if new:
+        lines.append(format_line(user))
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".passwd-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write("\n".join(lines) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return new
+
+
+def _check_username(username: str) -> None:
+    if not username:
+        raise ValueError("empty username")
+    if ":" in username:
+        raise ValueError("a username cannot contain ':'")
+    if len(username.encode()) > MAX_USERNAME_BYTES:
+        raise ValueError(f"username longer than {MAX_USERNAME_BYTES} bytes")
+    if any(ord(ch) < 0x20 or ch == "\x7f" for ch in username):
+        raise ValueError("control character in username")

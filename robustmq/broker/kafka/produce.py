@@ -1,0 +1,82 @@
+"""Produce: record batches are checked (magic 2, lengths, CRC32C), get their base offset
+patched and are appended to the partition's shard as received, never re-encoded, so the
+producer's compression stays as it was. Topics are auto-created here when enabled.
+
+acks 0, 1 and -1 are accepted; on one node -1 waits for nothing more than 1 does (the
+storage engine's fsync policy decides durability). acks=0 gets no response at all.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from robustmq._core.kafka_codec import RequestHeader, parse_batches
+from robustmq.errors import (
+    KafkaCorruptMessage,
+    KafkaError,
+    KafkaInvalidRequiredAcks,
+    KafkaUnknownTopicOrPartition,
+    StorageError,
+    kafka_error_code,
+)
+from robustmq.storage.engine import wall_clock_ms
+
+if TYPE_CHECKING:
+    from robustmq.broker.kafka.server import KafkaBroker, KafkaConnection
+
+
+async def handle_produce(
+    broker: KafkaBroker, conn: KafkaConnection, header: RequestHeader, req: dict[str, Any]
+) -> dict[str, Any] | None:
+    acks = req["acks"]
+    responses = []
+    for topic_data in req["topic_data"]:
+        name = topic_data["name"]
+        partitions = []
+        for pd in topic_data["partition_data"]:
+            index = pd["index"]
+            try:
+                if acks not in (0, 1, -1):
+                    raise KafkaInvalidRequiredAcks(f"acks={acks}; allowed 0, 1, -1")
+                base = await _append(broker, name, index, pd["records"])
+                error = 0
+            except (KafkaError, StorageError) as exc:
+                base, error = -1, kafka_error_code(exc)
+                broker.stats["produce_errors"] += 1
+            partitions.append(
+                {"index": index, "error_code": error, "base_offset": base, "log_start_offset": -1}
+            )
+        responses.append({"name": name, "partition_responses": partitions})
+    if acks == 0:
+        return None
+    return {"responses": responses}
+
+
+async def _append(broker: KafkaBroker, topic: str, partition: int, records: bytes | None) -> int:
+    if not records:
+        raise KafkaCorruptMessage("produce request without record batches")
+    batches = parse_batches(records)
+    if await broker.topics.ensure(topic) is None:
+        raise KafkaUnknownTopicOrPartition(f"topic {topic!r} does not exist")
+    shard = broker.topics.shard(topic, partition)
+    view = memoryview(records)
+    first = -1
+    for h in batches:
+        duplicate = broker.producers.duplicate_of(shard, h)
+        if duplicate is not None:
+            first = duplicate if first < 0 else first
+            continue
+        base = await broker.engine.append_batch(
+            shard,
+            records if h.size == len(records) else bytes(view[h.position : h.position + h.size]),
+            count=h.last_offset_delta + 1,
+            max_timestamp_ms=h.max_timestamp if h.max_timestamp >= 0 else wall_clock_ms(),
+            base_offset_at=0,
+        )
+        broker.producers.appended(shard, h, base)
+        if first < 0:
+            first = base
+        broker.stats["records_in"] += h.record_count
+    broker.stats["bytes_in"] += len(records)
+    broker.arrivals.notify(shard)
+    return first

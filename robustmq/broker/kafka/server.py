@@ -1,0 +1,228 @@
+"""The Kafka listener: ``KafkaBroker`` (listener, shared state, request dispatch) and
+``KafkaConnection`` (one per client socket).
+
+A connection only frames bytes: ``data_received`` splits complete size-prefixed frames
+off its buffer and queues them; one task per connection answers them strictly in order,
+one at a time, as a Kafka broker does (a waiting Fetch holds back the requests behind it
+on that connection only). A frame announcing more than ``max_request_size``, a header
+that cannot be read or a request this broker does not implement closes the connection,
+with a log line and a count in ``stats``; ApiVersions with too new a version is answered
+with UNSUPPORTED_VERSION and the supported list instead (KIP-511). What each API does
+lives in the handler modules; this file does no protocol logic of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+from robustmq._core import kafka_codec
+from robustmq._core.kafka_spec import APIS
+from robustmq.broker.kafka import admin, coordinator, fetch, metadata, offsets, produce, producers
+from robustmq.broker.kafka.coordinator import GroupCoordinator
+from robustmq.broker.kafka.registry import TopicRegistry
+from robustmq.config import KafkaConfig
+from robustmq.errors import KafkaError, KafkaUnsupportedVersion, ShardNotFound
+from robustmq.storage import StorageEngine
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[
+    ["KafkaBroker", "KafkaConnection", kafka_codec.RequestHeader, dict[str, Any]],
+    Awaitable[dict[str, Any] | None],
+]
+
+HANDLERS: dict[int, Handler] = {
+    0: produce.handle_produce,
+    1: fetch.handle_fetch,
+    2: offsets.handle_list_offsets,
+    3: metadata.handle_metadata,
+    8: offsets.handle_offset_commit,
+    9: offsets.handle_offset_fetch,
+    10: metadata.handle_find_coordinator,
+    11: coordinator.handle_join_group,
+    12: coordinator.handle_heartbeat,
+    13: coordinator.handle_leave_group,
+    14: coordinator.handle_sync_group,
+    15: coordinator.handle_describe_groups,
+    16: coordinator.handle_list_groups,
+    18: metadata.handle_api_versions,
+    19: admin.handle_create_topics,
+    20: admin.handle_delete_topics,
+    22: producers.handle_init_producer_id,
+}
+assert set(HANDLERS) == set(APIS), "every API in the spec table needs a handler"
+
+# Requests queued on one connection before it stops reading (clients pipeline at most
+# max.in.flight.requests.per.connection, 5 by default).
+_MAX_QUEUED = 64
+# How often retention runs over the Kafka partitions, seconds.
+RETENTION_INTERVAL = 60.0
+
+
+class KafkaBroker:
+    def __init__(self, config: KafkaConfig, engine: StorageEngine, node_id: int = 1) -> None:
+        self.config = config
+        self.engine = engine
+        self.node_id = node_id
+        self.cluster_id = "robustmq"
+        self.topics = TopicRegistry(engine, config)
+        self.arrivals = fetch.DataArrivals()
+        self.producers = producers.ProducerStates()
+        self.groups = GroupCoordinator(self)
+        self.connections: set[KafkaConnection] = set()
+        self.stats: Counter[str] = Counter()
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> list[tuple[str, str, int]]:
+        await self.topics.load()
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: KafkaConnection(self),
+            self.config.bind,
+            self.config.port,
+            reuse_address=True,
+        )
+        host, port = self._server.sockets[0].getsockname()[:2]
+        self._tasks = [
+            loop.create_task(self.groups.run_expiry()),
+            loop.create_task(self._run_retention()),
+        ]
+        return [("kafka", host, port)]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in self._tasks:
+            task.cancel()
+        for conn in list(self.connections):
+            conn.close()
+        self.groups.close()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def _run_retention(self) -> None:
+        while True:
+            await asyncio.sleep(RETENTION_INTERVAL)
+            for _, _, shard in self.topics.partitions():
+                try:
+                    await self.engine.apply_retention(shard)
+                except ShardNotFound:
+                    pass  # the topic was deleted meanwhile
+
+    async def dispatch(self, conn: KafkaConnection, frame: memoryview) -> bytes | None:
+        """The response frame to one request frame; None when no response is due (acks=0).
+
+        Raises ``KafkaError`` when the connection has to be closed."""
+        header, reader = kafka_codec.decode_request_header(frame)
+        try:
+            decode, _ = kafka_codec.body_codec(header.api_key, header.api_version, response=False)
+        except KafkaUnsupportedVersion:
+            if header.api_key != 18:
+                raise
+            # KIP-511: ApiVersions answers in v0 with the versions it does support.
+            self.stats["unsupported_versions"] += 1
+            return kafka_codec.encode_response(
+                18,
+                0,
+                header.correlation_id,
+                metadata.api_versions_body(KafkaUnsupportedVersion.code),
+            )
+        conn.client_id = header.client_id
+        response = await HANDLERS[header.api_key](self, conn, header, decode(reader))
+        if response is None:
+            return None
+        self.stats["requests"] += 1
+        return kafka_codec.encode_response(
+            header.api_key, header.api_version, header.correlation_id, response
+        )
+
+
+class KafkaConnection(asyncio.Protocol):
+    def __init__(self, broker: KafkaBroker) -> None:
+        self.broker = broker
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.host = "127.0.0.1"  # the address the client reached us at (Metadata answers it)
+        self.port = broker.config.port
+        self.client_id: str | None = None
+        self._buf = bytearray()
+        self._queue: collections.deque[bytes] = collections.deque()
+        self._worker: asyncio.Task[None] | None = None
+        self._paused = False
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses but have its methods.
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        sock = transport.get_extra_info("sockname")
+        if sock:
+            self.host, self.port = sock[0], sock[1]
+        self.broker.connections.add(self)
+        self.broker.stats["connections_total"] += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.broker.connections.discard(self)
+        if self._worker is not None:
+            self._worker.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self._buf += data
+        try:
+            frames, used = kafka_codec.split_frames(self._buf, self.broker.config.max_request_size)
+        except KafkaError as exc:
+            self.fail(exc)
+            return
+        if not frames:
+            return
+        self._queue.extend(bytes(f) for f in frames)
+        del frames
+        del self._buf[:used]
+        if len(self._queue) >= _MAX_QUEUED and not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.get_running_loop().create_task(self._answer())
+
+    async def _answer(self) -> None:
+        while self._queue and not self.closed:
+            frame = self._queue.popleft()
+            try:
+                response = await self.broker.dispatch(self, memoryview(frame))
+            except KafkaError as exc:
+                self.fail(exc)
+                return
+            except Exception:
+                log.exception("kafka %s: request failed; closing the connection", self.peer)
+                self.broker.stats["internal_errors"] += 1
+                self.close()
+                return
+            if response is not None and self.transport is not None and not self.closed:
+                self.transport.write(response)
+            if self._paused and len(self._queue) < _MAX_QUEUED // 2 and self.transport:
+                self._paused = False
+                self.transport.resume_reading()
+
+    def fail(self, exc: KafkaError) -> None:
+        """Log and count a request the broker cannot answer, and close the connection."""
+        self.broker.stats["protocol_errors"] += 1
+        log.warning(
+            "kafka %s (client id %r): %s; closing the connection", self.peer, self.client_id, exc
+        )
+        self.close()
+
+    def close(self) -> None:
+        self.closed = True
+        self._queue.clear()
+        if self.transport is not None:
+            self.transport.close()

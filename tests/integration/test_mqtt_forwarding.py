@@ -1,0 +1,147 @@
+"""The forwarding lane: plain QoS 0 PUBLISHes that arrive in one read are routed once per
+topic and forwarded in their wire form. Each test sends a burst in one write (so the
+broker decodes it as runs) and checks that subscribers see exactly what the per-message
+path would give them: every message once, in order, shaped for their protocol version,
+with subscription identifiers, No Local, shared groups, Maximum Packet Size, topic rewrite
+and retained messages in the middle of a burst honoured.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from robustmq._core import mqtt_codec
+from tests.integration.clients import Paho, raw_connect, receive_all
+
+
+def _burst(version: int, messages: list[tuple[str, bytes]], **kw: Any) -> bytes:
+    return b"".join(
+        mqtt_codec.encode_publish(t, p, protocol_version=version, **kw) for t, p in messages
+    )
+
+
+def _received(client: Paho) -> list[tuple[str, bytes]]:
+    return [(m.topic, m.payload) for m in receive_all(client)]
+
+
+def _raw_received(raw: Any, count: int) -> list[Any]:
+    return [raw.expect(mqtt_codec.Publish) for _ in range(count)]
+
+
+def test_burst_between_protocol_versions_arrives_whole_and_in_order(broker):
+    subscribers = {v: Paho(broker.port, f"sub{v}", v) for v in (3, 4, 5)}
+    for sub in subscribers.values():
+        sub.subscribe("burst/#", 0)
+    messages = [(f"burst/{i % 3}", f"m{i}".encode() * (i % 70)) for i in range(600)]
+    for version in (4, 5):
+        publisher = raw_connect(broker.port, f"pub{version}", version)
+        publisher.send(_burst(version, messages))
+        for v, sub in subscribers.items():
+            assert _received(sub) == messages, f"{version} -> {v}"
+        publisher.close()
+
+
+def test_overlapping_subscriptions_deliver_each_message_once(broker):
+    sub = Paho(broker.port, "overlap", 5)
+    sub.subscribe("o/#", 0)
+    sub.subscribe("o/+", 0)
+    sub.subscribe("o/x", 1)
+    messages = [("o/x", str(i).encode()) for i in range(200)]
+    publisher = raw_connect(broker.port, "pub", 4)
+    publisher.send(_burst(4, messages))
+    assert _received(sub) == messages
+
+
+def test_no_local_skips_the_sender_unless_another_subscription_covers_it(broker):
+    both = raw_connect(broker.port, "both", 5)
+    both.subscribe("nl/a", no_local=True)
+    only = raw_connect(broker.port, "only", 5)
+    only.subscribe("nl/#", no_local=True)
+    both.subscribe("nl/#", packet_id=2)  # overlapping, without No Local
+    messages = [("nl/a", bytes([i])) for i in range(50)]
+    both.send(_burst(5, messages))
+    only.send(_burst(5, messages))
+    got_both = _raw_received(both, 100)
+    assert [p.payload for p in got_both] == [m for _, m in messages] * 2
+    got_only = _raw_received(only, 50)  # from "both" only: its own come back never
+    assert [p.payload for p in got_only] == [m for _, m in messages]
+    only.quiet()
+
+
+def test_subscription_identifiers_are_added_to_each_forwarded_message(broker):
+    sub = raw_connect(broker.port, "ids", 5)
+    sub.subscribe("sid/#", properties={"subscription_identifier": [7]})
+    publisher = raw_connect(broker.port, "pub", 4)
+    messages = [("sid/1", b"%d" % i) for i in range(100)]
+    publisher.send(_burst(4, messages))
+    got = _raw_received(sub, 100)
+    assert [(p.topic, p.payload) for p in got] == messages
+    assert {tuple(p.properties["subscription_identifier"]) for p in got} == {(7,)}
+
+
+def test_shared_group_members_split_a_burst_and_plain_subscribers_get_all(broker):
+    members = [Paho(broker.port, f"member{i}", 5) for i in range(2)]
+    for member in members:
+        member.subscribe("$share/g/sh/#", 0)
+    plain = Paho(broker.port, "plain", 4)
+    plain.subscribe("sh/#", 0)
+    messages = [("sh/t", b"%d" % i) for i in range(300)]
+    raw_connect(broker.port, "pub", 4).send(_burst(4, messages))
+    assert _received(plain) == messages
+    shares = [_received(m) for m in members]
+    assert all(shares), "round robin gives both members a share"
+    assert sorted(shares[0] + shares[1], key=lambda m: int(m[1])) == messages
+
+
+def test_messages_over_a_subscribers_maximum_packet_size_are_dropped_alone(broker):
+    sub = raw_connect(broker.port, "small", 5, properties={"maximum_packet_size": 64})
+    sub.subscribe("mps/#")
+    messages = [("mps/t", b"s" * (5 if i % 2 else 100)) for i in range(40)]
+    raw_connect(broker.port, "pub", 4).send(_burst(4, messages))
+    got = _raw_received(sub, 20)
+    assert [p.payload for p in got] == [b"s" * 5] * 20
+    sub.quiet()
+
+
+def test_a_retained_message_inside_a_burst_keeps_its_place(broker):
+    sub = Paho(broker.port, "order", 4)
+    sub.subscribe("ret/#", 0)
+    before = [("ret/a", b"%d" % i) for i in range(20)]
+    after = [("ret/a", b"%d" % i) for i in range(20, 40)]
+    wire = (
+        _burst(4, before)
+        + mqtt_codec.encode_publish("ret/a", b"kept", retain=True, protocol_version=4)
+        + _burst(4, after)
+    )
+    raw_connect(broker.port, "pub", 4).send(wire)
+    assert _received(sub) == [*before, ("ret/a", b"kept"), *after]
+    late = Paho(broker.port, "late", 4)
+    late.subscribe("ret/#", 0)
+    assert _received(late) == [("ret/a", b"kept")]
+
+
+def test_topic_rewrite_applies_to_bursts(broker_factory):
+    broker = broker_factory(
+        rewrite=[
+            {
+                "action": "publish",
+                "source_topic": "old/#",
+                "re": "^old/(.+)$",
+                "dest_topic": "new/$1",
+            }
+        ]
+    )
+    sub = Paho(broker.port, "rewritten", 4)
+    sub.subscribe("new/#", 0)
+    raw_connect(broker.port, "pub", 4).send(_burst(4, [("old/x", b"%d" % i) for i in range(50)]))
+    assert _received(sub) == [("new/x", b"%d" % i) for i in range(50)]
+
+
+def test_a_burst_to_an_invalid_topic_closes_the_publisher(broker):
+    sub = Paho(broker.port, "watch", 4)
+    sub.subscribe("#", 0)
+    publisher = raw_connect(broker.port, "bad", 4)
+    topic = "/".join(["l"] * 200)  # more levels than mqtt.max_topic_levels
+    publisher.send(_burst(4, [(topic, b"x")] * 5))
+    assert publisher.packets_until_closed() == []
+    assert _received(sub) == []
