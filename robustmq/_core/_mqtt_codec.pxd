@@ -155,6 +155,7 @@ cdef class Decoder:
     cdef public int protocol_version
     cdef public Py_ssize_t max_packet_size
     cdef public bint group_publishes
+    cdef bytes _whole
     cdef object _decode(self, const unsigned char *data, Py_ssize_t end)
     cdef PublishRun _run(self, const unsigned char *data, Py_ssize_t start, Py_ssize_t end,
                          str topic, Py_ssize_t count, Py_ssize_t largest)

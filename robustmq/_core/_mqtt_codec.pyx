@@ -819,7 +819,12 @@ cdef class Decoder:
         """
         cdef Py_buffer view
         if type(data) is bytes:
-            return self._decode(<const unsigned char *>PyBytes_AS_STRING(data), len(<bytes>data))
+            self._whole = data  # a run spanning all of it is this object, not a copy
+            try:
+                return self._decode(<const unsigned char *>PyBytes_AS_STRING(data),
+                                    len(<bytes>data))
+            finally:
+                self._whole = None
         try:
             PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         except BufferError:  # a non-contiguous buffer: decode a contiguous copy
@@ -929,7 +934,11 @@ cdef class Decoder:
                          str topic, Py_ssize_t count, Py_ssize_t largest):
         cdef PublishRun run = PublishRun.__new__(PublishRun)
         run.topic = topic
-        run.data = PyBytes_FromStringAndSize(<const char *>data + start, end - start)
+        if (start == 0 and self._whole is not None
+                and end == len(self._whole)):
+            run.data = self._whole
+        else:
+            run.data = PyBytes_FromStringAndSize(<const char *>data + start, end - start)
         run.count = count
         run.largest = largest
         run.protocol_version = self.protocol_version
