@@ -1142,6 +1142,46 @@ def encode_publish(str topic, payload, int qos=0, bint retain=False, bint dup=Fa
         PyBuffer_Release(&view)
 
 
+def encode_publish_split(str topic, payload, int qos, bint retain=False, properties=None,
+                         int protocol_version=4):
+    """A QoS 1/2 PUBLISH in two parts around its packet identifier, (head, tail), so one
+    encoding serves every delivery: head + identifier + tail is the packet."""
+    cdef Buf b
+    cdef Py_buffer view
+    cdef Py_ssize_t n, length, rest
+    cdef int hdr
+    cdef bytes head, tail
+    cdef unsigned char *o
+    if qos != 1 and qos != 2:
+        raise ValueError(f"only QoS 1 and 2 carry a packet identifier, not QoS {qos}")
+    PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
+    _buf_init(&b)
+    try:
+        _put_utf8(&b, topic)
+        n = b.len
+        if protocol_version == V5:
+            _put_properties(&b, properties)
+        length = b.len + 2 + view.len
+        if length > MAX_REMAINING_LENGTH:
+            raise ValueError(f"packet body of {length} bytes exceeds {MAX_REMAINING_LENGTH}")
+        hdr = 1 + _varint_size(length)
+        head = PyBytes_FromStringAndSize(NULL, hdr + n)
+        o = <unsigned char *>PyBytes_AS_STRING(head)
+        o[0] = <unsigned char>((T_PUBLISH << 4) | (qos << 1) | (0x01 if retain else 0))
+        _write_varint(o + 1, length)
+        memcpy(o + hdr, b.data, n)
+        rest = b.len - n
+        tail = PyBytes_FromStringAndSize(NULL, rest + view.len)
+        o = <unsigned char *>PyBytes_AS_STRING(tail)
+        memcpy(o, b.data + n, rest)
+        if view.len:
+            memcpy(o + rest, view.buf, view.len)
+        return head, tail
+    finally:
+        _buf_free(&b)
+        PyBuffer_Release(&view)
+
+
 cdef bytes _encode_connect(Connect p):
     cdef Buf b
     cdef Will will = p.will
@@ -1271,5 +1311,5 @@ def encode(Packet packet not None, int protocol_version=4):
 __all__ = [
     "Auth", "Connack", "Connect", "Decoder", "Disconnect", "Packet", "Pingreq", "Pingresp",
     "Puback", "Pubcomp", "Publish", "PublishRun", "Pubrec", "Pubrel", "Suback", "Subscribe", "Subscription",
-    "Unsuback", "Unsubscribe", "Will", "encode", "encode_publish",
+    "Unsuback", "Unsubscribe", "Will", "encode", "encode_publish", "encode_publish_split",
 ]

@@ -922,6 +922,25 @@ def encode_publish(
     return _packet(first, body + memoryview(payload).tobytes())
 
 
+def encode_publish_split(
+    topic: str,
+    payload: bytes,
+    qos: int,
+    retain: bool = False,
+    properties: dict[str, Any] | None = None,
+    protocol_version: int = MQTT_3_1_1,
+) -> tuple[bytes, bytes]:
+    """A QoS 1/2 PUBLISH in two parts around its packet identifier, (head, tail), so one
+    encoding serves every delivery: head + identifier + tail is the packet."""
+    if qos not in (1, 2):
+        raise ValueError(f"only QoS 1 and 2 carry a packet identifier, not QoS {qos}")
+    data = encode_publish(topic, payload, qos, retain, False, 0, properties, protocol_version)
+    at = len(data) - len(payload) - 2
+    if protocol_version == MQTT_5:
+        at -= len(_properties(properties))
+    return data[:at], data[at + 2 :]
+
+
 def _encode_ack(p: _Ack, version: int) -> bytes:
     first = (p.packet_type << 4) | FIXED_FLAGS[p.packet_type]
     body = _U16.pack(p.packet_id)
@@ -1034,4 +1053,5 @@ __all__ = [
     "Will",
     "encode",
     "encode_publish",
+    "encode_publish_split",
 ]

@@ -1823,3 +1823,37 @@ def test_runs_expand_to_what_the_plain_decoder_returns(
     for before, after in zip(grouped, grouped[1:], strict=False):
         if isinstance(before, codec.PublishRun) and isinstance(after, codec.PublishRun):
             assert before.topic != after.topic
+
+
+# --- 9. encode_publish_split: one encoding for every QoS 1/2 delivery -------------------
+
+
+@settings(ROUNDTRIP, max_examples=200)
+@given(
+    version=st.sampled_from([3, 4, 5]),
+    topic=st.text(min_size=1, max_size=40).filter(lambda t: "\x00" not in t),
+    payload=st.binary(max_size=300),
+    qos=st.sampled_from([1, 2]),
+    retain=st.booleans(),
+    packet_id=st.integers(1, 65535),
+    props=st.sampled_from([None, {"content_type": "a/b"}, {"user_property": [("k", "v")]}]),
+)
+def test_split_publish_is_the_packet_around_its_identifier(
+    codec: ModuleType,
+    version: int,
+    topic: str,
+    payload: bytes,
+    qos: int,
+    retain: bool,
+    packet_id: int,
+    props: Any,
+) -> None:
+    props = props if version == 5 else None
+    head, tail = codec.encode_publish_split(topic, payload, qos, retain, props, version)
+    whole = codec.encode_publish(topic, payload, qos, retain, False, packet_id, props, version)
+    assert head + packet_id.to_bytes(2, "big") + tail == whole
+
+
+def test_split_publish_refuses_qos0(codec: ModuleType) -> None:
+    with pytest.raises(ValueError):
+        codec.encode_publish_split("t", b"", 0)

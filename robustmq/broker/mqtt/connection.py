@@ -572,36 +572,28 @@ class MqttConnection(asyncio.Protocol):
     # ------------------------------------------------------------------ PUBLISH in
 
     def handle_publish(self, p: Any) -> None:
-        cfg = self.broker.config
+        broker = self.broker
+        cfg = broker.config
         session = self.session
         assert session is not None
         topic = p.topic
         props = p.properties
         if props is not None and "topic_alias" in props:
-            alias = props["topic_alias"]
-            if alias > cfg.topic_alias_maximum:
-                self.violation(ReasonCode.TOPIC_ALIAS_INVALID, f"topic alias {alias} too large")
+            topic = self._resolve_alias(topic, props["topic_alias"])
+            if not topic:
                 return
-            if self.topic_aliases is None:
-                self.topic_aliases = {}
-            if topic:
-                self.topic_aliases[alias] = topic
-            else:
-                topic = self.topic_aliases.get(alias, "")
-                if not topic:
-                    self.violation(ReasonCode.PROTOCOL_ERROR, f"unknown topic alias {alias}")
-                    return
-        if self.broker.rewriter:
-            topic = self.broker.rewriter.rewrite("publish", topic, self.client_id, self.username)
+        if broker.rewriter:
+            topic = broker.rewriter.rewrite("publish", topic, self.client_id, self.username)
         qos = p.qos
-        if qos == 2 and p.packet_id in session.qos2_inbound:
-            self.write(self._ack(PUBREC, p.packet_id))  # duplicate
-            return
-        # 3.1/3.1.1 clients are never told our Receive Maximum: only the packet id space
-        # bounds them.
-        if qos == 2 and self.version == 5 and len(session.qos2_inbound) >= cfg.receive_maximum:
-            self.violation(ReasonCode.RECEIVE_MAXIMUM_EXCEEDED, "receive maximum exceeded")
-            return
+        if qos == 2:
+            if p.packet_id in session.qos2_inbound:
+                self.write(self._ack(PUBREC, p.packet_id))  # duplicate
+                return
+            # 3.1/3.1.1 clients are never told our Receive Maximum: only the packet id
+            # space bounds them.
+            if self.version == 5 and len(session.qos2_inbound) >= cfg.receive_maximum:
+                self.violation(ReasonCode.RECEIVE_MAXIMUM_EXCEEDED, "receive maximum exceeded")
+                return
         if p.retain and not cfg.retain_available:
             self.violation(ReasonCode.RETAIN_NOT_SUPPORTED, "retain is not available")
             return
@@ -618,16 +610,29 @@ class MqttConnection(asyncio.Protocol):
         if quota is not None and not quota.allow(len(p.payload)):
             self._refuse_publish(p, ReasonCode.QUOTA_EXCEEDED)
             return
-        self.broker.stats["messages_received"] += 1
-        code = self.broker.publish(
-            self, Message(topic, p.payload, qos, p.retain, props, self.client_id)
-        )
+        broker.stats["messages_received"] += 1
+        code = broker.publish(self, Message(topic, p.payload, qos, p.retain, props, self.client_id))
         if qos == 1:
             self.write(self._ack(PUBACK, p.packet_id, code))
         elif qos == 2:
             if code < 0x80:
                 session.qos2_inbound[p.packet_id] = None
             self.write(self._ack(PUBREC, p.packet_id, code))
+
+    def _resolve_alias(self, topic: str, alias: int) -> str:
+        """MQTT 5 §3.3.2.3.4: a topic alias sets or names the topic; "" after a violation."""
+        if alias > self.broker.config.topic_alias_maximum:
+            self.violation(ReasonCode.TOPIC_ALIAS_INVALID, f"topic alias {alias} too large")
+            return ""
+        if self.topic_aliases is None:
+            self.topic_aliases = {}
+        if topic:
+            self.topic_aliases[alias] = topic
+            return topic
+        topic = self.topic_aliases.get(alias, "")
+        if not topic:
+            self.violation(ReasonCode.PROTOCOL_ERROR, f"unknown topic alias {alias}")
+        return topic
 
     def _refuse_publish(self, p: Any, reason_code: int) -> None:
         """A PUBLISH the ACL or a quota refused (counted and logged where decided): not

@@ -89,19 +89,13 @@ class Message:
             if alias:
                 props["topic_alias"] = alias
         topic = "" if alias_known else self.topic
-        data = mqtt.encode_publish(
-            topic, self.payload, qos, retain, False, 1 if qos else 0, props, version
-        )
         if qos:
-            # Fixed header, then the topic (2-byte length + bytes), then the packet id.
-            at = 1
-            while data[at] & 0x80:
-                at += 1
-            at += 1
-            at += 2 + int.from_bytes(data[at : at + 2], "big")
-            shape = (data[:at], data[at + 2 :])
+            shape = mqtt.encode_publish_split(topic, self.payload, qos, retain, props, version)
         else:
-            shape = (data, b"")
+            shape = (
+                mqtt.encode_publish(topic, self.payload, 0, retain, False, 0, props, version),
+                b"",
+            )
         if not self.expires_at:
             self._shapes[key] = shape
         return shape

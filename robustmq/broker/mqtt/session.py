@@ -135,7 +135,11 @@ class Session:
         self.queue.append(delivery)
 
     def _send(self, conn: MqttConnection, delivery: Delivery) -> None:
-        packet_id = self._allocate_packet_id()
+        packet_id = self._next_packet_id % 65535 + 1
+        if packet_id in self.inflight:
+            packet_id = self._allocate_packet_id()
+        else:
+            self._next_packet_id = packet_id
         self.inflight[packet_id] = Inflight(delivery)
         conn.send_publish(delivery, packet_id)
 
@@ -149,7 +153,7 @@ class Session:
     def drain(self) -> None:
         """Move queued messages into flight while the client's Receive Maximum allows."""
         conn = self.connection
-        if conn is None:
+        if conn is None or not self.queue:
             return
         now = time.monotonic()
         while self.queue and len(self.inflight) < conn.send_quota and not conn.paused:
