@@ -12,6 +12,15 @@ if ! command -v mosquitto_pub >/dev/null 2>&1 || ! command -v openssl >/dev/null
     apt-get install -y -qq mosquitto-clients openssl >/dev/null
 fi
 
+# A real Prometheus for tests/integration/test_grafana_dashboards.py (the test starts its
+# own on a free port; the package's service is never started here).
+if ! command -v prometheus >/dev/null 2>&1; then
+    echo "ci: installing prometheus"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq prometheus >/dev/null
+fi
+
 echo "ci: installing robustmq with test extras (compiled extensions required)"
 ROBUSTMQ_REQUIRE_EXTENSIONS=1 python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 python - <<'PY'

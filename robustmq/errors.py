@@ -240,15 +240,69 @@ class ProposalDropped(RaftError):
     retriable = True
 
 
-class RaftLogCorrupted(RaftError):
-    """A Raft log or state file failed a check somewhere other than its torn tail."""
+class RaftLogCorrupted(RaftError, Corrupted):
+    """A Raft log or state file failed a check somewhere other than its torn tail
+    (``path`` and ``position`` as for ``Corrupted``)."""
 
-    def __init__(self, message: str, path: str = "", position: int = -1) -> None:
-        where = f" in {path}" if path else ""
-        at = f" at byte {position}" if position >= 0 else ""
-        super().__init__(f"{message}{where}{at}")
-        self.path = path
-        self.position = position
+
+# --- Meta Service groups, host and client (robustmq/meta) ------------------------------
+# Internal like the Raft errors: the gRPC MetaService carries them by class name
+# (``MetaReply.error.kind``) and ``meta/client.py`` raises the same class again.
+
+
+class MetaError(RobustMQError):
+    """Base of the errors the Meta Service returns for a proposal or a read."""
+
+
+class MetaCommandError(MetaError):
+    """A command a state machine cannot apply; applied as a no-op on every replica, so
+    retrying the same bytes cannot help."""
+
+
+class UnknownMetaCommand(MetaCommandError):
+    """The command names an operation the group's state machine does not have."""
+
+
+class UnsupportedMetaCommandVersion(MetaCommandError):
+    """The command's version field is not one this state machine reads."""
+
+
+class InvalidMetaCommand(MetaCommandError):
+    """The command is not a JSON object, or a field is missing or of the wrong type."""
+
+
+class UnknownMetaGroup(MetaError):
+    """No Raft group of that name runs on this node."""
+
+
+class NotLeader(MetaError):
+    """A proposal reached a node that is not its group's leader; ``leader_id`` and
+    ``leader_address`` name the leader when this node knows it (0 and "" otherwise)."""
+
+    retriable = True
+
+    def __init__(self, group: str, leader_id: int = 0, leader_address: str = "") -> None:
+        known = f"; leader is node {leader_id} at {leader_address}" if leader_id else ""
+        super().__init__(f"this node is not the leader of group {group!r}{known}")
+        self.group = group
+        self.leader_id = leader_id
+        self.leader_address = leader_address
+
+    def __reduce__(self) -> tuple[type[NotLeader], tuple[str, int, str]]:
+        return (type(self), (self.group, self.leader_id, self.leader_address))
+
+
+class MetaTimeout(MetaError):
+    """A proposal or read did not complete in time (no quorum, or a leader change); the
+    proposal may still commit later."""
+
+    retriable = True
+
+
+class MetaUnavailable(MetaError):
+    """No meta node answered (all addresses tried, retries exhausted)."""
+
+    retriable = True
 
 
 # --- Kafka (robustmq/broker/kafka) ------------------------------------------------------
@@ -286,6 +340,10 @@ class KafkaCorruptMessage(KafkaError):
 class KafkaUnknownTopicOrPartition(KafkaError):
     code = 3
     retriable = True
+
+
+class KafkaOffsetMetadataTooLarge(KafkaError):
+    code = 12
 
 
 class KafkaCoordinatorNotAvailable(KafkaError):
@@ -383,3 +441,39 @@ def kafka_error_code(exc: BaseException) -> int:
     if isinstance(exc, StorageError):
         return KafkaStorageError.code
     return -1
+
+
+# The REST API's errors: the HTTP status, a stable code string and, for bad input, the field.
+
+
+class ApiError(RobustMQError):
+    """A REST API request that fails; answered as ``{"error": {"code", "message"}}``."""
+
+    protocol = "http"
+    status: ClassVar[int] = 500
+    error_code: ClassVar[str] = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ApiBadRequest(ApiError):
+    """Bad input; the message starts with the field at fault."""
+
+    code = status = 400
+    error_code = "bad_request"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class ApiNotFound(ApiError):
+    code = status = 404
+    error_code = "not_found"
+
+
+class ApiConflict(ApiError):
+    code = status = 409
+    error_code = "conflict"

@@ -43,6 +43,7 @@ class Node:
         self.kafka: KafkaBroker | None = None
         self.storage: StorageEngine | None = None
         self.http: web.AppRunner | None = None
+        self.listeners: list[tuple[str, str, int]] = []  # (name, host, port), once started
         self.ready = False  # every role started (what /ready reports)
 
     async def start(self) -> list[tuple[str, str, int]]:
@@ -63,6 +64,7 @@ class Node:
         if self.config.http.port:
             self.http, (host, port) = await start_http(self, self.config.http)
             listeners.append(("http", host, port))
+        self.listeners = listeners
         self.ready = True
         return listeners
 

@@ -1,1 +1,2 @@
-"""The HTTP listener: health, readiness and Prometheus metrics (the REST API grows here)."""
+"""The HTTP listener: the REST API under /api/v1 (``api/``), its route table
+(``routes.py``) and OpenAPI document (``openapi.py``), /health, /ready and /metrics."""

@@ -1,34 +1,55 @@
-"""HTTP on ``[http] port``: ``/health`` (liveness), ``/ready`` (readiness) and
-``/metrics`` (Prometheus). ``/health`` and ``/ready`` need no token; the rest, when
-``admin_token`` is set, needs ``Authorization: Bearer <token>``. Errors are JSON
-``{"error": {"code": ..., "message": ...}}``.
+"""The HTTP listener on ``[http] port``: registers the route table of ``http/routes.py``
+(REST API under ``/api/v1``, ``/health``, ``/ready``, ``/metrics``) on aiohttp.
+
+Two middlewares apply to every request: the admin token (``Authorization: Bearer <token>``
+when ``admin_token`` is set, except on the open routes) and the error shape: whatever
+fails, unknown paths and methods included, is answered as JSON
+``{"error": {"code": ..., "message": ...}}`` with its HTTP status. What each endpoint does
+is in ``http/api/``; the OpenAPI document in ``http/openapi.py``.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST
 
-from robustmq.observability.metrics import exposition, registry_for
+from robustmq.errors import ApiError
+from robustmq.http.api.common import Context, Route
+from robustmq.http.routes import ROUTES
+from robustmq.observability.metrics import registry_for
 
 if TYPE_CHECKING:
     from robustmq.config import HttpConfig
     from robustmq.node import Node
 
+log = logging.getLogger(__name__)
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-_OPEN_PATHS = frozenset({"/health", "/ready"})
+_OPEN_PATHS = frozenset(r.path for r in ROUTES if r.open)
 
 
 def error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
 
 
+def _handler(ctx: Context, route: Route) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        result: Any = await route.handler(ctx, request)
+        if isinstance(result, web.StreamResponse):
+            return result
+        if route.status == 204:
+            return web.Response(status=204)
+        return web.json_response(result, status=route.status)
+
+    return handle
+
+
 def build_app(node: Node, config: HttpConfig) -> web.Application:
-    registry = registry_for(node.mqtt)
+    ctx = Context(node, registry=registry_for(node))
 
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -38,26 +59,30 @@ def build_app(node: Node, config: HttpConfig) -> web.Application:
                 return error(401, "unauthorized", "send Authorization: Bearer <admin token>")
         return await handler(request)
 
-    async def health(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+    @web.middleware
+    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            return error(exc.status, exc.error_code, exc.message)
+        except web.HTTPNotFound:
+            return error(404, "not_found", f"no such endpoint: {request.method} {request.path}")
+        except web.HTTPMethodNotAllowed as exc:
+            allowed = ", ".join(sorted(exc.allowed_methods))
+            response = error(
+                405, "method_not_allowed", f"{request.method} not allowed; use {allowed}"
+            )
+            response.headers["Allow"] = allowed  # RFC 9110 §15.5.6
+            return response
+        except web.HTTPException as exc:
+            return error(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
+        except Exception:
+            log.exception("http %s %s failed", request.method, request.path)
+            return error(500, "internal_error", "the server failed; see its log")
 
-    async def ready(request: web.Request) -> web.Response:
-        if not node.ready:
-            return web.json_response({"status": "starting"}, status=503)
-        return web.json_response({"status": "ready"})
-
-    async def metrics(request: web.Request) -> web.Response:
-        body = exposition(registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    async def not_found(request: web.Request) -> web.Response:
-        return error(404, "not_found", f"no such endpoint: {request.method} {request.path}")
-
-    app = web.Application(middlewares=[auth])
-    app.router.add_get("/health", health)
-    app.router.add_get("/ready", ready)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_route("*", "/{tail:.*}", not_found)
+    app = web.Application(middlewares=[errors, auth])
+    for route in ROUTES:
+        app.router.add_route(route.method, route.match, _handler(ctx, route))
     return app
 
 

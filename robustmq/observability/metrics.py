@@ -1,103 +1,238 @@
 """Prometheus metrics, built on scrape from the counters the hot path keeps.
 
-The broker counts in plain integers (``MqttBroker.stats``) and keeps its gauges as the
-sizes of its own structures; nothing here runs per message. ``BrokerCollector`` turns
-them into ``robustmq_*`` metrics when ``/metrics`` is read. Labels are bounded (never a
-client id).
+The brokers count in plain integers (``MqttBroker.stats``, ``KafkaBroker.stats``) and
+keep their gauges as the sizes of their own structures; nothing here runs per message.
+``NodeCollector`` turns them into ``robustmq_*`` metrics when ``/metrics`` is read, at a
+cost that grows with the number of connections and sessions (see
+benchmarks/bench_metrics.py). ``METRICS`` lists every metric with its type, labels and
+meaning: the collector takes its help text from there (so an undocumented metric fails
+the first scrape) and docs/operations.md is generated from it
+(``python -m robustmq.observability.metrics``). Labels are bounded (never a client id).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from robustmq.broker.mqtt.server import MqttBroker
+from robustmq._core.kafka_spec import APIS
 
-# stats key -> (metric name without _total, help)
-_COUNTERS = {
-    "connections_total": (
-        "robustmq_mqtt_connections_accepted",
-        "TCP/TLS/WebSocket connections accepted",
+if TYPE_CHECKING:
+    from robustmq.broker.kafka.server import KafkaBroker
+    from robustmq.broker.mqtt.server import MqttBroker
+    from robustmq.node import Node
+
+
+class MetricInfo(NamedTuple):
+    kind: str  # counter or gauge
+    labels: tuple[str, ...]
+    help: str
+
+
+# MQTT broker stats key -> counter name (without _total).
+_MQTT_COUNTERS = {
+    "connections_total": "robustmq_mqtt_connections_accepted",
+    "messages_received": "robustmq_mqtt_messages_received",
+    "messages_sent": "robustmq_mqtt_messages_sent",
+    "messages_dropped": "robustmq_mqtt_messages_dropped",
+    "bytes_received": "robustmq_mqtt_received_bytes",
+    "bytes_sent": "robustmq_mqtt_sent_bytes",
+    "protocol_errors": "robustmq_mqtt_protocol_errors",
+    "auth_failures": "robustmq_mqtt_auth_failures",
+    "acl_denied_publish": "robustmq_mqtt_acl_denied_publish",
+    "acl_denied_subscribe": "robustmq_mqtt_acl_denied_subscribe",
+    "connect_banned": "robustmq_mqtt_connect_banned",
+    "flapping_bans": "robustmq_mqtt_flapping_bans",
+    "connect_ip_limit": "robustmq_mqtt_connect_ip_limit",
+    "connect_rate_exceeded": "robustmq_mqtt_connect_rate_exceeded",
+    "publish_quota_exceeded": "robustmq_mqtt_publish_quota_exceeded",
+}
+# Kafka broker stats key -> counter name (without _total).
+_KAFKA_COUNTERS = {
+    "connections_total": "robustmq_kafka_connections_accepted",
+    "protocol_errors": "robustmq_kafka_protocol_errors",
+    "internal_errors": "robustmq_kafka_internal_errors",
+    "idle_closed": "robustmq_kafka_idle_closed",
+}
+
+C, G = "counter", "gauge"
+METRICS: dict[str, MetricInfo] = {
+    "robustmq_mqtt_connections_accepted": MetricInfo(
+        C, (), "TCP/TLS/WebSocket connections accepted by the MQTT listeners"
     ),
-    "messages_received": (
-        "robustmq_mqtt_messages_received",
-        "PUBLISH packets received from clients",
+    "robustmq_mqtt_messages_received": MetricInfo(C, (), "PUBLISH packets received from clients"),
+    "robustmq_mqtt_messages_sent": MetricInfo(C, (), "PUBLISH packets sent to clients"),
+    "robustmq_mqtt_messages_dropped": MetricInfo(
+        C, (), "messages dropped (slow subscriber, size limit)"
     ),
-    "messages_sent": ("robustmq_mqtt_messages_sent", "PUBLISH packets sent to clients"),
-    "messages_dropped": (
-        "robustmq_mqtt_messages_dropped",
-        "messages dropped (slow subscriber, size limit)",
+    "robustmq_mqtt_received_bytes": MetricInfo(C, (), "bytes received from MQTT clients"),
+    "robustmq_mqtt_sent_bytes": MetricInfo(C, (), "bytes sent to MQTT clients"),
+    "robustmq_mqtt_protocol_errors": MetricInfo(
+        C, (), "connections ended for malformed packets or protocol errors"
     ),
-    "bytes_received": ("robustmq_mqtt_received_bytes", "bytes received from MQTT clients"),
-    "bytes_sent": ("robustmq_mqtt_sent_bytes", "bytes sent to MQTT clients"),
-    "protocol_errors": (
-        "robustmq_mqtt_protocol_errors",
-        "connections ended for malformed packets or protocol errors",
+    "robustmq_mqtt_auth_failures": MetricInfo(
+        C, (), "CONNECTs refused for bad or missing credentials"
     ),
-    "auth_failures": (
-        "robustmq_mqtt_auth_failures",
-        "CONNECTs refused for bad or missing credentials",
+    "robustmq_mqtt_acl_denied_publish": MetricInfo(C, (), "PUBLISHes denied by the ACL"),
+    "robustmq_mqtt_acl_denied_subscribe": MetricInfo(C, (), "subscriptions denied by the ACL"),
+    "robustmq_mqtt_connect_banned": MetricInfo(C, (), "CONNECTs refused by the blacklist"),
+    "robustmq_mqtt_flapping_bans": MetricInfo(C, (), "client ids banned for flapping"),
+    "robustmq_mqtt_connect_ip_limit": MetricInfo(
+        C, (), "CONNECTs refused by the per-IP connection limit"
     ),
-    "acl_denied_publish": ("robustmq_mqtt_acl_denied_publish", "PUBLISHes denied by the ACL"),
-    "acl_denied_subscribe": (
-        "robustmq_mqtt_acl_denied_subscribe",
-        "subscriptions denied by the ACL",
+    "robustmq_mqtt_connect_rate_exceeded": MetricInfo(
+        C, (), "CONNECTs refused by a listener's connect rate limit"
     ),
-    "connect_banned": ("robustmq_mqtt_connect_banned", "CONNECTs refused by the blacklist"),
-    "flapping_bans": ("robustmq_mqtt_flapping_bans", "client ids banned for flapping"),
-    "connect_ip_limit": (
-        "robustmq_mqtt_connect_ip_limit",
-        "CONNECTs refused by the per-IP connection limit",
+    "robustmq_mqtt_publish_quota_exceeded": MetricInfo(
+        C, (), "PUBLISHes refused by a client's message or byte quota"
     ),
-    "connect_rate_exceeded": (
-        "robustmq_mqtt_connect_rate_exceeded",
-        "CONNECTs refused by a listener's connect rate limit",
+    "robustmq_mqtt_retained_rejected": MetricInfo(
+        C, (), "retained messages not stored: count or size limit reached"
     ),
-    "publish_quota_exceeded": (
-        "robustmq_mqtt_publish_quota_exceeded",
-        "PUBLISHes refused by a client's message or byte quota",
+    "robustmq_mqtt_connections": MetricInfo(G, (), "connected MQTT clients"),
+    "robustmq_mqtt_connections_by_protocol": MetricInfo(
+        G, ("protocol_version",), "connected MQTT clients by protocol version (3, 4 = 3.1.1, 5)"
     ),
+    "robustmq_mqtt_sessions": MetricInfo(G, (), "sessions, online and offline"),
+    "robustmq_mqtt_sessions_online": MetricInfo(G, (), "sessions with a connected client"),
+    "robustmq_mqtt_sessions_offline": MetricInfo(
+        G, (), "sessions kept for a disconnected client (session expiry not reached)"
+    ),
+    "robustmq_mqtt_subscriptions": MetricInfo(G, (), "subscriptions"),
+    "robustmq_mqtt_retained_messages": MetricInfo(
+        G, (), "retained messages (including the broker's $SYS ones)"
+    ),
+    "robustmq_mqtt_delayed_messages": MetricInfo(G, (), "pending $delayed publishes"),
+    "robustmq_mqtt_queued_messages": MetricInfo(
+        G, (), "QoS 1/2 messages queued in sessions, waiting for their client"
+    ),
+    "robustmq_mqtt_inflight_messages": MetricInfo(
+        G, (), "QoS 1/2 messages sent to clients and not yet acknowledged"
+    ),
+    "robustmq_kafka_connections_accepted": MetricInfo(C, (), "Kafka client connections accepted"),
+    "robustmq_kafka_protocol_errors": MetricInfo(
+        C, (), "Kafka connections closed for a request that could not be read or answered"
+    ),
+    "robustmq_kafka_internal_errors": MetricInfo(
+        C, (), "Kafka connections closed because a request handler failed"
+    ),
+    "robustmq_kafka_idle_closed": MetricInfo(
+        C, (), "Kafka connections closed after connections.max.idle without traffic"
+    ),
+    "robustmq_kafka_requests": MetricInfo(
+        C,
+        ("api", "error_code"),
+        "Kafka requests answered, by API name and the response's top-level error code "
+        "(0 when the response has none; per-partition errors are not counted here)",
+    ),
+    "robustmq_kafka_connections": MetricInfo(G, (), "connected Kafka clients"),
+    "robustmq_kafka_topics": MetricInfo(G, (), "Kafka topics"),
+    "robustmq_kafka_partitions": MetricInfo(G, (), "Kafka partitions, all topics"),
+    "robustmq_kafka_groups": MetricInfo(G, (), "consumer groups known to the coordinator"),
+}
+PROCESS_METRICS = {
+    "robustmq_process_cpu_seconds": "user and system CPU time (counter)",
+    "robustmq_process_resident_memory_bytes": "resident memory",
+    "robustmq_process_virtual_memory_bytes": "virtual memory",
+    "robustmq_process_open_fds": "open file descriptors",
+    "robustmq_process_max_fds": "open-files limit",
+    "robustmq_process_start_time_seconds": "process start, seconds since the epoch",
 }
 
 
-class BrokerCollector(Collector):
-    def __init__(self, broker: MqttBroker) -> None:
-        self.broker = broker
+def _metric(name: str, value: float = 0.0) -> CounterMetricFamily | GaugeMetricFamily:
+    info = METRICS[name]  # every exported metric is documented
+    family = CounterMetricFamily if info.kind == C else GaugeMetricFamily
+    if info.labels:
+        return family(name, info.help, labels=info.labels)
+    return family(name, info.help, value=value)
+
+
+class NodeCollector(Collector):
+    def __init__(self, node: Node) -> None:
+        self.node = node
 
     def collect(self) -> Iterator[Metric]:
-        b = self.broker
-        for key, (name, doc) in _COUNTERS.items():
-            yield CounterMetricFamily(name, doc, value=b.stats[key])
-        yield CounterMetricFamily(
-            "robustmq_mqtt_retained_rejected",
-            "retained messages not stored: count or size limit reached",
-            value=b.router.retained_rejected,
-        )
-        connected = sum(1 for c in b.connections if c.connected)
-        gauges = {
-            "robustmq_mqtt_connections": ("connected MQTT clients", connected),
-            "robustmq_mqtt_sessions": ("sessions, online and offline", len(b.sessions)),
-            "robustmq_mqtt_subscriptions": ("subscriptions", len(b.router.subscriptions)),
-            "robustmq_mqtt_retained_messages": ("retained messages", len(b.router.retained)),
-            "robustmq_mqtt_delayed_messages": ("pending $delayed publishes", len(b.delayed)),
-        }
-        for name, (doc, value) in gauges.items():
-            yield GaugeMetricFamily(name, doc, value=value)
+        if self.node.mqtt is not None:
+            yield from _mqtt_metrics(self.node.mqtt)
+        if self.node.kafka is not None:
+            yield from _kafka_metrics(self.node.kafka)
 
 
-def registry_for(broker: MqttBroker | None) -> CollectorRegistry:
-    """A registry with the process metrics and, when there is one, the broker's."""
+def _mqtt_metrics(b: MqttBroker) -> Iterator[Metric]:
+    for key, name in _MQTT_COUNTERS.items():
+        yield _metric(name, b.stats[key])
+    yield _metric("robustmq_mqtt_retained_rejected", b.router.retained_rejected)
+    versions: Counter[int] = Counter(c.version for c in b.connections if c.connected)
+    yield _metric("robustmq_mqtt_connections", sum(versions.values()))
+    by_version = _metric("robustmq_mqtt_connections_by_protocol")
+    for version in (3, 4, 5):
+        by_version.add_metric([str(version)], versions[version])
+    yield by_version
+    online = queued = inflight = 0
+    for session in b.sessions.values():
+        if session.connection is not None:
+            online += 1
+        if session.queue:
+            queued += len(session.queue)
+        inflight += len(session.inflight)
+    yield _metric("robustmq_mqtt_sessions", len(b.sessions))
+    yield _metric("robustmq_mqtt_sessions_online", online)
+    yield _metric("robustmq_mqtt_sessions_offline", len(b.sessions) - online)
+    yield _metric("robustmq_mqtt_subscriptions", len(b.router.subscriptions))
+    yield _metric("robustmq_mqtt_retained_messages", len(b.router.retained))
+    yield _metric("robustmq_mqtt_delayed_messages", len(b.delayed))
+    yield _metric("robustmq_mqtt_queued_messages", queued)
+    yield _metric("robustmq_mqtt_inflight_messages", inflight)
+
+
+def _kafka_metrics(k: KafkaBroker) -> Iterator[Metric]:
+    for key, name in _KAFKA_COUNTERS.items():
+        yield _metric(name, k.stats[key])
+    requests = _metric("robustmq_kafka_requests")
+    for key, count in list(k.stats.items()):
+        if key.startswith("api "):  # "api <key> <error code>", counted in dispatch
+            _, api_key, error_code = key.split(" ")
+            api = APIS.get(int(api_key))
+            requests.add_metric([api.name if api else api_key, error_code], count)
+    yield requests
+    yield _metric("robustmq_kafka_connections", len(k.connections))
+    yield _metric("robustmq_kafka_topics", len(k.topics.topics))
+    yield _metric("robustmq_kafka_partitions", sum(t.partitions for t in k.topics.topics.values()))
+    yield _metric("robustmq_kafka_groups", len(k.groups.groups))
+
+
+def registry_for(node: Node | None) -> CollectorRegistry:
+    """A registry with the process metrics and, when there is a node, its brokers'."""
     registry = CollectorRegistry(auto_describe=False)
     ProcessCollector(namespace="robustmq", registry=registry)
-    if broker is not None:
-        registry.register(BrokerCollector(broker))
+    if node is not None:
+        registry.register(NodeCollector(node))
     return registry
 
 
 def exposition(registry: CollectorRegistry) -> bytes:
     return generate_latest(registry)
+
+
+def markdown() -> str:
+    """The metrics table of docs/operations.md."""
+    rows = ["| metric | type | labels | meaning |", "|---|---|---|---|"]
+    for name, info in METRICS.items():
+        shown = f"{name}_total" if info.kind == C else name
+        labels = ", ".join(f"`{label}`" for label in info.labels) or "-"
+        rows.append(f"| `{shown}` | {info.kind} | {labels} | {info.help} |")
+    for name, meaning in PROCESS_METRICS.items():
+        shown = f"{name}_total" if name.endswith("cpu_seconds") else name
+        kind = C if name.endswith("cpu_seconds") else G
+        rows.append(f"| `{shown}` | {kind} | - | {meaning} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown())

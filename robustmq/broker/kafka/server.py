@@ -4,11 +4,13 @@
 A connection only frames bytes: ``data_received`` splits complete size-prefixed frames
 off its buffer and queues them; one task per connection answers them strictly in order,
 one at a time, as a Kafka broker does (a waiting Fetch holds back the requests behind it
-on that connection only). A frame announcing more than ``max_request_size``, a header
-that cannot be read or a request this broker does not implement closes the connection,
-with a log line and a count in ``stats``; ApiVersions with too new a version is answered
-with UNSUPPORTED_VERSION and the supported list instead (KIP-511). What each API does
-lives in the handler modules; this file does no protocol logic of its own.
+on that connection only). A frame announcing more than ``max_request_size`` (any request
+but Produce: more than ``MAX_NON_PRODUCE_REQUEST``), a header that cannot be read or a
+request this broker does not implement closes the connection, with a log line and a count
+in ``stats``; ApiVersions with too new a version is answered with UNSUPPORTED_VERSION and
+the supported list instead (KIP-511). A connection idle for ``CONNECTIONS_MAX_IDLE``
+seconds is closed, as Kafka does. What each API does lives in the handler modules; this
+file does no protocol logic of its own.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
@@ -58,10 +61,22 @@ HANDLERS: dict[int, Handler] = {
 assert set(HANDLERS) == set(APIS), "every API in the spec table needs a handler"
 
 # Requests queued on one connection before it stops reading (clients pipeline at most
-# max.in.flight.requests.per.connection, 5 by default).
+# max.in.flight.requests.per.connection, 5 by default); it also stops once the queued
+# frames hold max_request_size bytes, so one connection buffers at most about two frames'
+# worth (Kafka reads one request per connection at a time).
 _MAX_QUEUED = 64
+# Largest frame of any request but Produce. The biggest legitimate ones (OffsetCommit of
+# tens of thousands of partitions, a leader's SyncGroup for a large group) stay well
+# below it; decoding 1 MiB of small array elements takes about 0.3 s and 40 MiB of
+# Python objects, where max_request_size (100 MiB by default) would take a minute and 4 GiB.
+MAX_NON_PRODUCE_REQUEST = 1 << 20
 # How often retention runs over the Kafka partitions, seconds.
 RETENTION_INTERVAL = 60.0
+# Kafka's connections.max.idle.ms default: a connection that sends nothing and has no
+# request in progress for this long is closed (clients reconnect when they need to), so
+# peers that vanished without a FIN, or that opened sockets and left them, do not pile up.
+CONNECTIONS_MAX_IDLE = 600.0
+IDLE_SWEEP_INTERVAL = 10.0
 
 
 class KafkaBroker:
@@ -92,6 +107,7 @@ class KafkaBroker:
         self._tasks = [
             loop.create_task(self.groups.run_expiry()),
             loop.create_task(self._run_retention()),
+            loop.create_task(self._close_idle()),
         ]
         return [("kafka", host, port)]
 
@@ -114,6 +130,16 @@ class KafkaBroker:
                     await self.engine.apply_retention(shard)
                 except ShardNotFound:
                     pass  # the topic was deleted meanwhile
+
+    async def _close_idle(self) -> None:
+        while True:
+            await asyncio.sleep(IDLE_SWEEP_INTERVAL)
+            now = time.monotonic()
+            for conn in list(self.connections):
+                if not conn.busy and now - conn.last_active > CONNECTIONS_MAX_IDLE:
+                    log.info("kafka %s: idle for %g s; closing", conn.peer, CONNECTIONS_MAX_IDLE)
+                    self.stats["idle_closed"] += 1
+                    conn.close()
 
     async def dispatch(self, conn: KafkaConnection, frame: memoryview) -> bytes | None:
         """The response frame to one request frame; None when no response is due (acks=0).
@@ -138,6 +164,8 @@ class KafkaBroker:
         if response is None:
             return None
         self.stats["requests"] += 1
+        # By API key and top-level error code, exported as robustmq_kafka_requests_total.
+        self.stats[f"api {header.api_key} {response.get('error_code', 0)}"] += 1
         return kafka_codec.encode_response(
             header.api_key, header.api_version, header.correlation_id, response
         )
@@ -153,9 +181,11 @@ class KafkaConnection(asyncio.Protocol):
         self.client_id: str | None = None
         self._buf = bytearray()
         self._queue: collections.deque[bytes] = collections.deque()
+        self._queued_bytes = 0
         self._worker: asyncio.Task[None] | None = None
         self._paused = False
         self.closed = False
+        self.last_active = time.monotonic()  # last bytes received or response sent
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses but have its methods.
@@ -174,21 +204,35 @@ class KafkaConnection(asyncio.Protocol):
         if self._worker is not None:
             self._worker.cancel()
 
+    @property
+    def busy(self) -> bool:
+        """Whether a request is queued or being answered (a long-polling Fetch is not idle)."""
+        return self._worker is not None and not self._worker.done()
+
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        self.last_active = time.monotonic()
         self._buf += data
+        max_size = self.broker.config.max_request_size
         try:
-            frames, used = kafka_codec.split_frames(self._buf, self.broker.config.max_request_size)
+            frames, used = kafka_codec.split_frames(
+                self._buf, max_size, min(max_size, MAX_NON_PRODUCE_REQUEST)
+            )
         except KafkaError as exc:
             self.fail(exc)
             return
         if not frames:
             return
         self._queue.extend(bytes(f) for f in frames)
+        self._queued_bytes += used
         del frames
         del self._buf[:used]
-        if len(self._queue) >= _MAX_QUEUED and not self._paused and self.transport is not None:
+        if (
+            (len(self._queue) >= _MAX_QUEUED or self._queued_bytes >= max_size)
+            and not self._paused
+            and self.transport is not None
+        ):
             self._paused = True
             self.transport.pause_reading()
         if self._worker is None or self._worker.done():
@@ -197,6 +241,7 @@ class KafkaConnection(asyncio.Protocol):
     async def _answer(self) -> None:
         while self._queue and not self.closed:
             frame = self._queue.popleft()
+            self._queued_bytes -= len(frame) + 4
             try:
                 response = await self.broker.dispatch(self, memoryview(frame))
             except KafkaError as exc:
@@ -207,9 +252,15 @@ class KafkaConnection(asyncio.Protocol):
                 self.broker.stats["internal_errors"] += 1
                 self.close()
                 return
+            self.last_active = time.monotonic()
             if response is not None and self.transport is not None and not self.closed:
                 self.transport.write(response)
-            if self._paused and len(self._queue) < _MAX_QUEUED // 2 and self.transport:
+            if (
+                self._paused
+                and len(self._queue) < _MAX_QUEUED // 2
+                and self._queued_bytes < self.broker.config.max_request_size // 2
+                and self.transport
+            ):
                 self._paused = False
                 self.transport.resume_reading()
 
@@ -224,5 +275,6 @@ class KafkaConnection(asyncio.Protocol):
     def close(self) -> None:
         self.closed = True
         self._queue.clear()
+        self._queued_bytes = 0
         if self.transport is not None:
             self.transport.close()

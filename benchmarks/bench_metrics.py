@@ -1,0 +1,200 @@
+"""What metrics cost the broker: the per-request counter the Kafka dispatch keeps, a
+``/metrics`` scrape (run on the event loop, so it holds up everything else while it runs)
+as sessions and connections grow, and end to end, the MQTT message rate of a real
+robustmq-server with and without a scraper reading /metrics ten times a second.
+
+    python benchmarks/bench_metrics.py [--e2e]
+
+prints nanoseconds per Kafka request for the by-API counter, milliseconds per scrape with
+the share of one core it takes at a 15 s scrape interval and, with ``--e2e``, the
+robustmq-bench QoS 1 rates in alternating rounds. Figures only; no threshold.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import timeit
+import urllib.request
+from collections import Counter
+from types import SimpleNamespace
+
+from robustmq.broker.mqtt.server import MqttBroker
+from robustmq.broker.mqtt.session import Session
+from robustmq.config import MqttConfig
+from robustmq.observability.metrics import exposition, registry_for
+
+SCRAPE_INTERVAL = 15.0  # Prometheus' default
+
+
+class _Connection:
+    """What a scrape reads of a connection."""
+
+    __slots__ = ("connected", "version")
+
+    def __init__(self, version: int) -> None:
+        self.connected = True
+        self.version = version
+
+
+def kafka_counter_ns() -> float:
+    """The line KafkaBroker.dispatch runs per answered request."""
+    stats: Counter[str] = Counter()
+    response = {"error_code": 0, "topics": []}
+    n = 1_000_000
+    with_counter = timeit.timeit(
+        "stats[f\"api {api_key} {response.get('error_code', 0)}\"] += 1",
+        globals={"stats": stats, "response": response, "api_key": 0},
+        number=n,
+    )
+    return with_counter / n * 1e9
+
+
+def scrape_ms(sessions: int) -> float:
+    broker = MqttBroker(MqttConfig())
+    for i in range(sessions):
+        session = Session(f"client-{i}", 1000, True)
+        broker.sessions[session.client_id] = session
+        if i % 2 == 0:  # half online
+            conn = _Connection((3, 4, 5)[i % 3])
+            session.connection = conn  # type: ignore[assignment]
+            broker.connections.add(conn)  # type: ignore[arg-type]
+    kafka = SimpleNamespace(
+        stats=Counter({f"api {k} 0": 10 for k in range(23)}),
+        connections=set(),
+        topics=SimpleNamespace(topics={}),
+        groups=SimpleNamespace(groups={}),
+    )
+    node = SimpleNamespace(mqtt=broker, kafka=kafka)
+    registry = registry_for(node)  # type: ignore[arg-type]
+    exposition(registry)
+    runs = 5
+    start = time.perf_counter()
+    for _ in range(runs):
+        exposition(registry)
+    return (time.perf_counter() - start) / runs * 1e3
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _bench_rate(mqtt_port: int, seconds: float) -> tuple[float, float]:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "robustmq.cli.bench",
+            "mqtt",
+            "pub",
+            "--port",
+            str(mqtt_port),
+            "--qos",
+            "1",
+            "--clients",
+            "2",
+            "--subs",
+            "1",
+            "--duration",
+            str(seconds),
+            "--output",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    report = json.loads(out)
+    return report["send_rate"], report["recv_rate"]
+
+
+def _scrape(http_port: int, stop: threading.Event, done: list[int]) -> None:
+    """Reads /metrics ten times a second until ``stop``; appends one item per scrape."""
+    while not stop.wait(0.1):
+        urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5).read()
+        done.append(1)
+
+
+def end_to_end(rounds: int = 3, seconds: float = 4.0) -> None:
+    mqtt_port, http_port = _free_port(), _free_port()
+    env = dict(
+        os.environ,
+        ROBUSTMQ_MQTT_WS_PORT="0",
+        ROBUSTMQ_KAFKA_PORT="0",
+        ROBUSTMQ_MQTT_SYS_INTERVAL="0",
+        ROBUSTMQ_MQTT_BIND="127.0.0.1",
+        ROBUSTMQ_HTTP_BIND="127.0.0.1",
+    )
+    with tempfile.TemporaryDirectory() as data:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "robustmq.cli.server",
+                "start",
+                "--mqtt-port",
+                str(mqtt_port),
+                "--http-port",
+                str(http_port),
+                "--data-dir",
+                data,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+        try:
+            assert server.stdout is not None
+            line = "-"
+            while line and "data directory" not in line:
+                line = server.stdout.readline()
+            if not line:
+                raise SystemExit("robustmq-server did not start")
+            for _ in range(rounds):
+                for scraping in (False, True):
+                    stop = threading.Event()
+                    scrapes: list[int] = []
+                    scraper = threading.Thread(target=_scrape, args=(http_port, stop, scrapes))
+                    if scraping:
+                        scraper.start()
+                    sent, received = _bench_rate(mqtt_port, seconds)
+                    stop.set()
+                    if scraping:
+                        scraper.join()
+                    what = (
+                        f"scraping at 10/s ({len(scrapes)} scrapes)" if scraping else "no scraping"
+                    )
+                    print(
+                        f"e2e QoS 1, 2 publishers, 1 subscriber, {what:>30}: "
+                        f"sent {sent:9.0f} msg/s, received {received:9.0f} msg/s"
+                    )
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=15)
+
+
+def main() -> None:
+    print(f"kafka by-API counter: {kafka_counter_ns():.0f} ns per request")
+    for sessions in (1_000, 10_000, 100_000):
+        ms = scrape_ms(sessions)
+        share = ms / 1e3 / SCRAPE_INTERVAL * 100
+        print(
+            f"scrape with {sessions:>7} sessions ({sessions // 2} connected): "
+            f"{ms:7.2f} ms, {share:.3f}% of the loop at one scrape per {SCRAPE_INTERVAL:.0f} s"
+        )
+
+
+if __name__ == "__main__":
+    main()
+    if "--e2e" in sys.argv:
+        end_to_end()
