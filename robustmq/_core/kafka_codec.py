@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from robustmq._core import segment_io
-from robustmq._core.kafka_spec import APIS, NO_DEFAULT, Field, in_range
+from robustmq._core.kafka_spec import APIS, NO_DEFAULT, PRODUCE, Field, in_range
 from robustmq.errors import (
     KafkaCorruptMessage,
     KafkaInvalidRequest,
@@ -373,11 +373,16 @@ class RequestHeader(NamedTuple):
     client_id: str | None
 
 
-def split_frames(buf: Buffer, max_size: int) -> tuple[list[memoryview], int]:
+def split_frames(
+    buf: Buffer, max_size: int, max_other_size: int | None = None
+) -> tuple[list[memoryview], int]:
     """Complete size-prefixed frames at the start of ``buf`` and how many bytes they span.
 
     A size above ``max_size`` or below the smallest request header raises (the caller
-    closes the connection; Kafka does the same with socket.request.max.bytes)."""
+    closes the connection; Kafka does the same with socket.request.max.bytes), and so does
+    a request other than Produce above ``max_other_size``: only Produce carries opaque
+    record bytes, every other body is decoded field by field into Python objects about
+    forty times its size, so a large one costs the memory and event-loop time of a DoS."""
     view = memoryview(buf)
     frames = []
     pos = 0
@@ -388,6 +393,16 @@ def split_frames(buf: Buffer, max_size: int) -> tuple[list[memoryview], int]:
             raise KafkaInvalidRequest(
                 f"frame size {size} is outside [8, {max_size}] (max_request_size)", pos
             )
+        if max_other_size is not None and size > max_other_size:
+            if n - pos < 6:
+                break  # the api key is not in yet
+            api_key = _I16.unpack_from(view, pos + 4)[0]
+            if api_key != PRODUCE.key:
+                raise KafkaInvalidRequest(
+                    f"api key {api_key} request of {size} bytes; only Produce may exceed"
+                    f" {max_other_size}",
+                    pos,
+                )
         if n - pos - 4 < size:
             break
         frames.append(view[pos + 4 : pos + 4 + size])
@@ -491,6 +506,10 @@ _BATCH = struct.Struct(">qiibIhiqqqhii")
 BATCH_HEADER_SIZE = _BATCH.size  # 61
 _CRC_FROM = 21  # the CRC covers attributes to the end of the batch
 LOG_OVERHEAD = 12  # baseOffset + batchLength, the part outside batchLength
+_RECORDS_FROM = BATCH_HEADER_SIZE - LOG_OVERHEAD  # where the records start, in batchLength
+# A record's smallest encoding: its length and six fields of at least one byte each
+# (attributes, timestampDelta, offsetDelta, keyLength, valueLength, header count).
+_MIN_RECORD = 7
 
 
 class BatchHeader(NamedTuple):
@@ -527,8 +546,8 @@ def parse_batches(data: Buffer) -> list[BatchHeader]:
     """The headers of the record batches in ``data``, each CRC32C-checked.
 
     Raises ``KafkaUnsupportedForMessageFormat`` for magic 0/1 message sets and
-    ``KafkaCorruptMessage`` for a bad length, CRC or record count (the batch is refused
-    whole, as Kafka does)."""
+    ``KafkaCorruptMessage`` for a bad length or CRC, no records, or a record count that
+    disagrees with lastOffsetDelta (the batch is refused whole, as Kafka does)."""
     view = memoryview(data)
     out = []
     pos = 0
@@ -553,9 +572,19 @@ def parse_batches(data: Buffer) -> list[BatchHeader]:
                 f"record batch CRC32C {fields[4]:#010x}, computed {crc:#010x}", pos
             )
         h = BatchHeader(pos, LOG_OVERHEAD + length, *fields[0:1], *fields[2:])
-        if h.record_count < 0 or h.last_offset_delta < 0:
+        # The batch takes lastOffsetDelta + 1 offsets; a header claiming more than it holds
+        # would move the log end by up to 2**31 offsets. Kafka's LogValidator refuses an
+        # empty batch and one whose offset range and record count disagree; records are
+        # never decoded here, but an uncompressed record takes at least _MIN_RECORD bytes.
+        if (
+            h.record_count <= 0
+            or h.last_offset_delta != h.record_count - 1
+            or (h.compression == 0 and h.record_count * _MIN_RECORD > length - _RECORDS_FROM)
+        ):
             raise KafkaCorruptMessage(
-                f"record count {h.record_count}, last offset delta {h.last_offset_delta}", pos
+                f"record count {h.record_count}, last offset delta {h.last_offset_delta}"
+                f" in {length} bytes",
+                pos,
             )
         out.append(h)
         pos = end

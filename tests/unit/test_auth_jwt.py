@@ -74,8 +74,12 @@ def test_hs256_valid_token_gives_its_claims():
         lambda now: {"nbf": now + 60},
         lambda now: {"exp": "tomorrow"},
         lambda now: {"exp": True},
+        # json.loads reads NaN and Infinity: an exp of NaN compared false, never expiring.
+        lambda now: {"exp": float("nan")},
+        lambda now: {"exp": float("inf")},
+        lambda now: {"nbf": float("-inf")},
     ],
-    ids=["expired", "not-yet-valid", "exp-text", "exp-bool"],
+    ids=["expired", "not-yet-valid", "exp-text", "exp-bool", "exp-nan", "exp-inf", "nbf-inf"],
 )
 def test_time_window(claims):
     token = hs256(claims(time.time()), SECRET)

@@ -280,6 +280,29 @@ def test_split_frames_refuses_bad_sizes(size: int) -> None:
         kc.split_frames(struct.pack(">i", size) + b"\x00" * 8, 1024)
 
 
+def test_split_frames_lets_only_produce_exceed_max_other_size() -> None:
+    big = 1 << 16
+    produce = struct.pack(">ih", big, 0) + b"\x00" * (big - 2)
+    frames, used = kc.split_frames(produce, 1 << 20, 1024)
+    assert len(frames) == 1 and used == big + 4
+    with pytest.raises(KafkaInvalidRequest, match="only Produce"):
+        kc.split_frames(struct.pack(">ih", big, 9) + b"\x00" * 8, 1 << 20, 1024)
+    # Refused on the header alone, before the body is buffered; the api key is awaited.
+    assert kc.split_frames(struct.pack(">ib", big, 0), 1 << 20, 1024) == ([], 0)
+    small = kc.encode_request(18, 0, 1, None, {})
+    assert kc.split_frames(small, 1 << 20, 1024)[1] == len(small)
+
+
+def test_parse_batches_refuses_counts_the_bytes_cannot_hold() -> None:
+    batch = bytearray(make_batch([b"x"]))
+    for count, delta in ((0, -1), (0, 0), (2, 1), (3, 0), (1, 2**31 - 1)):
+        struct.pack_into(">i", batch, 23, delta)
+        struct.pack_into(">i", batch, 57, count)
+        struct.pack_into(">I", batch, 17, segment_io.crc32c(bytes(batch[21:])))
+        with pytest.raises(KafkaCorruptMessage, match="record count"):
+            kc.parse_batches(bytes(batch))
+
+
 def test_trailing_bytes_after_a_request_body_are_ignored_as_kafka_does() -> None:
     frame = kc.encode_request(18, 0, 1, None, {})
     assert kc.decode_request(frame[4:] + b"\x00")[1] == {}

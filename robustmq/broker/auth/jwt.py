@@ -15,6 +15,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import math
 import time
 from typing import Any
 
@@ -61,7 +62,8 @@ class JwtAuthenticator:
             header = json.loads(_unb64(head_b64))
             claims = json.loads(_unb64(body_b64))
             signature = _unb64(sig_b64)
-        except (binascii.Error, ValueError, UnicodeDecodeError):
+        except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
+            # RecursionError: deeply nested JSON, parsed before the signature is checked.
             return None
         if not isinstance(header, dict) or not isinstance(claims, dict):
             return None
@@ -93,7 +95,8 @@ class JwtAuthenticator:
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    # json.loads accepts NaN and Infinity, and an "exp" of NaN would never expire.
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _unb64(part: bytes) -> bytes:

@@ -51,12 +51,10 @@ class Blacklist:
 
     def banned(self, client_id: str, username: str | None, ip: str) -> bool:
         now = time.time()
-        for key in (("clientid", client_id), ("username", username)):
-            until = self._names.get(key)  # type: ignore[arg-type]
-            if until is not None:
-                if until > now:
-                    return True
-                del self._names[key]  # type: ignore[arg-type]
+        if self._name_banned("clientid", client_id, now):
+            return True
+        if username is not None and self._name_banned("username", username, now):
+            return True
         if self._networks:
             try:
                 address = ipaddress.ip_address(ip)
@@ -67,6 +65,20 @@ class Blacklist:
                     del self._networks[network]
                 elif address in network:
                     return True
+        return False
+
+    def username_banned(self, username: str) -> bool:
+        """Whether ``username`` is banned: for a user named after the CONNECT's checks, inside
+        an enhanced-authentication exchange (SCRAM)."""
+        return self._name_banned("username", username, time.time())
+
+    def _name_banned(self, kind: str, value: str, now: float) -> bool:
+        until = self._names.get((kind, value))
+        if until is None:
+            return False
+        if until > now:
+            return True
+        del self._names[(kind, value)]
         return False
 
 

@@ -36,14 +36,18 @@ class Security:
     limits: Limits  # the blacklist is always there: bans can be added at run time
 
     def enhanced_auth_methods(self) -> AuthMethods:
-        """SCRAM-SHA-256 against the built-in users, when there are any."""
-        users = self.users
+        """SCRAM-SHA-256 against the built-in users, when there are any. A banned username
+        has no credentials: the blacklist saw only the CONNECT's username, and a SCRAM
+        client names its user inside the exchange."""
+        users, blacklist = self.users, self.limits.blacklist
         if not len(users):
             return {}
 
         def credentials(username: str) -> ScramCredentials | None:
             user = users.get(username)
-            return user.scram if user is not None else None
+            if user is None or blacklist.username_banned(username):
+                return None
+            return user.scram
 
         return {scram.METHOD: lambda: scram.ScramExchange(credentials)}
 

@@ -72,7 +72,11 @@ async def handle_delete_topics(
             await broker.topics.delete(name)
             code = 0
             for partition in range(topic.partitions if topic else 0):
-                broker.producers.forget_shard(shard_name(name, partition))
+                shard = shard_name(name, partition)
+                broker.producers.forget_shard(shard)
+                # A Fetch long-polling on the partition answers now (UNKNOWN_TOPIC_OR_PARTITION),
+                # as Kafka completes a delayed fetch whose partition is gone.
+                broker.arrivals.notify(shard)
         except (KafkaError, StorageError) as exc:
             code = kafka_error_code(exc)
         responses.append({"name": name, "error_code": code})

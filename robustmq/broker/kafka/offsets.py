@@ -5,7 +5,8 @@ A timestamp look-up is as fine-grained as the stored batches: it finds the first
 whose max timestamp is at or after the one asked for, and answers its base offset and
 max timestamp (records inside a batch are never decoded). Committed offsets are stored
 with the engine's ``commit_offset`` / ``committed_offset``, per group and partition
-shard; a commit from a group member is checked against the group's generation first.
+shard; a commit from a group member is checked against the group's generation first, and
+metadata over ``MAX_METADATA_BYTES`` is refused with OFFSET_METADATA_TOO_LARGE.
 """
 
 from __future__ import annotations
@@ -13,13 +14,21 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from robustmq._core.kafka_codec import RequestHeader
-from robustmq.errors import KafkaError, StorageError, kafka_error_code
+from robustmq.errors import (
+    KafkaError,
+    KafkaOffsetMetadataTooLarge,
+    StorageError,
+    kafka_error_code,
+)
 
 if TYPE_CHECKING:
     from robustmq.broker.kafka.server import KafkaBroker, KafkaConnection
 
 LATEST = -1
 EARLIEST = -2
+# Kafka's offset.metadata.max.bytes: committed metadata is kept forever per group and
+# partition, so its size is bounded.
+MAX_METADATA_BYTES = 4096
 
 
 async def handle_list_offsets(
@@ -71,9 +80,10 @@ async def handle_offset_commit(
             if not error:
                 try:
                     shard = broker.topics.shard(topic["name"], p["partition_index"])
-                    await broker.engine.commit_offset(
-                        group, shard, p["committed_offset"], p["committed_metadata"] or ""
-                    )
+                    metadata = p["committed_metadata"] or ""
+                    if len(metadata.encode()) > MAX_METADATA_BYTES:
+                        raise KafkaOffsetMetadataTooLarge(f"over {MAX_METADATA_BYTES} bytes")
+                    await broker.engine.commit_offset(group, shard, p["committed_offset"], metadata)
                 except (KafkaError, StorageError) as exc:
                     error = kafka_error_code(exc)
             partitions.append({"partition_index": p["partition_index"], "error_code": error})

@@ -90,11 +90,9 @@ async def handle_init_producer_id(
 ) -> dict[str, Any]:
     if req["transactional_id"] is not None:
         return {"error_code": KafkaInvalidRequest("transactions are not supported").code}
-    if req.get("producer_id", -1) >= 0:
-        # KIP-360: a producer bumping its own epoch keeps its id.
-        return {
-            "error_code": 0,
-            "producer_id": req["producer_id"],
-            "producer_epoch": req["producer_epoch"] + 1,
-        }
+    if (req.get("producer_id", -1) < 0) != (req.get("producer_epoch", -1) < 0):
+        return {"error_code": KafkaInvalidRequest("producer id and epoch: both or neither").code}
+    # KIP-360 lets a producer name its current id and epoch; without a transactional id,
+    # Kafka answers with a new id at epoch 0, as here. Bumping the named id instead would
+    # let any client fence another producer's id, and overflows the int16 epoch at 32767.
     return {"error_code": 0, "producer_id": broker.producers.new_id(), "producer_epoch": 0}
