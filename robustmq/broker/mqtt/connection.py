@@ -77,7 +77,7 @@ class MqttConnection(asyncio.Protocol):
         "send_quota", "client_max_packet", "topic_aliases", "alias_maximum",
         "outbound_aliases", "paused", "paused_at", "held_back", "read_pauses",
         "_buffer", "_out", "_flush_scheduled", "opened_at", "_auth", "_auth_method",
-        "_pending_connect", "authorizer", "publish_quota", "counted_ip",
+        "_pending_connect", "authorizer", "publish_quota", "counted_ip", "_held",
     )  # fmt: skip
 
     def __init__(self, broker: MqttBroker) -> None:
@@ -121,6 +121,7 @@ class MqttConnection(asyncio.Protocol):
         self.authorizer: Authorizer | None = None
         self.publish_quota: PublishQuota | None = None  # None: no quota; see limits.py
         self.counted_ip: str | None = None  # counted in the per-IP connection limit
+        self._held: list[Any] | None = None  # packets behind a CONNECT being authenticated
 
     # ------------------------------------------------------------------ transport
 
@@ -218,7 +219,9 @@ class MqttConnection(asyncio.Protocol):
             missing = _packet_size(buffered) - len(buffered)
             if 0 < missing < len(data):
                 head = self._handle_packets(buffered + data[:missing])
-                if not self.closing:
+                if self._awaiting_authenticators():
+                    self._buffer = head + data[missing:]
+                elif not self.closing:
                     rest = head + data[missing:] if head else memoryview(data)[missing:]
                     self._buffer = self._handle_packets(rest)
                 return
@@ -226,41 +229,70 @@ class MqttConnection(asyncio.Protocol):
         self._buffer = self._handle_packets(data)
 
     def _handle_packets(self, data: Any) -> bytes:
-        """Hands every complete packet in ``data`` to its handler; returns the incomplete
-        tail (empty once the connection is closing)."""
-        handlers = _HANDLERS
+        """Hands every complete packet in ``data`` to its handler; returns the bytes not
+        handled yet: the incomplete tail, or everything after a CONNECT whose
+        authenticators are still deciding (empty once the connection is closing)."""
         while data and not self.closing:
             try:
                 packets, consumed = self.decoder.decode(data)
             except MqttError as exc:
                 self.violation(exc.reason_code, str(exc))
                 return b""
-            for packet in packets:
-                handler = handlers.get(packet.packet_type)
-                if handler is None:
-                    self.violation(
-                        ReasonCode.PROTOCOL_ERROR,
-                        f"{type(packet).__name__.upper()} is not sent by clients",
-                    )
+            for i, packet in enumerate(packets):
+                if not self._dispatch(packet):
                     return b""
-                if not self.connected and packet.packet_type not in (CONNECT, AUTH):
-                    name = PACKET_NAMES.get(packet.packet_type, "PUBLISH")
-                    # §4.12: only AUTH may come before the CONNACK
-                    self.violation(ReasonCode.PROTOCOL_ERROR, f"{name} before the CONNACK")
-                    return b""
-                try:
-                    handler(self, packet)
-                except Exception:
-                    # A bug of ours must cost this client its connection, not the broker.
-                    log.exception("client %r: error handling %r", self.client_id, packet)
-                    self.violation(ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR, "internal error")
-                    return b""
-                if self.closing:
-                    return b""
+                if self._awaiting_authenticators():
+                    # §3.1.4: a client may send packets before its CONNACK; they wait.
+                    self._held = packets[i + 1 :]
+                    return bytes(data[consumed:])
             data = data[consumed:]
             if not packets:
                 break
         return bytes(data)
+
+    def _dispatch(self, packet: Any) -> bool:
+        """Runs one packet's handler; False when the connection is ending."""
+        handler = _HANDLERS.get(packet.packet_type)
+        if handler is None:
+            self.violation(
+                ReasonCode.PROTOCOL_ERROR, f"{type(packet).__name__.upper()} is not sent by clients"
+            )
+            return False
+        if not self.connected and packet.packet_type not in (CONNECT, AUTH):
+            name = PACKET_NAMES.get(packet.packet_type, "PUBLISH")
+            # §4.12: only AUTH may come before the CONNACK
+            self.violation(ReasonCode.PROTOCOL_ERROR, f"{name} before the CONNACK")
+            return False
+        try:
+            handler(self, packet)
+        except Exception:
+            # A bug of ours must cost this client its connection, not the broker.
+            log.exception("client %r: error handling %r", self.client_id, packet)
+            self.violation(ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR, "internal error")
+            return False
+        return not self.closing
+
+    def _awaiting_authenticators(self) -> bool:
+        """A CONNECT is waiting for an asynchronous authenticator (not an AUTH exchange,
+        where the client itself must wait, §4.12)."""
+        pending = self._pending_connect
+        return pending is not None and pending[2] is None
+
+    def _handle_held(self) -> None:
+        """The CONNECT was accepted: handles what arrived behind it meanwhile."""
+        held, self._held = self._held, None
+        broker = self.broker
+        broker.reading = True
+        try:
+            for packet in held or ():
+                if not self._dispatch(packet):
+                    return
+            if self._buffer:
+                data, self._buffer = self._buffer, b""
+                self._handle_bytes(data)
+        finally:
+            broker.reading = False
+            broker.flush_pending()
 
     def write(self, data: bytes) -> None:
         """Queues bytes for the client. Everything written while one read is handled
@@ -438,6 +470,8 @@ class MqttConnection(asyncio.Protocol):
                 return  # the client left while the authenticators ran
             failed = task.cancelled() or task.exception() is not None
             decided(UNAVAILABLE if failed else task.result())
+            if self.connected and not self.closing:
+                self._handle_held()
 
         outcome = security.authn.authenticate(info)
         if isinstance(outcome, AuthResult):
@@ -528,6 +562,13 @@ class MqttConnection(asyncio.Protocol):
             retained: list[tuple[str, int, int]] = []
             for template, qos in broker.auto_subscribe:
                 topic_filter = fill_placeholders(template, self.client_id, self.username)
+                if topic_filter is None:
+                    log.info(
+                        "client %r: auto-subscription %r skipped: its name contains / + or #",
+                        self.client_id,
+                        template,
+                    )
+                    continue
                 self._subscribe(topic_filter, qos, False, False, 0, 0, retained)
             self._send_retained(retained)
 

@@ -18,15 +18,23 @@ ACTIONS = ("publish", "subscribe", "all")
 _GROUP = re.compile(r"\$(\d+)")
 
 
-def fill_placeholders(template: str, client_id: str, username: str | None) -> str:
-    """Substitutes ``${clientid}`` and ``${username}`` (and Mosquitto's %c / %u)."""
+def fill_placeholders(template: str, client_id: str, username: str | None) -> str | None:
+    """Substitutes ``${clientid}`` and ``${username}`` (and Mosquitto's %c / %u); None
+    when a value it would put in contains ``/``, ``+`` or ``#``: a client must not
+    widen a filter or move a topic into another level by choosing its name."""
     user = username or ""
+    for names, value in ((("${clientid}", "%c"), client_id), (("${username}", "%u"), user)):
+        if any(name in template for name in names) and _UNSAFE.search(value):
+            return None
     return (
         template.replace("${clientid}", client_id)
         .replace("${username}", user)
         .replace("%c", client_id)
         .replace("%u", user)
     )
+
+
+_UNSAFE = re.compile(r"[/+#]")
 
 
 def _expand(template: str, groups: tuple[str | None, ...]) -> str:
@@ -76,5 +84,6 @@ class TopicRewriter:
             m = pattern.match(topic)
             if m is None:
                 continue
-            return fill_placeholders(_expand(dest, m.groups()), client_id, username)
+            rewritten = fill_placeholders(_expand(dest, m.groups()), client_id, username)
+            return topic if rewritten is None else rewritten
         return topic

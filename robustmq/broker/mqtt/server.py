@@ -145,6 +145,12 @@ class MqttBroker:
     ) -> tuple[Session, bool]:
         """Binds ``conn`` to its session: taken over, resumed or new. Returns (session, present)."""
         session = self.sessions.get(conn.client_id)
+        if session is not None and session.owner != conn.username and not clean_start:
+            # Like Mosquitto: a session is resumed only by the user who made it; another
+            # user presenting the same client id gets a new one, not the subscriptions and
+            # queued messages the ACL granted the owner.
+            log.info("client %r: session belongs to another user; starting clean", conn.client_id)
+            clean_start = True
         if session is not None:
             old = session.connection
             if old is not None:
@@ -162,6 +168,7 @@ class MqttBroker:
                 self.config.max_queued_messages,
                 self.config.queue_drop_policy == "drop_oldest",
             )
+            session.owner = conn.username
             self.sessions[conn.client_id] = session
         for handle in (session.expiry_handle, session.will_handle):
             if handle is not None:

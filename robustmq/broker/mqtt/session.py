@@ -59,6 +59,7 @@ class Inflight:
 class Session:
     __slots__ = (
         "client_id",
+        "owner",
         "expiry_interval",
         "connection",
         "subscriptions",
@@ -77,6 +78,7 @@ class Session:
 
     def __init__(self, client_id: str, max_queued: int, drop_oldest: bool) -> None:
         self.client_id = client_id
+        self.owner: str | None = None  # the username that created it; only it resumes it
         self.expiry_interval = 0
         self.connection: MqttConnection | None = None
         self.subscriptions: dict[str, SubscriptionOptions] = {}
