@@ -77,14 +77,31 @@ def test_unavailable_is_reported():
     assert result.outcome == DENY and result.unavailable
 
 
-def test_password_authenticator():
+async def test_password_authenticator_hashes_off_the_event_loop():
     store = MemoryUserStore([new_user("alice", "pw")])
     auth = PasswordAuthenticator(store)
-    assert auth.authenticate(_info("alice", b"pw")).outcome == ALLOW
-    assert auth.authenticate(_info("alice", b"no")).outcome == DENY
-    assert auth.authenticate(_info("alice", None)).outcome == DENY
-    assert auth.authenticate(_info("bob", b"pw")) is IGNORED
-    assert auth.authenticate(_info(None, None)) is IGNORED
+    assert (await auth.authenticate(_info("alice", b"pw"))).outcome == ALLOW
+    assert (await auth.authenticate(_info("alice", b"no"))).outcome == DENY
+    assert (await auth.authenticate(_info("alice", None))).outcome == DENY
+    assert (await auth.authenticate(_info("bob", b"pw"))) is IGNORED
+    assert auth.authenticate(_info(None, None)) is IGNORED  # nothing to hash: at once
+
+
+async def test_the_loop_keeps_running_while_a_password_is_hashed():
+    auth = PasswordAuthenticator(MemoryUserStore([new_user("alice", "pw")]))
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    running = asyncio.ensure_future(ticker())
+    results = await asyncio.gather(*(auth.authenticate(_info("alice", b"no")) for _ in range(4)))
+    running.cancel()
+    assert {r.outcome for r in results} == {DENY}
+    assert ticks > 4  # the loop ran between the hashes instead of waiting them out
 
 
 async def test_async_member_then_sync_member():

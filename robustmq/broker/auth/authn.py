@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from robustmq.broker.auth.passwords import verify_password
+from robustmq.broker.auth.passwords import hash_password, verify_password
 from robustmq.broker.auth.users import UserStore
 
 ALLOW = "allow"
@@ -51,6 +51,9 @@ UNAVAILABLE = AuthResult(IGNORE, unavailable=True)
 
 Outcome = AuthResult | Awaitable[AuthResult]
 
+# Hashed against for unknown usernames (see PasswordAuthenticator).
+_DUMMY_RECORD = hash_password("no such user")
+
 
 class Authenticator(Protocol):
     def authenticate(self, info: ConnectInfo) -> Outcome: ...
@@ -59,7 +62,12 @@ class Authenticator(Protocol):
 
 
 class PasswordAuthenticator:
-    """The built-in users: unknown usernames are ignored, a wrong password denies."""
+    """The built-in users: unknown usernames are ignored, a wrong password denies.
+
+    The slow hash runs in a worker thread (hashlib releases the GIL): on the event loop,
+    a flood of wrong passwords would stall every client for milliseconds per CONNECT. An
+    unknown username costs the same hash, against a dummy record, so the time taken does
+    not tell which usernames exist."""
 
     def __init__(self, users: UserStore) -> None:
         self.users = users
@@ -67,8 +75,12 @@ class PasswordAuthenticator:
     def authenticate(self, info: ConnectInfo) -> Outcome:
         if info.username is None:
             return IGNORED
-        user = self.users.get(info.username)
+        return asyncio.get_running_loop().run_in_executor(None, self._verify, info)
+
+    def _verify(self, info: ConnectInfo) -> AuthResult:
+        user = self.users.get(info.username or "")
         if user is None:
+            verify_password(_DUMMY_RECORD, info.password or b"")
             return IGNORED
         if info.password is None or not verify_password(user.password_record, info.password):
             return DENIED
