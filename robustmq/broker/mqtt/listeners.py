@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 # Frames waiting in a WebSocket's outbox that pause / resume its connection's output.
 _HIGH_WATER = 1024
 _LOW_WATER = 256
+# How long a closing WebSocket connection may take to send what it still has queued.
+_SEND_TIMEOUT = 5.0
 
 
 def tls_context(config: MqttConfig) -> ssl.SSLContext:
@@ -96,6 +98,14 @@ class WebSocketTransport(asyncio.Transport):
     def is_closing(self) -> bool:
         return self._closing
 
+    async def sent(self, timeout: float) -> None:
+        """Waits (bounded) until what was written before ``close()`` has gone out: the
+        handler must not return earlier, or aiohttp drops a refusal's CONNACK."""
+        try:
+            await asyncio.wait_for(asyncio.shield(self._sender), timeout)
+        except (asyncio.TimeoutError, ConnectionError, RuntimeError):
+            self._sender.cancel()
+
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "peername":
             return (
@@ -139,6 +149,7 @@ def _websocket_app(broker: MqttBroker) -> web.Application:
         finally:
             transport.close()
             conn.connection_lost(None)
+            await transport.sent(_SEND_TIMEOUT)
         return ws
 
     app = web.Application()
