@@ -208,3 +208,15 @@ def test_reconnect_right_after_disconnect_finds_the_session_ended(broker):
     first.send_packet(codec.Disconnect())
     ack = again.connect("quick", clean_start=False)
     assert ack.session_present is False
+
+
+def test_a_full_broker_still_lets_a_client_take_over_its_own_session(broker_factory):
+    broker = broker_factory(max_connections=2)
+    first = raw_connect(broker.port, "dev", 5)
+    raw_connect(broker.port, "other", 5)
+    again = raw_connect(broker.port, "dev", 5)  # replaces "dev": no net new connection
+    assert first.packets_until_closed()[-1].reason_code == 0x8E  # session taken over
+    again.send_packet(codec.Pingreq())
+    assert isinstance(again.recv(), codec.Pingresp)
+    stranger = Raw(broker.port, 5)
+    assert stranger.connect("stranger").reason_code == 0x97  # a new client is still refused

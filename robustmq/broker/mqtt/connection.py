@@ -396,7 +396,10 @@ class MqttConnection(asyncio.Protocol):
                 ReasonCode.BAD_AUTHENTICATION_METHOD, f"no authentication method {method!r}"
             )
             return
-        if len(broker.connections) > cfg.max_connections:
+        existing = broker.sessions.get(self.client_id)
+        takeover = existing is not None and existing.connection is not None
+        # A takeover replaces a connection, so it is allowed when the broker is full.
+        if len(broker.connections) > cfg.max_connections and not takeover:
             self._refuse(ReasonCode.QUOTA_EXCEEDED, "max_connections reached")
             return
         if p.will is not None:
