@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
-from robustmq.errors import ConfigError
+from robustmq._core import trie
+from robustmq.errors import ConfigError, MqttError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -50,6 +52,40 @@ class NodeConfig:
         choices=("meta", "broker", "engine"),
     )
     data_dir: str = option("./data", "where this node keeps its data")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterConfig:
+    name: str = option("robustmq", "the cluster's name")
+    peers: list[str] = option(
+        [],
+        "meta nodes as id@host:port (their gRPC addresses), this node included; empty: a "
+        "single-node cluster",
+    )
+    bind: str = option("0.0.0.0", "address the gRPC server (meta service) binds to")
+    grpc_port: int = option(
+        1228,
+        "gRPC port of the meta service when peers is empty (with peers: this node's entry "
+        "gives it); 0 disables gRPC, the meta role then runs only as a single node",
+        min=0,
+        max=65535,
+    )
+
+    def __post_init__(self) -> None:
+        self.peer_addresses()
+
+    def peer_addresses(self) -> tuple[tuple[int, str], ...]:
+        """``peers`` as (node id, "host:port") pairs, checked."""
+        out = []
+        for peer in self.peers:
+            node_id, _, address = peer.partition("@")
+            host, _, port = address.rpartition(":")
+            if not (node_id.isdigit() and int(node_id) > 0 and host and port.isdigit()):
+                raise ConfigError("cluster.peers", peer, "entries like 1@127.0.0.1:1228")
+            out.append((int(node_id), address))
+        if len({i for i, _ in out}) != len(out):
+            raise ConfigError("cluster.peers", self.peers, "distinct node ids")
+        return tuple(out)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -245,6 +281,137 @@ class AuthConfig:
     )
 
 
+# Kafka's Topic.validate: 1 to 249 of [a-zA-Z0-9._-], not "." or "..".
+_KAFKA_TOPIC = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+# What a kafka_to_mqtt mqtt_topic template may contain besides literal text.
+_PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
+BRIDGE_PLACEHOLDERS = ("key", "topic", "partition")
+
+
+@dataclass(frozen=True)
+class MqttToKafka:
+    """One ``[[bridge.mqtt_to_kafka]]`` table, checked."""
+
+    filter: str
+    topic: str
+    qos: int
+
+
+@dataclass(frozen=True)
+class KafkaToMqtt:
+    """One ``[[bridge.kafka_to_mqtt]]`` table, checked."""
+
+    topic: str
+    mqtt_topic: str
+    qos: int
+    retain: bool
+    group: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class BridgeConfig:
+    mqtt_to_kafka: list[dict[str, Any]] = option(
+        [],
+        "MQTT publishes copied into Kafka topics: tables with filter (an MQTT topic filter), "
+        "topic (the Kafka topic) and qos (subscription QoS, default 1); see docs/bridge.md",
+    )
+    kafka_to_mqtt: list[dict[str, Any]] = option(
+        [],
+        "Kafka records published to MQTT: tables with topic (the Kafka topic), mqtt_topic (a "
+        "template with ${key}, ${topic}, ${partition}), qos (default 1), retain (default "
+        "false) and group (whose committed offsets it keeps, default robustmq-bridge)",
+    )
+
+    def __post_init__(self) -> None:
+        self.mqtt_to_kafka_routes()
+        self.kafka_to_mqtt_routes()
+
+    def mqtt_to_kafka_routes(self) -> tuple[MqttToKafka, ...]:
+        routes = []
+        for i, entry in enumerate(self.mqtt_to_kafka):
+            key = f"bridge.mqtt_to_kafka[{i}]"
+            _check_table(key, entry, required=("filter", "topic"), optional=("qos",))
+            topic_filter = entry["filter"]
+            if not isinstance(topic_filter, str) or topic_filter.startswith("$share/"):
+                raise ConfigError(f"{key}.filter", topic_filter, "an MQTT topic filter (no $share)")
+            try:
+                trie.validate_topic_filter(topic_filter)
+            except MqttError as exc:
+                raise ConfigError(
+                    f"{key}.filter", topic_filter, f"a valid MQTT topic filter ({exc})"
+                ) from None
+            routes.append(
+                MqttToKafka(
+                    topic_filter,
+                    _kafka_topic(f"{key}.topic", entry["topic"]),
+                    _qos(f"{key}.qos", entry.get("qos", 1)),
+                )
+            )
+        return tuple(routes)
+
+    def kafka_to_mqtt_routes(self) -> tuple[KafkaToMqtt, ...]:
+        routes: list[KafkaToMqtt] = []
+        for i, entry in enumerate(self.kafka_to_mqtt):
+            key = f"bridge.kafka_to_mqtt[{i}]"
+            _check_table(
+                key, entry, required=("topic", "mqtt_topic"), optional=("qos", "retain", "group")
+            )
+            template = entry["mqtt_topic"]
+            names = _PLACEHOLDER.findall(template) if isinstance(template, str) else None
+            allowed = "an MQTT topic name; placeholders ${key}, ${topic}, ${partition}"
+            if names is None or any(name not in BRIDGE_PLACEHOLDERS for name in names):
+                raise ConfigError(f"{key}.mqtt_topic", template, allowed)
+            try:
+                trie.validate_topic_name(_PLACEHOLDER.sub("x", template))
+            except MqttError as exc:
+                raise ConfigError(f"{key}.mqtt_topic", template, f"{allowed} ({exc})") from None
+            retain, group = entry.get("retain", False), entry.get("group", "robustmq-bridge")
+            if not isinstance(retain, bool):
+                raise ConfigError(f"{key}.retain", retain, "true or false")
+            if not isinstance(group, str) or not group:
+                raise ConfigError(f"{key}.group", group, "a non-empty consumer group name")
+            route = KafkaToMqtt(
+                _kafka_topic(f"{key}.topic", entry["topic"]),
+                template,
+                _qos(f"{key}.qos", entry.get("qos", 1)),
+                retain,
+                group,
+            )
+            if any((r.topic, r.group) == (route.topic, route.group) for r in routes):
+                raise ConfigError(
+                    f"{key}.group", group, "a group not used by another entry for the same topic"
+                )
+            routes.append(route)
+        return tuple(routes)
+
+
+def _check_table(
+    key: str, entry: Any, required: tuple[str, ...], optional: tuple[str, ...]
+) -> None:
+    if not isinstance(entry, dict):
+        raise ConfigError(key, entry, "a table with " + ", ".join(required + optional))
+    for name in entry:
+        if name not in required + optional:
+            raise ConfigError(
+                f"{key}.{name}", entry[name], "a known key: " + ", ".join(required + optional)
+            )
+    for name in required:
+        if name not in entry:
+            raise ConfigError(f"{key}.{name}", None, "a value (the key is required)")
+
+
+def _kafka_topic(key: str, name: Any) -> str:
+    if not isinstance(name, str) or not _KAFKA_TOPIC.fullmatch(name) or name in (".", ".."):
+        raise ConfigError(key, name, "a Kafka topic name: 1 to 249 of a-z A-Z 0-9 . _ -")
+    return name
+
+
+def _qos(key: str, qos: Any) -> int:
+    if qos not in (0, 1, 2) or isinstance(qos, bool):
+        raise ConfigError(key, qos, "0, 1 or 2")
+    return int(qos)
+
+
 @dataclass(frozen=True, kw_only=True)
 class HttpConfig:
     bind: str = option("0.0.0.0", "address the HTTP listener binds to")
@@ -267,10 +434,12 @@ class LogConfig:
 @dataclass(frozen=True, kw_only=True)
 class Config:
     node: NodeConfig = field(default_factory=NodeConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    bridge: BridgeConfig = field(default_factory=BridgeConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     log: LogConfig = field(default_factory=LogConfig)
 

@@ -27,6 +27,7 @@ _FLAG_KEYS = {
     "wss_port": "mqtt.wss_port",
     "kafka_port": "kafka.port",
     "http_port": "http.port",
+    "grpc_port": "cluster.grpc_port",
     "storage": "storage.engine",
     "log_level": "log.level",
 }
@@ -56,6 +57,7 @@ def main() -> None:
 @click.option("--wss-port", type=int, help="MQTT WebSocket/TLS port (default 8084).")
 @click.option("--kafka-port", type=int, help="Kafka port (default 9092; 0 disables).")
 @click.option("--http-port", type=int, help="HTTP /health, /ready, /metrics (default 8080).")
+@click.option("--grpc-port", type=int, help="Meta service gRPC port (default 1228; 0 disables).")
 @click.option(
     "--storage", type=click.Choice(["memory", "leveldb", "segment"]), help="Storage engine."
 )

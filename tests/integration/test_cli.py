@@ -25,6 +25,7 @@ def _env(**extra: str) -> dict[str, str]:
         ROBUSTMQ_HTTP_PORT="0",
         ROBUSTMQ_HTTP_BIND="127.0.0.1",
         ROBUSTMQ_KAFKA_PORT="0",
+        ROBUSTMQ_CLUSTER_GRPC_PORT="0",
     )
     env.update(extra)
     return env

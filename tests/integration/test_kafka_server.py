@@ -22,7 +22,9 @@ TIMEOUT = 30.0
 
 def _start(data_dir: str, kafka_port: int, *args: str) -> tuple[subprocess.Popen, list[str]]:
     env = dict(os.environ)
-    env.update(ROBUSTMQ_KAFKA_BIND="127.0.0.1", ROBUSTMQ_HTTP_PORT="0")
+    env.update(
+        ROBUSTMQ_KAFKA_BIND="127.0.0.1", ROBUSTMQ_HTTP_PORT="0", ROBUSTMQ_CLUSTER_GRPC_PORT="0"
+    )
     proc = subprocess.Popen(
         [
             *SERVER,

@@ -1,0 +1,64 @@
+"""The ``cluster`` group: the nodes of the cluster and the cluster-wide config.
+
+Tables: ``nodes`` (keyed by node id as text: id, address, roles, last heartbeat in
+milliseconds since the epoch, as given by the proposer so that every replica stores the same
+value) and ``config`` (key -> JSON value). Commands and their encoding are in ``base.py``;
+who proposes heartbeats and when is the node's business, not this module's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from robustmq.errors import InvalidMetaCommand
+from robustmq.meta.groups.base import Record, StateMachine, delete_record, field
+
+JSON_VALUE = (str, int, float, bool, list, dict)
+
+
+def _node_register(sm: StateMachine, cmd: Record) -> Any:
+    node_id = field(cmd, "id", int)
+    roles = field(cmd, "roles", list)
+    if node_id <= 0 or not all(isinstance(r, str) for r in roles):
+        raise InvalidMetaCommand("node.register needs id > 0 and roles as a list of strings")
+    key = str(node_id)
+    replaced = key in sm.tables["nodes"]
+    sm.tables["nodes"][key] = {
+        "id": node_id,
+        "address": field(cmd, "address", str),
+        "roles": roles,
+        "heartbeat": field(cmd, "heartbeat", int),
+    }
+    return {"replaced": replaced}
+
+
+def _node_heartbeat(sm: StateMachine, cmd: Record) -> Any:
+    node = sm.tables["nodes"].get(str(field(cmd, "id", int)))
+    at = field(cmd, "heartbeat", int)
+    if node is None:
+        return {"known": False}
+    node["heartbeat"] = max(node["heartbeat"], at)
+    return {"known": True}
+
+
+def _node_remove(sm: StateMachine, cmd: Record) -> Any:
+    return {"deleted": sm.tables["nodes"].pop(str(field(cmd, "id", int)), None) is not None}
+
+
+def _config_set(sm: StateMachine, cmd: Record) -> Any:
+    key = field(cmd, "key", str)
+    replaced = key in sm.tables["config"]
+    sm.tables["config"][key] = field(cmd, "value", JSON_VALUE)
+    return {"replaced": replaced}
+
+
+class ClusterStateMachine(StateMachine):
+    NAME = "cluster"
+    TABLES = ("nodes", "config")
+    OPS = {
+        "node.register": _node_register,
+        "node.heartbeat": _node_heartbeat,
+        "node.remove": _node_remove,
+        "config.set": _config_set,
+        "config.delete": delete_record("config", "key"),
+    }
