@@ -153,7 +153,8 @@ def cluster() -> None:
 @cluster.command("status")
 @pass_api
 def cluster_status(api: Api) -> None:
-    """Node id, roles, listeners, version and uptime of each node."""
+    """Node id, roles, listeners, version and uptime of each node, then each Meta Service
+    Raft group's role, leader, term and commit index on this node."""
     result = api.call("GET", "/api/v1/cluster/status")
     if api.output == "json":
         api.show(result)
@@ -165,6 +166,9 @@ def cluster_status(api: Api) -> None:
         )
         node["roles"] = ", ".join(node["roles"])
         api.show(node)
+    if result.get("meta_groups"):
+        click.echo()
+        api.show(result["meta_groups"])
 
 
 @cluster.command("nodes")

@@ -69,6 +69,7 @@ def test_help_lists_every_group_and_completion_works():
 def test_cluster_status_table_and_json(server: Server):
     table = ok(server, "cluster", "status")
     assert f"mqtt 127.0.0.1:{server.mqtt}" in table and "version" in table
+    assert "offsets" in table and "leader" in table  # the Meta Service's groups
     status = as_json(server, "cluster", "status")
     assert status["nodes"][0]["node_id"] == 1  # type: ignore[index]
     nodes = as_json(server, "cluster", "nodes")

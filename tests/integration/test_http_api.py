@@ -123,6 +123,19 @@ def test_cluster_status_names_the_node_its_listeners_and_version(server: Server)
     assert again == node
 
 
+def test_cluster_status_shows_each_meta_group_led_by_this_single_node(server: Server):
+    groups = _eventually(
+        lambda: [
+            g
+            for g in server.ok("GET", "/api/v1/cluster/status")["meta_groups"]
+            if g["role"] == "leader"
+        ]
+    )
+    assert sorted(g["group"] for g in groups) == ["cluster", "mqtt", "offsets"]
+    for g in groups:
+        assert g["leader_id"] == 1 and g["term"] >= 1 and g["commit"] >= 1
+
+
 def test_config_is_readable_with_secrets_masked(tmp_path):
     s = start_server(tmp_path, ROBUSTMQ_AUTH_JWT_SECRET="jwt-s3cret")
     try:

@@ -1,6 +1,8 @@
 """``/api/v1/cluster``: the node's status, the list of nodes and the running config.
 
-One node for now (the Meta Service brings membership): ``nodes`` lists this one. The
+``nodes`` lists this node (membership over the API comes with the Meta Service's
+membership changes); ``meta_groups`` shows each Raft group's leader, term and indexes
+as this node sees them. The
 config is the one the node started with, with secrets (``*_secret``, ``*_token``) masked.
 MQTT and Kafka resources are in ``mqtt.py`` and ``kafka.py``.
 """
@@ -46,8 +48,30 @@ def _node_status(ctx: Context) -> dict[str, Any]:
     }
 
 
+_GROUP = obj(
+    {
+        "group": STR,
+        "role": STR,
+        "leader_id": INT,
+        "leader_address": STR,
+        "term": INT,
+        "commit": INT,
+        "applied": INT,
+        "snapshot_index": INT,
+    },
+    ["group", "role", "leader_id", "term", "commit", "applied"],
+)
+_GROUP_KEYS = tuple(_GROUP["properties"])
+
+
 async def status(ctx: Context, request: web.Request) -> Any:
-    return {"nodes": [_node_status(ctx)]}
+    """The nodes and, on a node running the meta role, each Raft group as this node sees it."""
+    meta = ctx.node.meta
+    groups = [] if meta is None else meta.host.status()
+    return {
+        "nodes": [_node_status(ctx)],
+        "meta_groups": [{k: g[k] for k in _GROUP_KEYS} for g in groups],
+    }
 
 
 async def nodes(ctx: Context, request: web.Request) -> Any:
@@ -83,7 +107,13 @@ ROUTES = (
         status,
         "The status of the cluster's nodes",
         "cluster",
-        obj({"nodes": {"type": "array", "items": _NODE}}, ["nodes"]),
+        obj(
+            {
+                "nodes": {"type": "array", "items": _NODE},
+                "meta_groups": {"type": "array", "items": _GROUP},
+            },
+            ["nodes", "meta_groups"],
+        ),
     ),
     Route(
         "GET",
