@@ -89,11 +89,15 @@ def start(config_file: str | None, daemon: bool, pid_file: str | None, **flags: 
         ) from None
 
 
+_DAEMON_START_TIMEOUT = 60.0
+
+
 def _daemonize(config: Any, pid_file: str) -> None:
     os.makedirs(config.node.data_dir, exist_ok=True)
     log_path = os.path.join(config.node.data_dir, "robustmq.log")
     args = [a for a in sys.argv[1:] if a != "--daemon"]
     with open(log_path, "ab") as log_file:
+        log_start = log_file.tell()
         proc = subprocess.Popen(
             [sys.executable, "-m", "robustmq.cli.server", *args],
             stdin=subprocess.DEVNULL,
@@ -103,11 +107,27 @@ def _daemonize(config: Any, pid_file: str) -> None:
         )
     with open(pid_file, "w") as fh:
         fh.write(f"{proc.pid}\n")
-    time.sleep(0.5)
-    if proc.poll() is not None:
-        raise click.ClickException(
-            f"the server exited at once (code {proc.returncode}); see {log_path}"
-        )
+    # Return once the server says it is serving (its last start line), so a script can
+    # connect right after this command.
+    deadline = time.monotonic() + _DAEMON_START_TIMEOUT
+    while True:
+        if proc.poll() is not None:
+            os.unlink(pid_file)
+            raise click.ClickException(
+                f"the server exited at start (code {proc.returncode}); see {log_path}"
+            )
+        with open(log_path, "rb") as fh:
+            fh.seek(log_start)
+            if b"robustmq: data directory" in fh.read():
+                break
+        if time.monotonic() > deadline:
+            proc.terminate()
+            os.unlink(pid_file)
+            raise click.ClickException(
+                f"the server did not finish starting in {_DAEMON_START_TIMEOUT:g} s "
+                f"(stopped it); see {log_path}"
+            )
+        time.sleep(0.05)
     click.echo(f"robustmq: started in the background, PID {proc.pid}, log {log_path}")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -223,3 +224,34 @@ def test_start_lifts_the_open_files_limit_for_max_connections(tmp_path):
         assert _soft_nofile(proc.pid) >= 5000 + 1024
     finally:
         assert _stop(proc) == 0
+
+
+def test_daemon_start_reports_a_server_that_cannot_start(tmp_path):
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    pid_file = tmp_path / "rmq.pid"
+    try:
+        started = subprocess.run(
+            [
+                *SERVER,
+                "start",
+                "--daemon",
+                "--pid-file",
+                str(pid_file),
+                "--mqtt-port",
+                str(port),
+                "--data-dir",
+                str(tmp_path / "data"),
+            ],  # fmt: skip
+            capture_output=True,
+            text=True,
+            env=_env(),
+            timeout=60,
+        )
+    finally:
+        busy.close()
+    assert started.returncode != 0
+    assert "exited at start" in started.stderr and "robustmq.log" in started.stderr
+    assert not pid_file.exists()
