@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from robustmq.bridge import Bridges
 from robustmq.broker.kafka.server import KafkaBroker
 from robustmq.broker.mqtt.server import MqttBroker
 from robustmq.config import Config, StorageConfig
@@ -47,6 +48,7 @@ class Node:
         self.mqtt: MqttBroker | None = None
         self.kafka: KafkaBroker | None = None
         self.storage: StorageEngine | None = None
+        self.bridges: Bridges | None = None
         self.meta: MetaServer | None = None
         self.http: web.AppRunner | None = None
         self.listeners: list[tuple[str, str, int]] = []  # (name, host, port), once started
@@ -67,6 +69,12 @@ class Node:
                 listeners += await self.kafka.start()
             elif self.config.kafka.port:
                 log.warning("kafka listener not started: this node has no engine role")
+            bridge = self.config.bridge
+            if self.kafka is not None:
+                self.bridges = Bridges(bridge, self.mqtt, self.kafka)
+                await self.bridges.start()
+            elif bridge.mqtt_to_kafka or bridge.kafka_to_mqtt:
+                log.warning("bridges not started: this node runs no Kafka listener")
         if "meta" in self.config.node.roles:
             # Imported here: grpc and protobuf cost a tenth of a second, which the broker's
             # listeners need not wait for while the broker reads no metadata yet.
@@ -91,6 +99,8 @@ class Node:
 
     async def stop(self) -> None:
         self.ready = False
+        if self.bridges is not None:
+            await self.bridges.stop()
         if self.http is not None:
             await self.http.cleanup()
         if self.kafka is not None:
