@@ -42,5 +42,6 @@ def compiled(module: ModuleType) -> bool:
 mqtt = load("mqtt_codec")
 trie = load("topic_trie")
 segment_io = load("segment_io")
+kafka = load("kafka_codec")  # after segment_io: the Kafka codec uses its CRC32C
 
-__all__ = ["NO_EXTENSIONS", "compiled", "load", "mqtt", "segment_io", "trie"]
+__all__ = ["NO_EXTENSIONS", "compiled", "kafka", "load", "mqtt", "segment_io", "trie"]

@@ -8,8 +8,8 @@ as the field's default. Flexible versions (KIP-482) use compact strings, bytes a
 and carry tagged fields; unknown tags are skipped. Record data (``records`` fields) stays
 opaque bytes: only record batch headers are parsed (``parse_batches``), never the records
 in them, and nothing is ever decompressed. Malformed input raises ``KafkaInvalidRequest``
-with the byte offset. The compiled twin of this module comes in a later slice; there is
-no I/O and no broker behaviour here.
+with the byte offset. ``_kafka_codec.pyx`` is the compiled twin with the same API
+(``__all__``); there is no I/O and no broker behaviour here.
 """
 
 from __future__ import annotations
@@ -37,6 +37,31 @@ _F64 = struct.Struct(">d")
 _HEADER = struct.Struct(">hhi")  # api_key, api_version, correlation_id
 
 Buffer = bytes | bytearray | memoryview
+
+# The API both twins share (the compiled one re-exports the names it does not redefine).
+__all__ = [
+    "BATCH_HEADER_SIZE",
+    "LOG_OVERHEAD",
+    "BatchHeader",
+    "Buffer",
+    "Decode",
+    "Encode",
+    "Reader",
+    "RequestHeader",
+    "body_codec",
+    "decode_request",
+    "decode_request_header",
+    "decode_response",
+    "encode_request",
+    "encode_response",
+    "field_default",
+    "is_flexible",
+    "parse_batches",
+    "response_header_version",
+    "split_frames",
+    "struct_codec",
+    "write_uvarint",
+]
 
 
 class Reader:

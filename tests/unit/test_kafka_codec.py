@@ -1,15 +1,19 @@
-"""The Kafka codec (robustmq/_core/kafka_codec.py) against its spec table and real bytes.
+"""The Kafka codec, both twins (kafka_codec.py and the compiled _kafka_codec), against its
+spec table, real bytes and each other.
 
 Round trips: for every API, version and direction in the table, hypothesis builds bodies
 from the field definitions themselves and checks decode(encode(x)) == x. Captured bytes:
 requests kafka-python 3.0.12 and confluent-kafka 2.16.1 (librdkafka) sent to this broker,
 decoded field by field. Fuzz: arbitrary and mutated frames raise a ``KafkaError`` (never
 anything else). Record batches: header parsing, CRC32C checking, refused old formats.
+Every test taking ``codec`` runs once per twin (ids py/c); the twin tests feed the same
+random and mutated frames to both and require the same result or the same error.
 """
 
 from __future__ import annotations
 
 import struct
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -26,6 +30,27 @@ from robustmq.errors import (
     KafkaUnsupportedForMessageFormat,
     KafkaUnsupportedVersion,
 )
+
+try:
+    from robustmq._core import _kafka_codec as c_codec
+except ImportError:  # not built: the c tests skip, the twin tests fail loudly
+    c_codec = None
+
+NOT_BUILT = "the compiled _kafka_codec is not built (python setup.py build_ext --inplace)"
+TWINS: dict[str, ModuleType | None] = {"py": kc, "c": c_codec}
+
+
+# The fixture is a module, not per-test state, so hypothesis may reuse it across examples.
+TWIN_CHECKS = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+
+
+@pytest.fixture(params=["py", "c"], ids=["py", "c"])
+def codec(request: pytest.FixtureRequest) -> ModuleType:
+    module = TWINS[request.param]
+    if module is None:
+        pytest.skip(NOT_BUILT)
+    return module
+
 
 _INTS = {
     "int8": (-(2**7), 2**7 - 1),
@@ -103,19 +128,21 @@ CASES = [
     CASES,
     ids=[f"{APIS[k].name}-v{v}-{'resp' if r else 'req'}" for k, v, r in CASES],
 )
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=15, deadline=None, suppress_health_check=TWIN_CHECKS)
 @given(data=st.data())
-def test_round_trip_every_api_version(api_key: int, version: int, response: bool, data) -> None:
+def test_round_trip_every_api_version(
+    codec: ModuleType, api_key: int, version: int, response: bool, data
+) -> None:
     msg = APIS[api_key].response if response else APIS[api_key].request
     flexible = in_range(version, msg.flexible)
     body = data.draw(_struct(msg.fields, version))
     if response:
-        frame = kc.encode_response(api_key, version, 42, body)
-        correlation_id, decoded = kc.decode_response(api_key, version, frame[4:])
+        frame = codec.encode_response(api_key, version, 42, body)
+        correlation_id, decoded = codec.decode_response(api_key, version, frame[4:])
     else:
-        frame = kc.encode_request(api_key, version, 42, "client-1", body)
-        header, decoded = kc.decode_request(frame[4:])
-        assert header == kc.RequestHeader(api_key, version, 42, "client-1")
+        frame = codec.encode_request(api_key, version, 42, "client-1", body)
+        header, decoded = codec.decode_request(frame[4:])
+        assert header == codec.RequestHeader(api_key, version, 42, "client-1")
         correlation_id = header.correlation_id
     assert correlation_id == 42
     assert struct.unpack(">i", frame[:4])[0] == len(frame) - 4
@@ -159,45 +186,45 @@ EVERY_TYPE = tuple(
 
 
 @pytest.mark.parametrize("flexible", [False, True], ids=["classic", "flexible"])
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, suppress_health_check=TWIN_CHECKS)
 @given(data=st.data())
-def test_every_field_type_round_trips(flexible: bool, data) -> None:
-    decode, encode = kc.struct_codec(EVERY_TYPE, 0, flexible)
+def test_every_field_type_round_trips(codec: ModuleType, flexible: bool, data) -> None:
+    decode, encode = codec.struct_codec(EVERY_TYPE, 0, flexible)
     value = data.draw(_struct(EVERY_TYPE, 0))
     out = bytearray()
     encode(out, value)
-    reader = kc.Reader(out)
+    reader = codec.Reader(out)
     decoded = decode(reader)
     assert reader.pos == len(out)
     expected = _normalized(EVERY_TYPE, 0, flexible, value)
     assert _drop_defaults(EVERY_TYPE, 0, decoded) == _drop_defaults(EVERY_TYPE, 0, expected)
 
 
-def test_varints_use_zigzag_and_compact_lengths_add_one() -> None:
-    _, encode = kc.struct_codec((f("v", "varint"), f("s", "string")), 0, True)
+def test_varints_use_zigzag_and_compact_lengths_add_one(codec: ModuleType) -> None:
+    _, encode = codec.struct_codec((f("v", "varint"), f("s", "string")), 0, True)
     out = bytearray()
     encode(out, {"v": -1, "s": "ab"})
     assert bytes(out) == b"\x01" + b"\x03ab" + b"\x00"
 
 
-def test_flexible_versions_use_header_v2_and_compact_fields() -> None:
-    frame = kc.encode_request(3, 9, 1, "c", {"topics": [{"name": "ab"}]})
+def test_flexible_versions_use_header_v2_and_compact_fields(codec: ModuleType) -> None:
+    frame = codec.encode_request(3, 9, 1, "c", {"topics": [{"name": "ab"}]})
     # size, api key 3, v9, correlation 1, client id "c", empty header tags, then a compact
     # array of one (0x02) holding the compact string "ab" (0x03) and its empty tag buffer.
     assert frame[4:].hex() == "000300090000000100016300" + "02" + "03" + "6162" + "00" + "01000000"
 
 
-def test_api_versions_response_header_is_v0_even_when_flexible() -> None:
-    frame = kc.encode_response(18, 3, 9, {"api_keys": []})
+def test_api_versions_response_header_is_v0_even_when_flexible(codec: ModuleType) -> None:
+    frame = codec.encode_response(18, 3, 9, {"api_keys": []})
     assert frame[4:8] == b"\x00\x00\x00\x09"
     assert frame[8:10] == b"\x00\x00"  # error_code right after the correlation id
 
 
-def test_unknown_tagged_fields_are_skipped() -> None:
+def test_unknown_tagged_fields_are_skipped(codec: ModuleType) -> None:
     # Metadata v9 request with an extra tag 7 of 3 bytes on the body.
     body = bytes.fromhex("00" + "01" + "00" + "00") + bytes([1, 7, 3]) + b"xyz"
     frame = bytes.fromhex("000300090000000100016300") + body
-    _, decoded = kc.decode_request(frame)
+    _, decoded = codec.decode_request(frame)
     assert decoded["topics"] is None and decoded["allow_auto_topic_creation"] is True
 
 
@@ -222,38 +249,38 @@ LIBRDKAFKA = {
 }
 
 
-def test_decodes_kafka_python_requests() -> None:
-    header, body = kc.decode_request(bytes.fromhex(KAFKA_PYTHON["api_versions_v3"]))
-    assert header == kc.RequestHeader(18, 3, 2, "kp")
+def test_decodes_kafka_python_requests(codec: ModuleType) -> None:
+    header, body = codec.decode_request(bytes.fromhex(KAFKA_PYTHON["api_versions_v3"]))
+    assert header == codec.RequestHeader(18, 3, 2, "kp")
     assert body == {"client_software_name": "kafka-python", "client_software_version": "3.0.12"}
-    _, body = kc.decode_request(bytes.fromhex(KAFKA_PYTHON["metadata_v9"]))
+    _, body = codec.decode_request(bytes.fromhex(KAFKA_PYTHON["metadata_v9"]))
     assert body["topics"] == [] and body["allow_auto_topic_creation"] is True  # no topics
-    header, body = kc.decode_request(bytes.fromhex(KAFKA_PYTHON["produce_v9"]))
+    header, body = codec.decode_request(bytes.fromhex(KAFKA_PYTHON["produce_v9"]))
     assert (header.api_key, header.api_version, header.client_id) == (0, 9, "kp")
     assert body["acks"] == -1 and body["timeout_ms"] == 30000
     [topic] = body["topic_data"]
     [part] = topic["partition_data"]
     assert topic["name"] == "cap" and part["index"] == 0
-    [batch] = kc.parse_batches(part["records"])
+    [batch] = codec.parse_batches(part["records"])
     assert (batch.magic, batch.record_count, batch.base_timestamp) == (2, 1, 1700000000000)
     assert batch.producer_id == -1 and batch.compression == 0
     assert part["records"].endswith(b"\x02k\x02v\x00")  # key "k", value "v", no headers
 
 
-def test_api_versions_v4_is_read_far_enough_to_refuse() -> None:
+def test_api_versions_v4_is_read_far_enough_to_refuse(codec: ModuleType) -> None:
     frame = bytes.fromhex(KAFKA_PYTHON["api_versions_v4"])
-    header, _ = kc.decode_request_header(frame)
-    assert header == kc.RequestHeader(18, 4, 1, "kp")
+    header, _ = codec.decode_request_header(frame)
+    assert header == codec.RequestHeader(18, 4, 1, "kp")
     with pytest.raises(KafkaUnsupportedVersion):
-        kc.decode_request(frame)
+        codec.decode_request(frame)
 
 
-def test_decodes_librdkafka_requests() -> None:
-    header, body = kc.decode_request(bytes.fromhex(LIBRDKAFKA["api_versions_v3"]))
+def test_decodes_librdkafka_requests(codec: ModuleType) -> None:
+    header, body = codec.decode_request(bytes.fromhex(LIBRDKAFKA["api_versions_v3"]))
     assert header.client_id == "ck"
     assert body["client_software_name"] == "confluent-kafka-python"
     assert body["client_software_version"] == "2.16.1-rdkafka-2.16.0"
-    _, body = kc.decode_request(bytes.fromhex(LIBRDKAFKA["metadata_v9"]))
+    _, body = codec.decode_request(bytes.fromhex(LIBRDKAFKA["metadata_v9"]))
     assert body["topics"] == [{"name": "cap"}]
     assert body["allow_auto_topic_creation"] is True
 
@@ -267,80 +294,80 @@ def test_supported_is_the_table() -> None:
 # --- frames ---------------------------------------------------------------------------
 
 
-def test_split_frames_keeps_partial_frames() -> None:
-    a = kc.encode_request(18, 0, 1, None, {})
-    b = kc.encode_request(18, 0, 2, None, {})
-    frames, used = kc.split_frames(a + b[:5], 1 << 20)
+def test_split_frames_keeps_partial_frames(codec: ModuleType) -> None:
+    a = codec.encode_request(18, 0, 1, None, {})
+    b = codec.encode_request(18, 0, 2, None, {})
+    frames, used = codec.split_frames(a + b[:5], 1 << 20)
     assert [bytes(f) for f in frames] == [a[4:]] and used == len(a)
 
 
 @pytest.mark.parametrize("size", [-1, 0, 7, 1025])
-def test_split_frames_refuses_bad_sizes(size: int) -> None:
+def test_split_frames_refuses_bad_sizes(codec: ModuleType, size: int) -> None:
     with pytest.raises(KafkaInvalidRequest):
-        kc.split_frames(struct.pack(">i", size) + b"\x00" * 8, 1024)
+        codec.split_frames(struct.pack(">i", size) + b"\x00" * 8, 1024)
 
 
-def test_split_frames_lets_only_produce_exceed_max_other_size() -> None:
+def test_split_frames_lets_only_produce_exceed_max_other_size(codec: ModuleType) -> None:
     big = 1 << 16
     produce = struct.pack(">ih", big, 0) + b"\x00" * (big - 2)
-    frames, used = kc.split_frames(produce, 1 << 20, 1024)
+    frames, used = codec.split_frames(produce, 1 << 20, 1024)
     assert len(frames) == 1 and used == big + 4
     with pytest.raises(KafkaInvalidRequest, match="only Produce"):
-        kc.split_frames(struct.pack(">ih", big, 9) + b"\x00" * 8, 1 << 20, 1024)
+        codec.split_frames(struct.pack(">ih", big, 9) + b"\x00" * 8, 1 << 20, 1024)
     # Refused on the header alone, before the body is buffered; the api key is awaited.
-    assert kc.split_frames(struct.pack(">ib", big, 0), 1 << 20, 1024) == ([], 0)
-    small = kc.encode_request(18, 0, 1, None, {})
-    assert kc.split_frames(small, 1 << 20, 1024)[1] == len(small)
+    assert codec.split_frames(struct.pack(">ib", big, 0), 1 << 20, 1024) == ([], 0)
+    small = codec.encode_request(18, 0, 1, None, {})
+    assert codec.split_frames(small, 1 << 20, 1024)[1] == len(small)
 
 
-def test_parse_batches_refuses_counts_the_bytes_cannot_hold() -> None:
+def test_parse_batches_refuses_counts_the_bytes_cannot_hold(codec: ModuleType) -> None:
     batch = bytearray(make_batch([b"x"]))
     for count, delta in ((0, -1), (0, 0), (2, 1), (3, 0), (1, 2**31 - 1)):
         struct.pack_into(">i", batch, 23, delta)
         struct.pack_into(">i", batch, 57, count)
         struct.pack_into(">I", batch, 17, segment_io.crc32c(bytes(batch[21:])))
         with pytest.raises(KafkaCorruptMessage, match="record count"):
-            kc.parse_batches(bytes(batch))
+            codec.parse_batches(bytes(batch))
 
 
-def test_trailing_bytes_after_a_request_body_are_ignored_as_kafka_does() -> None:
-    frame = kc.encode_request(18, 0, 1, None, {})
-    assert kc.decode_request(frame[4:] + b"\x00")[1] == {}
+def test_trailing_bytes_after_a_request_body_are_ignored_as_kafka_does(codec: ModuleType) -> None:
+    frame = codec.encode_request(18, 0, 1, None, {})
+    assert codec.decode_request(frame[4:] + b"\x00")[1] == {}
     # librdkafka 2.16 AdminClient.list_topics(): Metadata v9 for all topics, 3 extra bytes.
-    header, body = kc.decode_request(bytes.fromhex(LIBRDKAFKA["metadata_v9_all"]))
+    header, body = codec.decode_request(bytes.fromhex(LIBRDKAFKA["metadata_v9_all"]))
     assert header.client_id == "rdkafka" and body["topics"] is None
 
 
-def test_unknown_api_key_is_unsupported() -> None:
+def test_unknown_api_key_is_unsupported(codec: ModuleType) -> None:
     frame = struct.pack(">hhih", 999, 0, 1, -1)
     with pytest.raises(KafkaUnsupportedVersion):
-        kc.decode_request(frame)
+        codec.decode_request(frame)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400, deadline=None, suppress_health_check=TWIN_CHECKS)
 @given(st.binary(max_size=200))
-def test_fuzz_arbitrary_frames_raise_kafka_errors_only(data: bytes) -> None:
+def test_fuzz_arbitrary_frames_raise_kafka_errors_only(codec: ModuleType, data: bytes) -> None:
     try:
-        kc.decode_request(data)
+        codec.decode_request(data)
     except KafkaError:
         pass
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400, deadline=None, suppress_health_check=TWIN_CHECKS)
 @given(st.data())
-def test_fuzz_mutated_client_frames_raise_kafka_errors_only(data) -> None:
+def test_fuzz_mutated_client_frames_raise_kafka_errors_only(codec: ModuleType, data) -> None:
     frame = bytearray(bytes.fromhex(data.draw(st.sampled_from(list(KAFKA_PYTHON.values())))))
     for _ in range(data.draw(st.integers(1, 4))):
         frame[data.draw(st.integers(0, len(frame) - 1))] = data.draw(st.integers(0, 255))
     cut = data.draw(st.integers(10, len(frame)))
     try:
-        _, body = kc.decode_request(bytes(frame[:cut]))
+        _, body = codec.decode_request(bytes(frame[:cut]))
     except KafkaError:
         return
     for topic in body.get("topic_data") or []:
         for part in topic["partition_data"]:
             try:
-                kc.parse_batches(part["records"] or b"")
+                codec.parse_batches(part["records"] or b"")
             except KafkaError:
                 pass
 
@@ -378,38 +405,146 @@ def make_batch(
     return struct.pack(">qi", 0, len(body)) + body
 
 
-def test_parse_batches_reads_headers_and_checks_crc() -> None:
+def test_parse_batches_reads_headers_and_checks_crc(codec: ModuleType) -> None:
     data = make_batch([b"a", b"bb", b"ccc"]) + make_batch([b"d"], base_timestamp=5000)
-    first, second = kc.parse_batches(data)
+    first, second = codec.parse_batches(data)
     assert (first.position, first.record_count, first.last_offset_delta) == (0, 3, 2)
     assert (first.base_timestamp, first.max_timestamp) == (1000, 1002)
     assert second.position == first.size and second.max_timestamp == 5000
     assert first.size + second.size == len(data)
 
 
-def test_parse_batches_refuses_a_bad_crc() -> None:
+def test_parse_batches_refuses_a_bad_crc(codec: ModuleType) -> None:
     data = bytearray(make_batch([b"hello"]))
     data[-2] ^= 0xFF
     with pytest.raises(KafkaCorruptMessage, match="CRC32C"):
-        kc.parse_batches(bytes(data))
+        codec.parse_batches(bytes(data))
 
 
-def test_parse_batches_refuses_truncation() -> None:
+def test_parse_batches_refuses_truncation(codec: ModuleType) -> None:
     data = make_batch([b"hello"])
     with pytest.raises(KafkaCorruptMessage):
-        kc.parse_batches(data[:-1])
+        codec.parse_batches(data[:-1])
 
 
-def test_parse_batches_refuses_message_format_v1() -> None:
+def test_parse_batches_refuses_message_format_v1(codec: ModuleType) -> None:
     data = bytearray(make_batch([b"x"]))
     data[16] = 1
     with pytest.raises(KafkaUnsupportedForMessageFormat):
-        kc.parse_batches(bytes(data))
+        codec.parse_batches(bytes(data))
 
 
-def test_base_offset_is_outside_the_crc() -> None:
+def test_base_offset_is_outside_the_crc(codec: ModuleType) -> None:
     from robustmq.storage.engine import patch_base_offset
 
     data = patch_base_offset(make_batch([b"x", b"y"]), 12345, 0)
-    [h] = kc.parse_batches(data)
+    [h] = codec.parse_batches(data)
     assert h.base_offset == 12345
+
+
+# --- the twins against each other -----------------------------------------------------
+
+
+def _outcome(fn: Any, *args: Any) -> Any:
+    """What a call gives: its result, or its error's class and arguments (message, offset)."""
+    try:
+        result = fn(*args)
+    except Exception as exc:  # compared whatever it is: both twins must fail alike
+        return ("raised", type(exc), exc.args)
+    if isinstance(result, tuple) and result and isinstance(result[0], list):
+        return ([bytes(x) for x in result[0]], *result[1:])  # split_frames' memoryviews
+    return result
+
+
+def _both(fn_name: str, *args: Any) -> Any:
+    assert c_codec is not None, NOT_BUILT
+    py = _outcome(getattr(kc, fn_name), *args)
+    c = _outcome(getattr(c_codec, fn_name), *args)
+    assert py == c, f"{fn_name}: pure {py!r} != compiled {c!r}"
+    return py
+
+
+def _mutate(data: Any, frame: bytes) -> bytes:
+    buf = bytearray(frame)
+    for _ in range(data.draw(st.integers(0, 4))):
+        buf[data.draw(st.integers(0, len(buf) - 1))] = data.draw(st.integers(0, 255))
+    return bytes(buf[: data.draw(st.integers(0, len(buf)))])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=120))
+def test_twins_agree_on_arbitrary_bytes(data: bytes) -> None:
+    _both("decode_request", data)
+    _both("split_frames", data, 64, 32)
+    _both("parse_batches", data)
+    for api_key, version in ((0, 8), (1, 12), (3, 9), (18, 3)):
+        _both("decode_response", api_key, version, data)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.data())
+def test_twins_agree_on_mutated_real_frames(data) -> None:
+    frame = bytes.fromhex(
+        data.draw(st.sampled_from(list(KAFKA_PYTHON.values()) + list(LIBRDKAFKA.values())))
+    )
+    mutated = _mutate(data, frame)
+    decoded = _both("decode_request", mutated)
+    _both("split_frames", struct.pack(">i", len(mutated)) + mutated, 1 << 20, 1 << 10)
+    if isinstance(decoded, tuple) and decoded[0] != "raised":
+        for topic in decoded[1].get("topic_data") or []:
+            for part in topic["partition_data"]:
+                _both("parse_batches", part["records"] or b"")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_twins_agree_on_mutated_record_batches(data) -> None:
+    values = data.draw(st.lists(st.binary(max_size=8), min_size=1, max_size=4))
+    batch = make_batch(values, attributes=data.draw(st.sampled_from([0, 1, 0x10])))
+    _both("parse_batches", _mutate(data, batch + batch))
+
+
+@pytest.mark.parametrize(
+    ("api_key", "version", "response"),
+    CASES[::3],
+    ids=[f"{APIS[k].name}-v{v}-{'resp' if r else 'req'}" for k, v, r in CASES[::3]],
+)
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_twins_encode_the_same_bytes_and_decode_mutations_alike(
+    api_key: int, version: int, response: bool, data
+) -> None:
+    msg = APIS[api_key].response if response else APIS[api_key].request
+    body = data.draw(_struct(msg.fields, version))
+    if response:
+        frame = _both("encode_response", api_key, version, 7, body)
+        _both("decode_response", api_key, version, _mutate(data, frame[4:]))
+    else:
+        frame = _both("encode_request", api_key, version, 7, "c", body)
+        _both("decode_request", _mutate(data, frame[4:]))
+
+
+@pytest.mark.parametrize(
+    "varint",
+    [b"\xff" * 9 + b"\x01", b"\xff" * 9 + b"\x7f", b"\xff" * 10 + b"\x01", b"\x80" * 11],
+    ids=["64-bit", "70-bit", "11-byte", "endless"],
+)
+def test_twins_agree_on_oversized_varints(varint: bytes) -> None:
+    # A compact length, a varlong field and a tag count fed the same varint.
+    _both("decode_request", bytes.fromhex("000300090000000100016300") + varint)
+    fields = (f("v", "varlong"),)
+    for module in (kc, c_codec):
+        assert module is not None, NOT_BUILT
+    py_dec, _ = kc.struct_codec(fields, 0, True)
+    c_dec, _ = c_codec.struct_codec(fields, 0, True)
+    assert _outcome(lambda: py_dec(kc.Reader(varint))) == _outcome(
+        lambda: c_dec(c_codec.Reader(varint))
+    )
+
+
+def test_compiled_twin_is_selected_unless_disabled() -> None:
+    from robustmq import _core
+
+    assert _core.kafka is (kc if _core.NO_EXTENSIONS or c_codec is None else c_codec)
+    assert c_codec is not None, NOT_BUILT
+    assert set(kc.__all__) <= set(dir(c_codec))

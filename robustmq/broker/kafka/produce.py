@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from robustmq._core.kafka_codec import RequestHeader, parse_batches
+from robustmq._core import kafka
+from robustmq._core.kafka_codec import RequestHeader
 from robustmq.errors import (
     KafkaCorruptMessage,
     KafkaError,
@@ -55,7 +56,7 @@ async def handle_produce(
 async def _append(broker: KafkaBroker, topic: str, partition: int, records: bytes | None) -> int:
     if not records:
         raise KafkaCorruptMessage("produce request without record batches")
-    batches = parse_batches(records)
+    batches = kafka.parse_batches(records)
     if await broker.topics.ensure(topic) is None:
         raise KafkaUnknownTopicOrPartition(f"topic {topic!r} does not exist")
     shard = broker.topics.shard(topic, partition)

@@ -23,7 +23,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-from robustmq._core import kafka_codec
+from robustmq._core import kafka
+from robustmq._core.kafka_codec import RequestHeader
 from robustmq._core.kafka_spec import APIS
 from robustmq.broker.kafka import admin, coordinator, fetch, metadata, offsets, produce, producers
 from robustmq.broker.kafka.coordinator import GroupCoordinator
@@ -35,7 +36,7 @@ from robustmq.storage import StorageEngine
 log = logging.getLogger(__name__)
 
 Handler = Callable[
-    ["KafkaBroker", "KafkaConnection", kafka_codec.RequestHeader, dict[str, Any]],
+    ["KafkaBroker", "KafkaConnection", RequestHeader, dict[str, Any]],
     Awaitable[dict[str, Any] | None],
 ]
 
@@ -145,15 +146,15 @@ class KafkaBroker:
         """The response frame to one request frame; None when no response is due (acks=0).
 
         Raises ``KafkaError`` when the connection has to be closed."""
-        header, reader = kafka_codec.decode_request_header(frame)
+        header, reader = kafka.decode_request_header(frame)
         try:
-            decode, _ = kafka_codec.body_codec(header.api_key, header.api_version, response=False)
+            decode, _ = kafka.body_codec(header.api_key, header.api_version, response=False)
         except KafkaUnsupportedVersion:
             if header.api_key != 18:
                 raise
             # KIP-511: ApiVersions answers in v0 with the versions it does support.
             self.stats["unsupported_versions"] += 1
-            return kafka_codec.encode_response(
+            return kafka.encode_response(
                 18,
                 0,
                 header.correlation_id,
@@ -166,7 +167,7 @@ class KafkaBroker:
         self.stats["requests"] += 1
         # By API key and top-level error code, exported as robustmq_kafka_requests_total.
         self.stats[f"api {header.api_key} {response.get('error_code', 0)}"] += 1
-        return kafka_codec.encode_response(
+        return kafka.encode_response(
             header.api_key, header.api_version, header.correlation_id, response
         )
 
@@ -180,7 +181,7 @@ class KafkaConnection(asyncio.Protocol):
         self.port = broker.config.port
         self.client_id: str | None = None
         self._buf = bytearray()
-        self._queue: collections.deque[bytes] = collections.deque()
+        self._queue: collections.deque[memoryview] = collections.deque()
         self._queued_bytes = 0
         self._worker: asyncio.Task[None] | None = None
         self._paused = False
@@ -216,7 +217,7 @@ class KafkaConnection(asyncio.Protocol):
         self._buf += data
         max_size = self.broker.config.max_request_size
         try:
-            frames, used = kafka_codec.split_frames(
+            frames, used = kafka.split_frames(
                 self._buf, max_size, min(max_size, MAX_NON_PRODUCE_REQUEST)
             )
         except KafkaError as exc:
@@ -224,10 +225,11 @@ class KafkaConnection(asyncio.Protocol):
             return
         if not frames:
             return
-        self._queue.extend(bytes(f) for f in frames)
+        # The frames stay views of the bytes they arrived in, never copied: the buffer
+        # they point into is handed over to them and a new one holds what follows.
+        self._queue.extend(frames)
         self._queued_bytes += used
-        del frames
-        del self._buf[:used]
+        self._buf = self._buf[used:] if used < len(self._buf) else bytearray()
         if (
             (len(self._queue) >= _MAX_QUEUED or self._queued_bytes >= max_size)
             and not self._paused
@@ -243,7 +245,7 @@ class KafkaConnection(asyncio.Protocol):
             frame = self._queue.popleft()
             self._queued_bytes -= len(frame) + 4
             try:
-                response = await self.broker.dispatch(self, memoryview(frame))
+                response = await self.broker.dispatch(self, frame)
             except KafkaError as exc:
                 self.fail(exc)
                 return
