@@ -443,6 +443,16 @@ def kafka_error_code(exc: BaseException) -> int:
     return -1
 
 
+def kafka_error_name(code: int) -> str:
+    """The protocol guide's name of a Kafka error code, for messages a client prints
+    (``KafkaUnknownTopicOrPartition`` -> ``UNKNOWN_TOPIC_OR_PARTITION``)."""
+    cls = _REGISTRY.get(("kafka", code))
+    if cls is None:
+        return "UNKNOWN_SERVER_ERROR" if code == -1 else f"error code {code}"
+    words = "".join("_" + c if c.isupper() else c for c in cls.__name__.removeprefix("Kafka"))
+    return words.lstrip("_").upper()
+
+
 # The REST API's errors: the HTTP status, a stable code string and, for bad input, the field.
 
 

@@ -1,9 +1,10 @@
 """``robustmq-bench``: the load tool users run against a deployed broker.
 
-Only the command-line surface lives here: ``robustmq-bench mqtt conn|pub|sub`` and their
-options, turned into a validated ``MqttBenchConfig`` (a bad value is a usage error naming
-the option), then the run and the final report on stdout (text or one JSON object). The
-load engine is ``robustmq.bench``. Protocols are groups: ``kafka`` will sit next to ``mqtt``.
+Only the command-line surface lives here: ``robustmq-bench mqtt conn|pub|sub`` and
+``robustmq-bench kafka produce|consume`` and their options, turned into a validated
+``MqttBenchConfig`` or ``KafkaBenchConfig`` (a bad value is a usage error naming the
+option), then the run and the final report on stdout (text or one JSON object). The load
+engine is ``robustmq.bench``. Protocols are groups.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from typing import Any
 
 import click
 
-from robustmq.bench import report, runner
+from robustmq.bench import kafka_report, kafka_worker, report, runner
 from robustmq.bench.config import MqttBenchConfig, TlsOptions
+from robustmq.bench.kafka_config import COMPRESSIONS, OFFSET_RESETS, KafkaBenchConfig
 from robustmq.bench.mqtt_worker import run_worker
 from robustmq.errors import BenchError, ConfigError
 
@@ -208,6 +210,167 @@ def sub(output: str, **options: Any) -> None:
     """Subscribe --clients subscribers and report what arrives from robustmq-bench
     publishers in other processes: rates, latency, duplicates, sequence gaps."""
     _run(_config("sub", output=output, **options), output)
+
+
+# ---------------------------------------------------------------------------- kafka
+
+_KAFKA_CONNECTION = _apply(
+    [
+        click.option("--bootstrap", help="Broker as HOST:PORT (instead of --host/--port)."),
+        click.option("--host", default=None, help="Broker host.  [default: 127.0.0.1]"),
+        click.option("--port", type=int, default=None, help="Broker Kafka port.  [default: 9092]"),
+        click.option("--topic", default="robustmq-bench", show_default=True, help="Topic."),
+        click.option(
+            "--duration",
+            type=float,
+            default=None,
+            help="Seconds to run (default 10 unless --count is given).",
+        ),
+        click.option(
+            "--connect-timeout", default=10.0, show_default=True, help="Seconds per connect."
+        ),
+        click.option(
+            "--fetch-max-wait-ms",
+            default=500,
+            show_default=True,
+            help="Consumers: longest wait of a Fetch for data (long polling).",
+        ),
+        click.option(
+            "--partition-max-bytes",
+            default=8_388_608,
+            show_default=True,
+            help="Consumers: most bytes a Fetch returns per partition.",
+        ),
+        click.option(
+            "--workers",
+            default=1,
+            show_default=True,
+            help="Processes to spread the clients over (one event loop each).",
+        ),
+        click.option(
+            "--output",
+            type=click.Choice(["text", "json"]),
+            default="text",
+            show_default=True,
+            help="Final report format on stdout.",
+        ),
+    ]
+)
+_ACKS = {"0": 0, "1": 1, "-1": -1, "all": -1}
+
+
+def _kafka_config(mode: str, **options: Any) -> KafkaBenchConfig:
+    bootstrap = options.pop("bootstrap")
+    if bootstrap is not None:
+        if options["host"] is not None or options["port"] is not None:
+            raise click.UsageError("--bootstrap: give either --bootstrap or --host/--port")
+        host, _, port = bootstrap.rpartition(":")
+        if not host or not port.isdigit():
+            raise click.UsageError(f"--bootstrap: bad value {bootstrap!r}; allowed: HOST:PORT")
+        options["host"], options["port"] = host.strip("[]"), int(port)
+    options["host"] = options["host"] or "127.0.0.1"
+    options["port"] = 9092 if options["port"] is None else options["port"]
+    options.pop("output")
+    if options.get("duration") is None:
+        options["duration"] = 0.0 if options.get("count") else 10.0
+    try:
+        return KafkaBenchConfig(mode=mode, run_id=secrets.randbits(32), **options)
+    except ConfigError as exc:
+        option = "--" + exc.key.replace("_", "-")
+        raise click.UsageError(
+            f"{option}: bad value {exc.value!r}; allowed: {exc.allowed}"
+        ) from None
+
+
+def _run_kafka(cfg: KafkaBenchConfig, output: str) -> None:
+    progress = sys.stderr if sys.stderr.isatty() else None
+    try:
+        outcome = runner.run(cfg, kafka_worker.run_worker, progress)
+    except BenchError as exc:
+        raise click.ClickException(str(exc)) from None
+    result = kafka_report.build(cfg, outcome.results, outcome.window_s, outcome.interrupted)
+    if output == "json":
+        click.echo(json.dumps(result))
+    else:
+        click.echo(kafka_report.render_text(result))
+    if outcome.interrupted:
+        sys.exit(130)
+
+
+@main.group()
+def kafka() -> None:
+    """Kafka load with RobustMQ's own client: produce, consume."""
+
+
+@kafka.command()
+@_KAFKA_CONNECTION
+@click.option("--clients", default=1, show_default=True, help="Producers (one connection each).")
+@click.option(
+    "--rate",
+    default=0.0,
+    show_default=True,
+    help="Records/s per producer (0: as fast as possible).",
+)
+@click.option("--size", default=100, show_default=True, help="Record value bytes (at least 24).")
+@click.option("--count", default=0, help="Records per producer (instead of --duration).")
+@click.option(
+    "--acks", type=click.Choice(list(_ACKS)), default="1", show_default=True, help="Produce acks."
+)
+@click.option(
+    "--linger-ms", default=5.0, show_default=True, help="How long a batch waits to fill (--rate)."
+)
+@click.option(
+    "--batch-bytes",
+    default=1_048_576,
+    show_default=True,
+    help="Most bytes of records a batch holds.",
+)
+@click.option(
+    "--partitions",
+    default=0,
+    show_default=True,
+    help="Partitions of the topic when it has to be created (0: the broker's default).",
+)
+@click.option(
+    "--compression", type=click.Choice(list(COMPRESSIONS)), default="none", show_default=True
+)
+@click.option(
+    "--inflight", default=5, show_default=True, help="Produce requests in flight per producer."
+)
+@click.option("--consume", is_flag=True, help="Also consume, for end-to-end latency and losses.")
+@click.option("--consumers", default=1, show_default=True, help="Consumers with --consume.")
+@click.option(
+    "--drain",
+    default=5.0,
+    show_default=True,
+    help="Most seconds to wait for answers and records after.",
+)
+def produce(output: str, consume: bool, **options: Any) -> None:
+    """Produce from --clients producers; with --consume, consume too and report end-to-end
+    latency, losses, duplicates and reordering."""
+    if not consume:
+        options["consumers"] = 0
+    options["acks"] = _ACKS[options["acks"]]
+    _run_kafka(_kafka_config("produce", output=output, **options), output)
+
+
+@kafka.command()
+@_KAFKA_CONNECTION
+@click.option("--clients", default=1, show_default=True, help="Consumers (one connection each).")
+@click.option(
+    "--group", default="", help="Resume from and commit to this group's offsets (no rebalancing)."
+)
+@click.option(
+    "--offset-reset",
+    type=click.Choice(list(OFFSET_RESETS)),
+    default="latest",
+    show_default=True,
+    help="Where to start on a partition without a committed offset.",
+)
+def consume(output: str, **options: Any) -> None:
+    """Consume the topic with --clients consumers (partitions split between them) and report
+    what arrives from robustmq-bench producers: rates, latency, duplicates, sequence gaps."""
+    _run_kafka(_kafka_config("consume", output=output, **options), output)
 
 
 if __name__ == "__main__":
