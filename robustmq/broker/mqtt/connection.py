@@ -232,6 +232,7 @@ class MqttConnection(asyncio.Protocol):
         """Hands every complete packet in ``data`` to its handler; returns the bytes not
         handled yet: the incomplete tail, or everything after a CONNECT whose
         authenticators are still deciding (empty once the connection is closing)."""
+        handlers = _HANDLERS
         while data and not self.closing:
             try:
                 packets, consumed = self.decoder.decode(data)
@@ -239,6 +240,16 @@ class MqttConnection(asyncio.Protocol):
                 self.violation(exc.reason_code, str(exc))
                 return b""
             for i, packet in enumerate(packets):
+                if self.connected:  # the common case, without _dispatch's checks
+                    handler = handlers.get(packet.packet_type)
+                    if handler is not None:
+                        try:
+                            handler(self, packet)
+                        except Exception:
+                            self._handler_failed(packet)
+                        if self.closing:
+                            return b""
+                        continue
                 if not self._dispatch(packet):
                     return b""
                 if self._awaiting_authenticators():
@@ -266,11 +277,13 @@ class MqttConnection(asyncio.Protocol):
         try:
             handler(self, packet)
         except Exception:
-            # A bug of ours must cost this client its connection, not the broker.
-            log.exception("client %r: error handling %r", self.client_id, packet)
-            self.violation(ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR, "internal error")
-            return False
+            self._handler_failed(packet)
         return not self.closing
+
+    def _handler_failed(self, packet: Any) -> None:
+        # A bug of ours must cost this client its connection, not the broker.
+        log.exception("client %r: error handling %r", self.client_id, packet)
+        self.violation(ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR, "internal error")
 
     def _awaiting_authenticators(self) -> bool:
         """A CONNECT is waiting for an asynchronous authenticator (not an AUTH exchange,
