@@ -23,6 +23,8 @@ class Message:
         "properties",
         "sender",
         "expires_at",
+        "_key",
+        "_shape",
         "_shapes",
     )
 
@@ -47,7 +49,11 @@ class Message:
             if interval is not None:
                 self.expires_at = time.monotonic() + interval
         self.properties = properties or None
-        self._shapes: dict[Any, tuple[bytes, bytes]] = {}
+        # The first shape encoded sits in two slots; a dict only for a second shape. Most
+        # messages go to one subscriber or to many of one shape.
+        self._key: Any = None
+        self._shape: tuple[bytes, bytes] | None = None
+        self._shapes: dict[Any, tuple[bytes, bytes]] | None = None
 
     def expired(self, now: float) -> bool:
         return self.expires_at != 0.0 and now >= self.expires_at
@@ -74,9 +80,12 @@ class Message:
             if sub_ids or alias
             else (version << 3) | (qos << 1) | retain
         )
-        cached = self._shapes.get(key)
-        if cached is not None:
-            return cached
+        if key == self._key:
+            return self._shape  # type: ignore[return-value]
+        if self._shapes is not None:
+            cached = self._shapes.get(key)
+            if cached is not None:
+                return cached
         props = self.properties
         if version == 5 and (sub_ids or self.expires_at or alias):
             props = dict(props or {})
@@ -97,7 +106,12 @@ class Message:
                 b"",
             )
         if not self.expires_at:
-            self._shapes[key] = shape
+            if self._key is None:
+                self._key, self._shape = key, shape
+            else:
+                if self._shapes is None:
+                    self._shapes = {}
+                self._shapes[key] = shape
         return shape
 
 
