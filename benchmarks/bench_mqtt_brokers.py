@@ -23,14 +23,14 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
+
+from broker_process import Broker, free_port
 
 BENCH = [sys.executable, "-m", "robustmq.cli.bench", "mqtt"]
 
@@ -43,12 +43,6 @@ SCENARIOS: dict[str, tuple[str, list[str]]] = {
     "f": ("latency QoS 0 5 x 1,000 msg/s", ["pub", "--clients", "5", "--subs", "5", "--sub-topic", "bench/%i", "--rate", "1000"]),
     "g": ("connection storm", ["conn", "--max-pending", "64"]),
 }  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def robustmq_command(port: int, workdir: str) -> list[str]:
@@ -76,60 +70,6 @@ def template_command(template: str) -> Callable[[int, str], list[str]]:
         return ["sh", "-c", "exec " + template.format(port=port, dir=workdir)]
 
     return command
-
-
-class Broker:
-    """One broker process in its own session, stopped by its process group."""
-
-    def __init__(self, command: list[str], port: int, log_path: str) -> None:
-        self.port = port
-        self.log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            command, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"broker exited at start ({command[0]}); see {log_path}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                return
-            except OSError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"broker not listening on {port} after 30 s; see {log_path}")
-
-    def rss_kb(self) -> int:
-        """Resident memory of the process listening (the session leader, or its child)."""
-        total = 0
-        for pid in [self.proc.pid, *_children(self.proc.pid)]:
-            try:
-                with open(f"/proc/{pid}/status") as status:
-                    for line in status:
-                        if line.startswith("VmRSS:"):
-                            total += int(line.split()[1])
-            except FileNotFoundError:
-                pass
-        return total
-
-    def stop(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        except ProcessLookupError:
-            pass
-        self.log.close()
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(p) for p in f.read().split()]
-    except FileNotFoundError:
-        return []
 
 
 def run_bench(args: list[str], timeout: float, broker: Broker | None = None) -> dict[str, Any]:
