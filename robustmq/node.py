@@ -1,12 +1,13 @@
 """Starts and stops the roles of one process.
 
 A node runs any subset of the roles ``meta``, ``broker`` and ``engine``
-(``[node] roles``). Today the broker role serves MQTT (sessions in memory) and the engine
-role opens the configured storage engine under the data directory; the broker starts
-storing messages there with durable sessions, and the meta role comes with the Meta
-Service. ``run`` is what ``robustmq-server start`` calls: it
-installs the event loop (uvloop when available), opens the listeners, prints one line
-per listener and the data directory, and shuts down gracefully on SIGINT/SIGTERM.
+(``[node] roles``). The broker role serves MQTT and Kafka, the engine role opens the
+configured storage engine under the data directory, and the meta role starts first: with
+a persistent engine the broker keeps persistent sessions and retained messages in its
+``mqtt`` group (``SessionStore``, docs/durability.md). ``run`` is what
+``robustmq-server start`` calls: it installs the event loop (uvloop when available),
+opens the listeners, prints one line per listener and the data directory, and shuts down
+gracefully on SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from aiohttp import web
 
 from robustmq.bridge import Bridges
 from robustmq.broker.kafka.server import KafkaBroker
+from robustmq.broker.mqtt.persistence import MetaSessionStore, NullStore, SessionStore
 from robustmq.broker.mqtt.server import MqttBroker
 from robustmq.config import Config, StorageConfig
 from robustmq.http.server import start_http
@@ -61,23 +63,9 @@ class Node:
             self.storage = await open_engine(
                 engine_config(self.config.storage, self.config.node.data_dir)
             )
-        if "broker" in self.config.node.roles:
-            self.mqtt = MqttBroker(self.config.mqtt, str(self.config.node.id), self.config.auth)
-            listeners += await self.mqtt.start()
-            if self.config.kafka.port and self.storage is not None:
-                self.kafka = KafkaBroker(self.config.kafka, self.storage, self.config.node.id)
-                listeners += await self.kafka.start()
-            elif self.config.kafka.port:
-                log.warning("kafka listener not started: this node has no engine role")
-            bridge = self.config.bridge
-            if self.kafka is not None:
-                self.bridges = Bridges(bridge, self.mqtt, self.kafka)
-                await self.bridges.start()
-            elif bridge.mqtt_to_kafka or bridge.kafka_to_mqtt:
-                log.warning("bridges not started: this node runs no Kafka listener")
         if "meta" in self.config.node.roles:
-            # Imported here: grpc and protobuf cost a tenth of a second, which the broker's
-            # listeners need not wait for while the broker reads no metadata yet.
+            # Before the broker: it loads its persistent sessions from the meta service.
+            # Imported here: grpc and protobuf cost a tenth of a second.
             from robustmq.meta.service import start_meta_node
 
             cluster = self.config.cluster
@@ -90,12 +78,44 @@ class Node:
             )
             if self.meta.port:
                 listeners.append(("grpc", cluster.bind, self.meta.port))
+        if "broker" in self.config.node.roles:
+            self.mqtt = MqttBroker(
+                self.config.mqtt, str(self.config.node.id), self.config.auth, self._session_store()
+            )
+            listeners += await self.mqtt.start()
+            if self.config.kafka.port and self.storage is not None:
+                self.kafka = KafkaBroker(self.config.kafka, self.storage, self.config.node.id)
+                listeners += await self.kafka.start()
+            elif self.config.kafka.port:
+                log.warning("kafka listener not started: this node has no engine role")
+            bridge = self.config.bridge
+            if self.kafka is not None:
+                self.bridges = Bridges(bridge, self.mqtt, self.kafka)
+                await self.bridges.start()
+            elif bridge.mqtt_to_kafka or bridge.kafka_to_mqtt:
+                log.warning("bridges not started: this node runs no Kafka listener")
         if self.config.http.port:
             self.http, (host, port) = await start_http(self, self.config.http)
             listeners.append(("http", host, port))
         self.listeners = listeners
         self.ready = True
         return listeners
+
+    def _session_store(self) -> SessionStore:
+        """Where the broker keeps persistent sessions and retained messages: nowhere with
+        the memory engine (docs/durability.md), else the mqtt group of this node's meta
+        role, or of the cluster's meta nodes over gRPC."""
+        if self.storage is None or self.config.storage.engine == "memory":
+            return NullStore()
+        if self.meta is not None:
+            return MetaSessionStore(self.meta.host, self.storage, self.config.node.id)
+        addresses = [address for _, address in self.config.cluster.peer_addresses()]
+        if not addresses:
+            log.warning("sessions are not persisted: this node has no meta role and no peers")
+            return NullStore()
+        from robustmq.meta.client import MetaClient
+
+        return MetaSessionStore(MetaClient(addresses), self.storage, self.config.node.id)
 
     async def stop(self) -> None:
         self.ready = False

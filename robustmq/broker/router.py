@@ -18,6 +18,7 @@ from typing import Any
 
 from robustmq._core import trie
 from robustmq.broker.mqtt.message import Message
+from robustmq.broker.mqtt.persistence import NullStore, SessionStore
 from robustmq.broker.mqtt.session import Delivery, Session, SubscriptionOptions
 from robustmq.broker.mqtt.sys_topics import is_sys_topic
 from robustmq.errors import MqttError
@@ -43,6 +44,8 @@ class Router:
         self.max_retained = max_retained
         self.max_retained_payload = max_retained_payload
         self.retained_rejected = 0
+        # Where clients' retained messages are kept across restarts (the broker sets it).
+        self.store: SessionStore = NullStore()
         self._system_retained: set[str] = set()
         self._cache: dict[str, tuple[list[Any], list[Any]]] = {}
         self._plans: dict[str, list[Target] | None] = {}
@@ -234,6 +237,14 @@ class Router:
 
     # ------------------------------------------------------------------ retained
 
+    def clear_retained(self, topic: str) -> bool:
+        """Removes a topic's retained message, also from the durable store; False if it
+        had none."""
+        if not self.retained.delete(topic):
+            return False
+        self.store.retained_deleted(topic)
+        return True
+
     def retain(self, message: Message) -> None:
         """Stores, replaces or (empty payload) clears the retained message of a topic.
 
@@ -245,7 +256,7 @@ class Router:
             self.retained.set(message.topic, message)
             return
         if not message.payload:
-            self.retained.delete(message.topic)
+            self.clear_retained(message.topic)
             return
         stored = len(self.retained) - len(self._system_retained)
         if len(message.payload) > self.max_retained_payload or (
@@ -260,6 +271,7 @@ class Router:
             )
             return
         self.retained.set(message.topic, message)
+        self.store.retained_set(message)
 
     def retained_for(self, topic_filter: str) -> list[Message]:
         """Retained messages matching a filter, expired ones dropped."""
@@ -267,7 +279,7 @@ class Router:
         found = []
         for topic, message in self.retained.match(topic_filter):
             if message.expired(now):
-                self.retained.delete(topic)
+                self.clear_retained(topic)
             else:
                 found.append(message)
         return found

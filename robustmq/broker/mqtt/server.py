@@ -1,9 +1,10 @@
 """The MQTT broker of one node: listeners, the session registry, wills and expiry.
 
-``MqttBroker`` owns the sessions (in memory here, behind ``open_session`` /
-``connection_gone`` / ``end_session``, which the durable-session work backs with the Meta
-Service and the storage engine), the router and the broker-wide timers: keep-alive checks,
-session expiry and delayed wills. Connections call into it; it never parses bytes.
+``MqttBroker`` owns the sessions (in memory, behind ``open_session`` / ``connection_gone``
+/ ``end_session``, which record persistent sessions, their subscriptions and retained
+messages in a ``SessionStore`` and rebuild them from it at start), the router and the
+broker-wide timers: keep-alive checks, session expiry and delayed wills. Connections call
+into it; it never parses bytes.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -25,8 +26,15 @@ from robustmq.broker.mqtt.delayed import PREFIX as DELAYED_PREFIX
 from robustmq.broker.mqtt.delayed import DelayedPublisher
 from robustmq.broker.mqtt.listeners import start_listeners
 from robustmq.broker.mqtt.message import Message
+from robustmq.broker.mqtt.persistence import NullStore, SessionStore, StoredSession
 from robustmq.broker.mqtt.rewrite import TopicRewriter
-from robustmq.broker.mqtt.session import NEVER_EXPIRES, Session, SubscriptionOptions
+from robustmq.broker.mqtt.session import (
+    NEVER_EXPIRES,
+    Delivery,
+    Inflight,
+    Session,
+    SubscriptionOptions,
+)
 from robustmq.broker.mqtt.sys_topics import is_sys_topic, sys_topics_loop
 from robustmq.broker.router import Router
 from robustmq.errors import ConfigError, MqttError
@@ -51,9 +59,14 @@ _WILL_MESSAGE_PROPERTIES = frozenset(
 
 class MqttBroker:
     def __init__(
-        self, config: MqttConfig, node_name: str = "1", auth: AuthConfig | None = None
+        self,
+        config: MqttConfig,
+        node_name: str = "1",
+        auth: AuthConfig | None = None,
+        store: SessionStore | None = None,
     ) -> None:
         self.config = config
+        self.store: SessionStore = store if store is not None else NullStore()
         self.node_name = node_name
         self.router = Router(
             config.shared_subscription_strategy,
@@ -82,7 +95,9 @@ class MqttBroker:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> list[tuple[str, str, int]]:
-        """Opens the listeners; returns (name, host, port) for each."""
+        """Recovers stored sessions and retained messages, then opens the listeners;
+        returns (name, host, port) for each."""
+        await self.recover()
         self._servers, listeners = await start_listeners(self)
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._sweep_keep_alive()))
@@ -111,6 +126,57 @@ class MqttBroker:
         for runner in runners:
             await runner.cleanup()
         await asyncio.sleep(0)
+        await self.store.close()
+
+    async def recover(self) -> None:
+        """Rebuilds persistent sessions (offline) and retained messages from the store;
+        sessions that expired while the broker was down are dropped."""
+        sessions, retained = await self.store.load()
+        for message in retained:
+            self.router.retained.set(message.topic, message)
+        self.router.store = self.store
+        now = time.time()
+        for stored in sessions:
+            remaining = self._remaining_expiry(stored, now)
+            if remaining is not None and remaining <= 0:
+                self.store.session_deleted(stored.client_id)
+                continue
+            session = Session(
+                stored.client_id,
+                self.config.max_queued_messages,
+                self.config.queue_drop_policy == "drop_oldest",
+            )
+            session.owner = stored.owner
+            session.expiry_interval = stored.expiry_interval
+            session.persisted = True
+            session.journal = self.store.journal()
+            _restore_queue(session, stored.queued, self.config.max_queued_messages)
+            for topic_filter, options in stored.subscriptions.items():
+                self.router.subscribe(session, topic_filter, options)
+                session.subscriptions[topic_filter] = options
+            self.sessions[stored.client_id] = session
+            if stored.offline_since is None:
+                self.store.session_online(stored.client_id, stored.owner, False)
+            if remaining is not None:
+                session.expiry_handle = asyncio.get_running_loop().call_later(
+                    remaining, self.end_session, session
+                )
+        if sessions or retained:
+            log.info(
+                "recovered %d persistent sessions and %d retained messages",
+                len(self.sessions),
+                len(retained),
+            )
+
+    @staticmethod
+    def _remaining_expiry(stored: StoredSession, now: float) -> float | None:
+        """Seconds left before a recovered session expires; None: never."""
+        if stored.expiry_interval == NEVER_EXPIRES:
+            return None
+        # A session that was online when the broker stopped went offline then, which is
+        # not recorded: its expiry interval starts now.
+        offline_since = now if stored.offline_since is None else stored.offline_since
+        return stored.expiry_interval - (now - offline_since)
 
     async def _sweep_keep_alive(self) -> None:
         """Once a second: closes connections silent for 1.5 times their keep alive
@@ -133,8 +199,13 @@ class MqttBroker:
                         conn.disconnect(ReasonCode.KEEP_ALIVE_TIMEOUT)
 
     def flush_pending(self) -> None:
-        """Writes out what the read just handled produced, one write per connection."""
+        """Writes out what the read just handled produced, one write per connection;
+        after the session store has written what the read queued for persistent
+        sessions, if anything (a PUBACK promises the message is kept)."""
         pending, self.pending_flush = self.pending_flush, []
+        if self.store.appending:
+            self.store.after_appends(lambda: _flush_all(pending))
+            return
         for conn in pending:
             conn._flush()
 
@@ -174,6 +245,20 @@ class MqttBroker:
             if handle is not None:
                 handle.cancel()  # a new connection before the will delay: no will (§3.1.3.2.2)
         session.expiry_handle = session.will_handle = session.pending_will = None
+        if expiry_interval != 0:
+            if not session.persisted or session.expiry_interval != expiry_interval:
+                self.store.session_set(conn.client_id, session.owner, expiry_interval)
+                for topic_filter, options in session.subscriptions.items():
+                    if not session.persisted:  # a clean session resumed as persistent
+                        self.store.subscription_set(conn.client_id, topic_filter, options)
+                session.persisted = True
+                session.journal = self.store.journal()
+            else:
+                self.store.session_online(conn.client_id, session.owner, True)
+        elif session.persisted:  # resumed with expiry 0: it ends with this connection
+            self.store.session_deleted(conn.client_id)
+            session.persisted = False
+            session.journal = None
         session.expiry_interval = expiry_interval
         conn.session = session
         return session, present
@@ -205,6 +290,8 @@ class MqttBroker:
                 delay = min(delay, session.expiry_interval)
                 session.pending_will = (will, conn.client_id)
                 session.will_handle = loop.call_later(delay, self._fire_will, session)
+        if session.persisted and session_continues:
+            self.store.session_online(session.client_id, session.owner, False)
         if not session_continues:
             self.end_session(session)
         elif session.expiry_interval != NEVER_EXPIRES:
@@ -229,6 +316,10 @@ class MqttBroker:
         for topic_filter in session.subscriptions:
             self.router.unsubscribe(session, topic_filter)
         session.subscriptions.clear()
+        if session.persisted:
+            session.persisted = False
+            session.journal = None
+            self.store.session_deleted(session.client_id)
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
 
@@ -266,11 +357,39 @@ class MqttBroker:
     def subscribe(self, session: Session, topic_filter: str, options: SubscriptionOptions) -> bool:
         new = self.router.subscribe(session, topic_filter, options)
         session.subscriptions[topic_filter] = options
+        if session.persisted:
+            self.store.subscription_set(session.client_id, topic_filter, options)
         return new
 
     def unsubscribe(self, session: Session, topic_filter: str) -> bool:
-        session.subscriptions.pop(topic_filter, None)
+        if session.subscriptions.pop(topic_filter, None) is not None and session.persisted:
+            self.store.subscription_deleted(session.client_id, topic_filter)
         return self.router.unsubscribe(session, topic_filter)
+
+
+def _restore_queue(session: Session, queued: list[Delivery], max_queued: int) -> None:
+    """Deliveries stored for ``session`` before a restart: they may have reached the
+    client before it, so they are resent as in flight (DUP set, MQTT 5 §4.4), as many as
+    packet identifiers allow; the rest wait in the queue. A session holds at most that
+    many in flight and ``max_queued`` queued: older entries are ones the queue dropped
+    whose trim had not reached the disk."""
+    limit = 65535
+    dropped = len(queued) - (limit + max_queued)
+    if dropped > 0:
+        if session.journal is not None:
+            for delivery in queued[:dropped]:
+                session.journal.message_done(session, delivery)
+        queued = queued[dropped:]
+    for packet_id, delivery in enumerate(queued[:limit], 1):
+        session.inflight[packet_id] = Inflight(delivery)
+    session._next_packet_id = min(len(queued), limit)
+    if len(queued) > limit:
+        session.queue = deque(queued[limit:])
+
+
+def _flush_all(connections: list[MqttConnection]) -> None:
+    for conn in connections:
+        conn._flush()
 
 
 def _auto_subscriptions(entries: list[dict[str, Any]]) -> list[tuple[str, int]]:

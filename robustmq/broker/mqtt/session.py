@@ -2,9 +2,9 @@
 
 Subscriptions, QoS 1/2 messages in flight to the client, the queue of messages waiting
 for the client (offline, or beyond its Receive Maximum), and inbound QoS 2 packet ids
-awaiting PUBREL. Sessions live in memory here, owned by ``MqttBroker``; persisting them
-belongs to the Meta Service and the storage engine. Nothing here touches a socket: the
-session hands PUBLISHes to its connection, if it has one.
+awaiting PUBREL. Sessions live in memory here, owned by ``MqttBroker``, which records the
+durable part of persistent ones in its ``SessionStore`` (persistence.py). Nothing here
+touches a socket: the session hands PUBLISHes to its connection, if it has one.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from robustmq.broker.mqtt.message import Message
 
 if TYPE_CHECKING:
     from robustmq.broker.mqtt.connection import MqttConnection
+    from robustmq.broker.mqtt.persistence import QueueJournal
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,8 @@ class Session:
         "expiry_handle",
         "will_handle",
         "pending_will",
+        "persisted",
+        "journal",
         "_next_packet_id",
         "_unsent",
     )
@@ -93,6 +96,11 @@ class Session:
         self.expiry_handle: asyncio.TimerHandle | None = None
         self.will_handle: asyncio.TimerHandle | None = None
         self.pending_will: tuple[Any, str] | None = None  # (will, client id) awaiting its delay
+        # In the broker's SessionStore (a persistent session): its changes are stored.
+        self.persisted = False
+        # Where its queued QoS 1/2 deliveries are written until acknowledged (a
+        # persistent session with a persistent storage engine), else None.
+        self.journal: QueueJournal | None = None
         self._next_packet_id = 0
         # At least the number of in-flight entries waiting to be resent (sent=False): an
         # acknowledgement looks for one to resend only when this is not zero.
@@ -133,8 +141,12 @@ class Session:
                 )
             if not self.drop_oldest or not self.queue:
                 return
-            self.queue.popleft()
+            dropped = self.queue.popleft()
+            if self.journal is not None:
+                self.journal.message_done(self, dropped)
         self.queue.append(delivery)
+        if self.journal is not None:
+            self.journal.message_queued(self, delivery)
 
     def _send(self, conn: MqttConnection, delivery: Delivery) -> None:
         packet_id = self._next_packet_id % 65535 + 1
@@ -161,13 +173,18 @@ class Session:
         while self.queue and len(self.inflight) < conn.send_quota and not conn.paused:
             delivery = self.queue.popleft()
             if delivery.message.expired(now):
+                if self.journal is not None:
+                    self.journal.message_done(self, delivery)
                 continue
             self._send(conn, delivery)
 
     def acknowledge(self, packet_id: int) -> bool:
         """PUBACK or PUBCOMP: the delivery is complete."""
-        if self.inflight.pop(packet_id, None) is None:
+        entry = self.inflight.pop(packet_id, None)
+        if entry is None:
             return False
+        if self.journal is not None:
+            self.journal.message_done(self, entry.delivery)
         conn = self.connection
         if conn is not None and self._unsent:
             for waiting_id, entry in self.inflight.items():
