@@ -278,7 +278,7 @@ async def get_retained(ctx: Context, request: web.Request) -> Any:
 async def delete_retained(ctx: Context, request: web.Request) -> Any:
     topic = request.match_info["topic"]
     _retained(ctx, topic)
-    ctx.mqtt.router.retained.delete(topic)
+    ctx.mqtt.router.clear_retained(topic)  # also from the Meta Service: it stays deleted
     return None
 
 
