@@ -134,6 +134,15 @@ METRICS: dict[str, MetricInfo] = {
     "robustmq_kafka_topics": MetricInfo(G, (), "Kafka topics"),
     "robustmq_kafka_partitions": MetricInfo(G, (), "Kafka partitions, all topics"),
     "robustmq_kafka_groups": MetricInfo(G, (), "consumer groups known to the coordinator"),
+    "robustmq_bridge_messages": MetricInfo(
+        C, ("direction",), "messages a bridge copied (mqtt_to_kafka, kafka_to_mqtt)"
+    ),
+    "robustmq_bridge_errors": MetricInfo(
+        C, ("direction",), "messages a bridge could not copy (logged)"
+    ),
+    "robustmq_bridge_skipped_batches": MetricInfo(
+        C, (), "Kafka batches kafka_to_mqtt skipped (a compression codec's package missing)"
+    ),
 }
 PROCESS_METRICS = {
     "robustmq_process_cpu_seconds": "user and system CPU time (counter)",
@@ -162,6 +171,8 @@ class NodeCollector(Collector):
             yield from _mqtt_metrics(self.node.mqtt)
         if self.node.kafka is not None:
             yield from _kafka_metrics(self.node.kafka)
+        if self.node.bridges is not None:
+            yield from _bridge_metrics(self.node.bridges.stats)
 
 
 def _mqtt_metrics(b: MqttBroker) -> Iterator[Metric]:
@@ -205,6 +216,17 @@ def _kafka_metrics(k: KafkaBroker) -> Iterator[Metric]:
     yield _metric("robustmq_kafka_topics", len(k.topics.topics))
     yield _metric("robustmq_kafka_partitions", sum(t.partitions for t in k.topics.topics.values()))
     yield _metric("robustmq_kafka_groups", len(k.groups.groups))
+
+
+def _bridge_metrics(stats: Counter[str]) -> Iterator[Metric]:
+    messages = _metric("robustmq_bridge_messages")
+    errors = _metric("robustmq_bridge_errors")
+    for direction in ("mqtt_to_kafka", "kafka_to_mqtt"):
+        messages.add_metric([direction], stats[f"{direction}_messages"])
+        errors.add_metric([direction], stats[f"{direction}_errors"])
+    yield messages
+    yield errors
+    yield _metric("robustmq_bridge_skipped_batches", stats["kafka_to_mqtt_skipped_batches"])
 
 
 def registry_for(node: Node | None) -> CollectorRegistry:

@@ -31,6 +31,7 @@ from robustmq.bridge import check_loops
 from robustmq.bridge.records import murmur2, partition_for
 from robustmq.config import BridgeConfig, load_config
 from robustmq.errors import ConfigError
+from robustmq.observability.metrics import exposition, registry_for
 from tests.conftest import free_port
 from tests.integration.clients import Paho, props
 
@@ -167,6 +168,8 @@ def test_mqtt_publishes_reach_a_kafka_consumer_group(node_factory: Any, version:
     assert got == sent  # byte-exact, in publish order per MQTT topic
     assert node.stats["mqtt_to_kafka_messages"] == 40
     assert node.stats["mqtt_to_kafka_errors"] == 0
+    scraped = exposition(registry_for(node.node)).decode()
+    assert 'robustmq_bridge_messages_total{direction="mqtt_to_kafka"} 40.0' in scraped
 
 
 def test_a_thousand_messages_on_a_multi_level_wildcard_arrive_without_loss(
