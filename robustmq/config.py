@@ -212,7 +212,10 @@ class KafkaConfig:
 @dataclass(frozen=True, kw_only=True)
 class StorageConfig:
     engine: str = option(
-        "memory", "storage engine for messages", choices=("memory", "leveldb", "segment")
+        "leveldb",
+        "storage engine for messages and durable sessions; memory keeps nothing across a "
+        "restart",
+        choices=("memory", "leveldb", "segment"),
     )
     fsync: str = option(
         "interval", "when appends reach the disk", choices=("always", "interval", "never")
