@@ -213,8 +213,7 @@ class KafkaConfig:
 class StorageConfig:
     engine: str = option(
         "leveldb",
-        "storage engine for messages and durable sessions; memory keeps nothing across a "
-        "restart",
+        "storage engine for messages and durable sessions; memory keeps nothing across a restart",
         choices=("memory", "leveldb", "segment"),
     )
     fsync: str = option(

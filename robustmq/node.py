@@ -107,6 +107,12 @@ class Node:
         role, or of the cluster's meta nodes over gRPC."""
         if self.storage is None or self.config.storage.engine == "memory":
             return NullStore()
+        if len(self.config.cluster.peer_addresses()) > 1:
+            # Loading at start needs the group's leader, which a forming cluster may not
+            # have yet (and the node must finish starting for it to form): multi-node
+            # durable sessions come with the Meta Service watch stream (#7).
+            log.warning("sessions are not persisted yet in a multi-node cluster")
+            return NullStore()
         if self.meta is not None:
             return MetaSessionStore(self.meta.host, self.storage, self.config.node.id)
         addresses = [address for _, address in self.config.cluster.peer_addresses()]
