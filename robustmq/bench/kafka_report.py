@@ -18,6 +18,7 @@ from robustmq.bench.kafka_client import new_errors
 from robustmq.bench.kafka_config import KafkaBenchConfig
 from robustmq.bench.kafka_worker import KafkaWorkerResult
 from robustmq.bench.payload import DeliveryTracker
+from robustmq.bench.report import errors_line, latency_line, plural
 
 
 def build(
@@ -90,12 +91,12 @@ def render_text(report: dict[str, Any]) -> str:
     where = f"{report['host']}:{report['port']}"
     lines = [
         f"robustmq-bench kafka {report['mode']}  {where}  topic {report['topic']} "
-        f"({_count(report['partitions'], 'partition')})"
+        f"({plural(report['partitions'], 'partition')})"
     ]
     if report["interrupted"]:
         lines.append("interrupted: the figures cover the run until Ctrl-C")
     lines += [
-        f"{_count(report['producers'], 'producer')}, {_count(report['consumers'], 'consumer')}, "
+        f"{plural(report['producers'], 'producer')}, {plural(report['consumers'], 'consumer')}, "
         f"acks {report['acks']}, {report['compression']}, {report['size']} B records, "
         f"{report['duration_s']:.3f} s",
         f"{'':14}{'records':>12}{'records/s':>14}{'MB/s':>10}",
@@ -105,22 +106,10 @@ def render_text(report: dict[str, Any]) -> str:
         f"{report['recv_MBps']:>10.3f}",
         f"{'acked':14}{report['acked']:>12,}",
         f"{'expected':14}{report['expected']:>12,}",
-        "latency         " + _latency(report["latency_us"]),
-        "produce answer  " + _latency(report["produce_latency_us"]),
+        "latency         " + latency_line(report["latency_us"]),
+        "produce answer  " + latency_line(report["produce_latency_us"]),
         f"losses {report['losses']}  duplicates {report['duplicates']}  "
         f"reordered {report['reordered']}",
     ]
-    errors = {k: v for k, v in report["errors"].items() if v}
-    lines.append("errors          " + (", ".join(f"{k} {v}" for k, v in errors.items()) or "none"))
+    lines.append(errors_line(report["errors"]))
     return "\n".join(lines)
-
-
-def _latency(lat: dict[str, float]) -> str:
-    return (
-        f"p50 {lat['p50']:,.0f}  p90 {lat['p90']:,.0f}  p99 {lat['p99']:,.0f}  "
-        f"p99.9 {lat['p999']:,.0f}  max {lat['max']:,.0f}  mean {lat['mean']:,.0f} us"
-    )
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

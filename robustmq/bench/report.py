@@ -135,14 +135,14 @@ def render_text(report: dict[str, Any]) -> str:
             f"({report['failed']} failed)",
             f"connect time    {report['connect_time_s']:.3f} s",
             f"connect rate    {report['connect_rate']:,.1f} conn/s",
-            "CONNACK latency " + _latency(lat),
+            "CONNACK latency " + latency_line(lat),
             f"hold            {report['hold_s']:g} s, "
             f"{report['dropped_during_hold']} dropped by the broker",
         ]
     else:
         lines += [
-            f"{_count(report['publishers'], 'publisher')}, "
-            f"{_count(report['subscribers'], 'subscriber')}, "
+            f"{plural(report['publishers'], 'publisher')}, "
+            f"{plural(report['subscribers'], 'subscriber')}, "
             f"QoS {report['qos']}, {report['size']} B payload, {report['duration_s']:.3f} s",
             f"{'':14}{'messages':>12}{'msg/s':>14}{'MB/s':>10}",
             f"{'sent':14}{report['sent']:>12,}{report['send_rate']:>14,.1f}"
@@ -150,21 +150,26 @@ def render_text(report: dict[str, Any]) -> str:
             f"{'received':14}{report['received']:>12,}{report['recv_rate']:>14,.1f}"
             f"{report['recv_MBps']:>10.3f}",
             f"{'expected':14}{report['expected']:>12,}",
-            "latency         " + _latency(report["latency_us"]),
+            "latency         " + latency_line(report["latency_us"]),
             f"losses {report['losses']}  duplicates {report['duplicates']}  "
             f"reordered {report['reordered']}",
         ]
-    errors = {k: v for k, v in report["errors"].items() if v}
-    lines.append("errors          " + (", ".join(f"{k} {v}" for k, v in errors.items()) or "none"))
+    lines.append(errors_line(report["errors"]))
     return "\n".join(lines)
 
 
-def _latency(lat: dict[str, float]) -> str:
+def errors_line(errors: dict[str, int]) -> str:
+    """The report's error line: the kinds that happened with their counts, or none."""
+    happened = ", ".join(f"{k} {v}" for k, v in errors.items() if v)
+    return "errors          " + (happened or "none")
+
+
+def latency_line(lat: dict[str, float]) -> str:
     return (
         f"p50 {lat['p50']:,.0f}  p90 {lat['p90']:,.0f}  p99 {lat['p99']:,.0f}  "
         f"p99.9 {lat['p999']:,.0f}  max {lat['max']:,.0f}  mean {lat['mean']:,.0f} us"
     )
 
 
-def _count(n: int, noun: str) -> str:
+def plural(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
