@@ -111,25 +111,33 @@ def _config(mode: str, **options: Any) -> MqttBenchConfig:
     try:
         return MqttBenchConfig(mode=mode, tls=tls, run_id=secrets.randbits(32), **options)
     except ConfigError as exc:
-        option = "--" + exc.key.replace("_", "-")
-        raise click.UsageError(
-            f"{option}: bad value {exc.value!r}; allowed: {exc.allowed}"
-        ) from None
+        raise _usage_error(exc) from None
 
 
-def _run(cfg: MqttBenchConfig, output: str) -> None:
+def _run(cfg: Any, output: str, worker: Any = run_worker, reporter: Any = report) -> None:
+    """Runs the workers (MQTT by default; Kafka passes its worker and report module),
+    prints the report, exits 130 after a Ctrl-C."""
     progress = sys.stderr if sys.stderr.isatty() else None
     try:
-        outcome = runner.run(cfg, run_worker, progress)
+        outcome = runner.run(cfg, worker, progress)
     except BenchError as exc:
         raise click.ClickException(str(exc)) from None
-    result = report.build(cfg, outcome.results, outcome.window_s, outcome.interrupted)
+    result = reporter.build(cfg, outcome.results, outcome.window_s, outcome.interrupted)
     if output == "json":
         click.echo(json.dumps(result))
     else:
-        click.echo(report.render_text(result))
+        click.echo(reporter.render_text(result))
     if outcome.interrupted:
         sys.exit(130)
+
+
+def _run_kafka(cfg: KafkaBenchConfig, output: str) -> None:
+    _run(cfg, output, kafka_worker.run_worker, kafka_report)
+
+
+def _usage_error(exc: ConfigError) -> click.UsageError:
+    option = "--" + exc.key.replace("_", "-")
+    return click.UsageError(f"{option}: bad value {exc.value!r}; allowed: {exc.allowed}")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -276,25 +284,7 @@ def _kafka_config(mode: str, **options: Any) -> KafkaBenchConfig:
     try:
         return KafkaBenchConfig(mode=mode, run_id=secrets.randbits(32), **options)
     except ConfigError as exc:
-        option = "--" + exc.key.replace("_", "-")
-        raise click.UsageError(
-            f"{option}: bad value {exc.value!r}; allowed: {exc.allowed}"
-        ) from None
-
-
-def _run_kafka(cfg: KafkaBenchConfig, output: str) -> None:
-    progress = sys.stderr if sys.stderr.isatty() else None
-    try:
-        outcome = runner.run(cfg, kafka_worker.run_worker, progress)
-    except BenchError as exc:
-        raise click.ClickException(str(exc)) from None
-    result = kafka_report.build(cfg, outcome.results, outcome.window_s, outcome.interrupted)
-    if output == "json":
-        click.echo(json.dumps(result))
-    else:
-        click.echo(kafka_report.render_text(result))
-    if outcome.interrupted:
-        sys.exit(130)
+        raise _usage_error(exc) from None
 
 
 @main.group()
