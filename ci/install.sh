@@ -21,6 +21,18 @@ if ! command -v prometheus >/dev/null 2>&1; then
     apt-get install -y -qq prometheus >/dev/null
 fi
 
+# kafkajs for tests/integration/test_kafkajs.py, at the version package-lock.json pins.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    echo "ci: installing nodejs and npm"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq nodejs npm >/dev/null
+fi
+if [ ! -d tests/js/kafkajs/node_modules/kafkajs ]; then
+    echo "ci: installing kafkajs (npm ci in tests/js/kafkajs)"
+    (cd tests/js/kafkajs && npm ci --no-audit --no-fund --silent)
+fi
+
 echo "ci: installing robustmq with test extras (compiled extensions required)"
 ROBUSTMQ_REQUIRE_EXTENSIONS=1 python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 python - <<'PY'

@@ -305,6 +305,11 @@ class MetaUnavailable(MetaError):
     retriable = True
 
 
+class MembershipChangeRefused(MetaError):
+    """A membership change that cannot be made as asked: a node id that is not > 0, an
+    address that is not host:port, or the removal of a group's last voter."""
+
+
 # --- Kafka (robustmq/broker/kafka) ------------------------------------------------------
 # Error codes from the Kafka protocol guide ("Error Codes"); the retriable flags are Kafka's.
 
@@ -383,6 +388,14 @@ class KafkaRebalanceInProgress(KafkaError):
     code = 27
 
 
+class KafkaUnsupportedSaslMechanism(KafkaError):
+    code = 33
+
+
+class KafkaIllegalSaslState(KafkaError):
+    code = 34
+
+
 class KafkaUnsupportedVersion(KafkaError):
     code = 35
 
@@ -397,6 +410,10 @@ class KafkaInvalidPartitions(KafkaError):
 
 class KafkaInvalidReplicationFactor(KafkaError):
     code = 38
+
+
+class KafkaInvalidReplicaAssignment(KafkaError):
+    code = 39
 
 
 class KafkaInvalidConfig(KafkaError):
@@ -421,8 +438,29 @@ class KafkaInvalidProducerEpoch(KafkaError):
     code = 47
 
 
+class KafkaTransactionalIdAuthorizationFailed(KafkaError):
+    code = 53
+
+
 class KafkaStorageError(KafkaError):
     code = 56
+    retriable = True
+
+
+class KafkaSaslAuthenticationFailed(KafkaError):
+    code = 58
+
+
+class KafkaNonEmptyGroup(KafkaError):
+    code = 68
+
+
+class KafkaGroupIdNotFound(KafkaError):
+    code = 69
+
+
+class KafkaUnknownLeaderEpoch(KafkaError):
+    code = 76
     retriable = True
 
 
@@ -440,6 +478,10 @@ def kafka_error_code(exc: BaseException) -> int:
         return KafkaCorruptMessage.code
     if isinstance(exc, StorageError):
         return KafkaStorageError.code
+    if isinstance(exc, MetaError):
+        # Committed offsets live in the Meta Service: the client finds the coordinator
+        # again and retries.
+        return KafkaCoordinatorNotAvailable.code
     return -1
 
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from robustmq.bridge import Bridges
+from robustmq.broker.kafka.offsets import MetaOffsets, OffsetStore
 from robustmq.broker.kafka.server import KafkaBroker
 from robustmq.broker.mqtt.persistence import MetaSessionStore, NullStore, SessionStore
 from robustmq.broker.mqtt.server import MqttBroker
@@ -84,7 +85,13 @@ class Node:
             )
             listeners += await self.mqtt.start()
             if self.config.kafka.port and self.storage is not None:
-                self.kafka = KafkaBroker(self.config.kafka, self.storage, self.config.node.id)
+                self.kafka = KafkaBroker(
+                    self.config.kafka,
+                    self.storage,
+                    self.config.node.id,
+                    self.mqtt.security.users,
+                    self._offset_store(self.storage),
+                )
                 listeners += await self.kafka.start()
             elif self.config.kafka.port:
                 log.warning("kafka listener not started: this node has no engine role")
@@ -122,6 +129,19 @@ class Node:
         from robustmq.meta.client import MetaClient
 
         return MetaSessionStore(MetaClient(addresses), self.storage, self.config.node.id)
+
+    def _offset_store(self, storage: StorageEngine) -> OffsetStore | None:
+        """Where Kafka committed offsets go: the offsets group of this node's meta role;
+        None (the engine's ``commit_offset``: memory only with the memory engine) when
+        there is no such role, as for sessions in a multi-node cluster (see above)."""
+        if self.config.storage.engine == "memory" or self.meta is None:
+            return None
+        if len(self.config.cluster.peer_addresses()) > 1:
+            log.warning(
+                "kafka committed offsets stay in the storage engine in a multi-node cluster"
+            )
+            return None
+        return MetaOffsets(self.meta.host, storage)
 
     async def stop(self) -> None:
         self.ready = False

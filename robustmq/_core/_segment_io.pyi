@@ -28,6 +28,13 @@ def encode_records(
     max_ts: int = -1,
 ) -> tuple[bytes, list[tuple[int, int, int]], int, int]: ...
 def encode_batch(base_offset: int, count: int, max_timestamp_ms: int, data: Buffer) -> bytes: ...
+def encode_batch_head(
+    base_offset: int,
+    count: int,
+    max_timestamp_ms: int,
+    data: Buffer,
+    base_offset_at: int = -1,
+) -> tuple[bytes, int]: ...
 def scan(
     buf: Buffer,
     position: int,

@@ -10,7 +10,7 @@ from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeUTF8
-from libc.stdint cimport INT64_MAX, int32_t, int64_t, uint16_t, uint32_t
+from libc.stdint cimport INT64_MAX, int32_t, int64_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
 FRAME_HEADER = RMQ_FRAME_HEADER
@@ -175,6 +175,56 @@ def encode_batch(int64_t base_offset, uint32_t count, int64_t max_timestamp_ms, 
     rmq_store_u32(p, <uint32_t>body_len)
     rmq_store_u32(p + 4, rmq_crc32c(0, body, <size_t>body_len))
     return out
+
+
+def encode_batch_head(int64_t base_offset, uint32_t count, int64_t max_timestamp_ms, data,
+                      Py_ssize_t base_offset_at=-1):
+    """The frame of one opaque batch, up to where ``data`` goes on unchanged."""
+    cdef Py_buffer view
+    cdef Py_ssize_t body_len, prefix
+    cdef uint64_t be = <uint64_t>base_offset
+    cdef uint32_t crc
+    cdef bytes out
+    cdef unsigned char *p
+    cdef unsigned char *body
+    cdef const unsigned char *src
+    cdef int i
+    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    try:
+        src = <const unsigned char *>view.buf
+        body_len = RMQ_BODY_HEADER + view.len
+        if body_len > RMQ_MAX_BODY:
+            raise ValueError(f"batch of {body_len} bytes is larger than a frame can hold")
+        prefix = 0
+        if base_offset_at >= 0:
+            if base_offset_at > view.len - 8:
+                raise ValueError(
+                    f"base_offset_at={base_offset_at} is outside the {view.len}-byte batch"
+                )
+            prefix = base_offset_at + 8
+        out = PyBytes_FromStringAndSize(NULL, RMQ_FRAME_HEADER + RMQ_BODY_HEADER + prefix)
+        p = <unsigned char *>PyBytes_AS_STRING(out)
+        body = p + RMQ_FRAME_HEADER
+        rmq_store_i64(body, base_offset)
+        rmq_store_i64(body + 8, max_timestamp_ms)
+        rmq_store_u32(body + 16, count)
+        body[20] = RMQ_KIND_BATCH
+        if prefix:
+            memcpy(body + RMQ_BODY_HEADER, src, base_offset_at)
+            # Kafka's baseOffset is big-endian, unlike the frame's own fields.
+            for i in range(8):
+                body[RMQ_BODY_HEADER + base_offset_at + i] = <unsigned char>(be >> (56 - 8 * i))
+        crc = rmq_crc32c(0, body, <size_t>(RMQ_BODY_HEADER + prefix))
+        if view.len - prefix >= NOGIL_CRC_BYTES:
+            with nogil:
+                crc = rmq_crc32c(crc, src + prefix, <size_t>(view.len - prefix))
+        else:
+            crc = rmq_crc32c(crc, src + prefix, <size_t>(view.len - prefix))
+        rmq_store_u32(p, <uint32_t>body_len)
+        rmq_store_u32(p + 4, crc)
+        return out, prefix
+    finally:
+        PyBuffer_Release(&view)
 
 
 def scan(buf, Py_ssize_t position, int64_t expected_offset, Py_ssize_t next_index_position=0,

@@ -728,6 +728,320 @@ INIT_PRODUCER_ID = _api(
     ),
 )
 
+# SaslHandshakeRequest.json / SaslHandshakeResponse.json. v1 means the SASL bytes follow
+# in SaslAuthenticate requests (KIP-152), v0 that they follow as raw size-prefixed frames.
+SASL_HANDSHAKE = _api(
+    17,
+    "SaslHandshake",
+    "0-1",
+    "none",
+    (f("mechanism", "string"),),
+    (f("error_code", "int16"), f("mechanisms", "[]string")),
+)
+
+# DeleteRecordsRequest.json / DeleteRecordsResponse.json.
+DELETE_RECORDS = _api(
+    21,
+    "DeleteRecords",
+    "0-2",
+    "2+",
+    (
+        f(
+            "topics",
+            "[]",
+            "0+",
+            f("name", "string"),
+            f("partitions", "[]", "0+", f("partition_index", "int32"), f("offset", "int64")),
+        ),
+        f("timeout_ms", "int32"),
+    ),
+    (
+        f("throttle_time_ms", "int32"),
+        f(
+            "topics",
+            "[]",
+            "0+",
+            f("name", "string"),
+            f(
+                "partitions",
+                "[]",
+                "0+",
+                f("partition_index", "int32"),
+                f("low_watermark", "int64"),
+                f("error_code", "int16"),
+            ),
+        ),
+    ),
+)
+
+# OffsetForLeaderEpochRequest.json / OffsetForLeaderEpochResponse.json.
+OFFSET_FOR_LEADER_EPOCH = _api(
+    23,
+    "OffsetForLeaderEpoch",
+    "0-4",
+    "4+",
+    (
+        f("replica_id", "int32", "3+", default=-2),
+        f(
+            "topics",
+            "[]",
+            "0+",
+            f("topic", "string"),
+            f(
+                "partitions",
+                "[]",
+                "0+",
+                f("partition", "int32"),
+                f("current_leader_epoch", "int32", "2+", default=-1),
+                f("leader_epoch", "int32"),
+            ),
+        ),
+    ),
+    (
+        f("throttle_time_ms", "int32", "2+"),
+        f(
+            "topics",
+            "[]",
+            "0+",
+            f("topic", "string"),
+            f(
+                "partitions",
+                "[]",
+                "0+",
+                f("error_code", "int16"),
+                f("partition", "int32"),
+                f("leader_epoch", "int32", "1+", default=-1),
+                f("end_offset", "int64", default=-1),
+            ),
+        ),
+    ),
+)
+
+# DescribeConfigsRequest.json / DescribeConfigsResponse.json.
+DESCRIBE_CONFIGS = _api(
+    32,
+    "DescribeConfigs",
+    "0-4",
+    "4+",
+    (
+        f(
+            "resources",
+            "[]",
+            "0+",
+            f("resource_type", "int8"),
+            f("resource_name", "string"),
+            f("configuration_keys", "[]string", nullable="0+", default=None),
+        ),
+        f("include_synonyms", "bool", "1+", default=False),
+        f("include_documentation", "bool", "3+", default=False),
+    ),
+    (
+        f("throttle_time_ms", "int32"),
+        f(
+            "results",
+            "[]",
+            "0+",
+            f("error_code", "int16"),
+            f("error_message", "string", nullable="0+", default=None),
+            f("resource_type", "int8"),
+            f("resource_name", "string"),
+            f(
+                "configs",
+                "[]",
+                "0+",
+                f("name", "string"),
+                f("value", "string", nullable="0+", default=None),
+                f("read_only", "bool"),
+                f("is_default", "bool", "0"),
+                f("config_source", "int8", "1+", default=-1),
+                f("is_sensitive", "bool"),
+                f(
+                    "synonyms",
+                    "[]",
+                    "1+",
+                    f("name", "string", "1+"),
+                    f("value", "string", "1+", nullable="0+", default=None),
+                    f("source", "int8", "1+"),
+                ),
+                f("config_type", "int8", "3+", default=0),
+                f("documentation", "string", "3+", nullable="0+", default=None),
+            ),
+        ),
+    ),
+)
+
+# AlterConfigsRequest.json / AlterConfigsResponse.json.
+ALTER_CONFIGS = _api(
+    33,
+    "AlterConfigs",
+    "0-2",
+    "2+",
+    (
+        f(
+            "resources",
+            "[]",
+            "0+",
+            f("resource_type", "int8"),
+            f("resource_name", "string"),
+            f(
+                "configs",
+                "[]",
+                "0+",
+                f("name", "string"),
+                f("value", "string", nullable="0+", default=None),
+            ),
+        ),
+        f("validate_only", "bool"),
+    ),
+    (
+        f("throttle_time_ms", "int32"),
+        f(
+            "responses",
+            "[]",
+            "0+",
+            f("error_code", "int16"),
+            f("error_message", "string", nullable="0+", default=None),
+            f("resource_type", "int8"),
+            f("resource_name", "string"),
+        ),
+    ),
+)
+
+# SaslAuthenticateRequest.json / SaslAuthenticateResponse.json.
+SASL_AUTHENTICATE = _api(
+    36,
+    "SaslAuthenticate",
+    "0-2",
+    "2+",
+    (f("auth_bytes", "bytes"),),
+    (
+        f("error_code", "int16"),
+        f("error_message", "string", nullable="0+", default=None),
+        f("auth_bytes", "bytes"),
+        f("session_lifetime_ms", "int64", "1+", default=0),
+    ),
+)
+
+# CreatePartitionsRequest.json / CreatePartitionsResponse.json.
+CREATE_PARTITIONS = _api(
+    37,
+    "CreatePartitions",
+    "0-3",
+    "2+",
+    (
+        f(
+            "topics",
+            "[]",
+            "0+",
+            f("name", "string"),
+            f("count", "int32"),
+            f(
+                "assignments",
+                "[]",
+                "0+",
+                f("broker_ids", "[]int32"),
+                nullable="0+",
+                default=None,
+            ),
+        ),
+        f("timeout_ms", "int32"),
+        f("validate_only", "bool"),
+    ),
+    (
+        f("throttle_time_ms", "int32"),
+        f(
+            "results",
+            "[]",
+            "0+",
+            f("name", "string"),
+            f("error_code", "int16"),
+            f("error_message", "string", nullable="0+", default=None),
+        ),
+    ),
+)
+
+# DeleteGroupsRequest.json / DeleteGroupsResponse.json.
+DELETE_GROUPS = _api(
+    42,
+    "DeleteGroups",
+    "0-2",
+    "2+",
+    (f("groups_names", "[]string"),),
+    (
+        f("throttle_time_ms", "int32"),
+        f("results", "[]", "0+", f("group_id", "string"), f("error_code", "int16")),
+    ),
+)
+
+# IncrementalAlterConfigsRequest.json / IncrementalAlterConfigsResponse.json.
+INCREMENTAL_ALTER_CONFIGS = _api(
+    44,
+    "IncrementalAlterConfigs",
+    "0-1",
+    "1+",
+    (
+        f(
+            "resources",
+            "[]",
+            "0+",
+            f("resource_type", "int8"),
+            f("resource_name", "string"),
+            f(
+                "configs",
+                "[]",
+                "0+",
+                f("name", "string"),
+                f("config_operation", "int8"),
+                f("value", "string", nullable="0+", default=None),
+            ),
+        ),
+        f("validate_only", "bool"),
+    ),
+    (
+        f("throttle_time_ms", "int32"),
+        f(
+            "responses",
+            "[]",
+            "0+",
+            f("error_code", "int16"),
+            f("error_message", "string", nullable="0+", default=None),
+            f("resource_type", "int8"),
+            f("resource_name", "string"),
+        ),
+    ),
+)
+
+# DescribeClusterRequest.json / DescribeClusterResponse.json (flexible from v0). v1's
+# endpoint_type 2 (controllers) is answered with this node too: it is the controller.
+DESCRIBE_CLUSTER = _api(
+    60,
+    "DescribeCluster",
+    "0-1",
+    "0+",
+    (
+        f("include_cluster_authorized_operations", "bool"),
+        f("endpoint_type", "int8", "1+", default=1),
+    ),
+    (
+        f("throttle_time_ms", "int32"),
+        f("error_code", "int16"),
+        f("error_message", "string", nullable="0+", default=None),
+        f("endpoint_type", "int8", "1+", default=1),
+        f("cluster_id", "string"),
+        f("controller_id", "int32", default=-1),
+        f(
+            "brokers",
+            "[]",
+            "0+",
+            f("broker_id", "int32"),
+            f("host", "string"),
+            f("port", "int32"),
+            f("rack", "string", nullable="0+", default=None),
+        ),
+        f("cluster_authorized_operations", "int32", default=-(2**31)),
+    ),
+)
+
 APIS: dict[int, Api] = {
     api.key: api
     for api in (
@@ -744,10 +1058,20 @@ APIS: dict[int, Api] = {
         SYNC_GROUP,
         DESCRIBE_GROUPS,
         LIST_GROUPS,
+        SASL_HANDSHAKE,
         API_VERSIONS,
         CREATE_TOPICS,
         DELETE_TOPICS,
+        DELETE_RECORDS,
         INIT_PRODUCER_ID,
+        OFFSET_FOR_LEADER_EPOCH,
+        DESCRIBE_CONFIGS,
+        ALTER_CONFIGS,
+        SASL_AUTHENTICATE,
+        CREATE_PARTITIONS,
+        DELETE_GROUPS,
+        INCREMENTAL_ALTER_CONFIGS,
+        DESCRIBE_CLUSTER,
     )
 }
 

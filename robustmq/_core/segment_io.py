@@ -136,6 +136,39 @@ def encode_batch(base_offset: int, count: int, max_timestamp_ms: int, data: byte
     return _frame(base_offset, max_timestamp_ms, count, KIND_BATCH, bytes(data))
 
 
+def encode_batch_head(
+    base_offset: int,
+    count: int,
+    max_timestamp_ms: int,
+    data: bytes | bytearray | memoryview,
+    base_offset_at: int = -1,
+) -> tuple[bytes, int]:
+    """The frame of one opaque batch, up to where ``data`` goes on unchanged.
+
+    Returns ``(head, rest)``: the frame ``encode_batch`` would build is ``head +
+    data[rest:]``, so an append writes both with one ``writev`` and never copies the batch.
+    With ``base_offset_at >= 0`` the frame carries ``base_offset`` as a big-endian int64 at
+    that byte of the batch (Kafka's RecordBatch.baseOffset, outside the batch's own CRC);
+    ``head`` then ends with it and ``rest`` is ``base_offset_at + 8``. ``data`` is not
+    changed. The frame CRC covers the patched bytes.
+    """
+    raw = memoryview(data)
+    size = raw.nbytes
+    body_len = BODY_HEADER + size
+    if body_len > MAX_BODY:
+        raise ValueError(f"batch of {body_len} bytes is larger than a frame can hold")
+    prefix = 0
+    if base_offset_at >= 0:
+        if base_offset_at > size - 8:
+            raise ValueError(f"base_offset_at={base_offset_at} is outside the {size}-byte batch")
+        prefix = base_offset_at + 8
+    body = _BODY.pack(base_offset, max_timestamp_ms, count, KIND_BATCH)
+    if prefix:
+        body += bytes(raw[:base_offset_at]) + base_offset.to_bytes(8, "big", signed=True)
+    crc = crc32c(raw[prefix:], crc32c(body))
+    return _FRAME.pack(body_len, crc) + body, prefix
+
+
 def _check_frame(buf: bytes | memoryview, pos: int, end: int) -> tuple[int, int]:
     """(status, body_len) of the frame at ``pos``; OK means it is whole and its CRC holds."""
     if end - pos < FRAME_HEADER:

@@ -38,8 +38,8 @@ class Bridges:
         check_loops(config)
         self.stats: Counter[str] = Counter()
         self.mqtt_to_kafka = [
-            MqttToKafkaBridge(i, route, mqtt, kafka, self.stats)
-            for i, route in enumerate(config.mqtt_to_kafka_routes())
+            MqttToKafkaBridge(route, mqtt, kafka, self.stats)
+            for route in config.mqtt_to_kafka_routes()
         ]
         self.kafka_to_mqtt = [
             KafkaToMqttBridge(i, route, mqtt, kafka, self.stats)

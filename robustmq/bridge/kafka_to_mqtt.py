@@ -8,7 +8,8 @@ import, otherwise the batch is skipped, counted and logged naming the package), 
 publishes each record with ``MqttBroker.publish_internal`` on the templated topic: payload
 = value, MQTT 5 user properties = headers (a ``content-type`` header becomes the Content
 Type property). When every partition is read to its end it waits for the broker's next
-append to one of them. Positions are committed with the engine's ``commit_offset`` every
+append to one of them. Positions are committed with the Kafka broker's committed offsets
+(``KafkaBroker.offsets``: the Meta Service, or the engine with ``memory``) every
 ``COMMIT_INTERVAL`` seconds and at stop, so a restart resumes where it left off (records
 published after the last commit are published again: at-least-once). The MQTT → Kafka
 side lives in ``mqtt_to_kafka.py``.
@@ -28,7 +29,8 @@ from robustmq.bridge.records import CODECS, KafkaRecord, decode_records, missing
 from robustmq.broker.kafka.registry import shard_name
 from robustmq.broker.mqtt.message import Message
 from robustmq.config import KafkaToMqtt
-from robustmq.errors import KafkaError, MqttError, StorageError
+from robustmq.errors import KafkaError, MetaError, MqttError, StorageError
+from robustmq.storage.engine import CommittedOffset
 
 if TYPE_CHECKING:
     from robustmq.broker.kafka.server import KafkaBroker
@@ -79,7 +81,7 @@ class KafkaToMqttBridge:
                 published = await self._poll()
                 if time.monotonic() - self._last_commit >= COMMIT_INTERVAL:
                     await self._commit()
-            except (KafkaError, StorageError) as exc:
+            except (KafkaError, StorageError, MetaError) as exc:
                 # E.g. the topic was deleted while being read: try again shortly.
                 self.stats["kafka_to_mqtt_errors"] += 1
                 log.warning("bridge %s: %s", self.route.topic, exc)
@@ -107,7 +109,9 @@ class KafkaToMqttBridge:
             latest = await engine.latest_offset(shard)
             position = self.positions.get(partition)
             if position is None:
-                committed = await engine.committed_offset(self.route.group, shard)
+                (committed,) = await self.kafka.offsets.fetch(
+                    self.route.group, [(topic.name, partition)]
+                )
                 position = committed.offset if committed is not None else earliest
                 self._committed[partition] = position
             if not earliest <= position <= latest:
@@ -231,14 +235,21 @@ class KafkaToMqttBridge:
     async def _commit(self) -> None:
         """Commits the positions that moved since the last commit."""
         self._last_commit = time.monotonic()
-        for partition, position in list(self.positions.items()):
-            if self._committed.get(partition) == position:
-                continue
-            try:
-                shard = self.kafka.topics.shard(self.route.topic, partition)
-                await self.kafka.engine.commit_offset(self.route.group, shard, position)
-            except (KafkaError, StorageError) as exc:
-                self.stats["kafka_to_mqtt_errors"] += 1
-                log.warning("bridge %s-%d: commit failed: %s", self.route.topic, partition, exc)
-                continue
-            self._committed[partition] = position
+        moved = {
+            partition: position
+            for partition, position in self.positions.items()
+            if self._committed.get(partition) != position
+        }
+        if not moved:
+            return
+        topic = self.route.topic
+        try:
+            await self.kafka.offsets.commit(
+                self.route.group,
+                {(topic, p): CommittedOffset(position, "") for p, position in moved.items()},
+            )
+        except (KafkaError, StorageError, MetaError) as exc:
+            self.stats["kafka_to_mqtt_errors"] += 1
+            log.warning("bridge %s: commit failed: %s", topic, exc)
+            return
+        self._committed.update(moved)

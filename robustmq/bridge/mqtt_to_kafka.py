@@ -1,10 +1,10 @@
 """MQTT → Kafka: an internal subscriber that turns matching MQTT publishes into Kafka
 records and appends them, batched, to the Kafka topic's partitions.
 
-``MqttToKafkaBridge`` is registered with the MQTT router as a session would be (it has a
-``client_id``, a ``connection`` and ``deliver``), so publishes reach it through the normal
-routing path, including the forwarding lane for runs of plain QoS 0 publishes. Each
-message becomes a record: key = MQTT topic (UTF-8), value = payload, headers = MQTT 5
+``MqttToKafkaBridge`` is an internal subscriber of the MQTT router
+(``Router.subscribe_internal``): the router hands it decoded messages, a forwarding-lane
+run of plain QoS 0 publishes as one list, without a session, a connection or packet
+ids. Each message becomes a record: key = MQTT topic (UTF-8), value = payload, headers = MQTT 5
 user properties (and ``content-type`` from the Content Type property), timestamp = now.
 Records wait at most ``LINGER`` seconds or ``MAX_BATCH_BYTES`` and are appended as one
 uncompressed record batch v2 per partition through the storage engine, waking the
@@ -19,16 +19,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from robustmq.bridge.records import Headers, OutRecord, encode_batch, partition_for
-from robustmq.broker.mqtt.session import Delivery, SubscriptionOptions
 from robustmq.config import MqttToKafka
 from robustmq.errors import KafkaError, KafkaTopicAlreadyExists, StorageError
 from robustmq.storage.engine import wall_clock_ms
 
 if TYPE_CHECKING:
     from robustmq.broker.kafka.server import KafkaBroker
+    from robustmq.broker.mqtt.message import Message
     from robustmq.broker.mqtt.server import MqttBroker
 
 log = logging.getLogger(__name__)
@@ -37,35 +37,15 @@ LINGER = 0.005  # seconds a record may wait for others to share its batch
 MAX_BATCH_BYTES = 1 << 20  # a batch holding this much is appended without waiting
 
 
-class _Receiver:
-    """What the MQTT forwarding lane needs of a subscriber's connection. A Maximum Packet
-    Size of 0 makes the lane hand over each message (``send_publish``) instead of wire
-    bytes, so the bridge never decodes PUBLISH packets."""
-
-    paused = False
-    alias_maximum = 0
-    client_max_packet = 0
-    transport = True  # never None: the bridge is always "connected"
-
-    def __init__(self, bridge: MqttToKafkaBridge) -> None:
-        self.bridge = bridge
-
-    def send_publish(self, delivery: Delivery, packet_id: int) -> None:
-        self.bridge.deliver(delivery)
-
-
 class MqttToKafkaBridge:
     def __init__(
         self,
-        index: int,
         route: MqttToKafka,
         mqtt: MqttBroker,
         kafka: KafkaBroker,
         stats: Counter[str],
     ) -> None:
         self.route = route
-        self.client_id = f"$bridge/mqtt_to_kafka/{index}"
-        self.connection: Any = _Receiver(self)
         self.mqtt = mqtt
         self.kafka = kafka
         self.stats = stats
@@ -77,35 +57,40 @@ class MqttToKafkaBridge:
 
     async def start(self) -> None:
         await self._ensure_topic()
-        self.mqtt.router.subscribe(
-            self,  # type: ignore[arg-type]
-            self.route.filter,
-            SubscriptionOptions(self.route.qos, False, True, 0),
-        )
+        self.mqtt.router.subscribe_internal(self, self.route.filter)
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
         """Unsubscribes, then appends what is still waiting."""
-        self.mqtt.router.unsubscribe(self, self.route.filter)  # type: ignore[arg-type]
+        self.mqtt.router.unsubscribe_internal(self, self.route.filter)
         # Not cancelled: an append cut short would lose the records it had taken.
         self._closing = True
         self._wake.set()
         if self._task is not None:
             await self._task
 
-    def deliver(self, delivery: Delivery) -> None:
-        message = delivery.message
-        headers: Headers = []
-        props = message.properties
-        if props:
-            for name, value in props.get("user_property", ()):
-                headers.append((name, value.encode()))
-            content_type = props.get("content_type")
-            if content_type is not None:
-                headers.append(("content-type", content_type.encode()))
-        key = message.topic.encode()
-        self._pending.append((key, message.payload, headers, wall_clock_ms()))
-        self._pending_bytes += len(key) + len(message.payload)
+    def deliver_messages(self, messages: list[Message]) -> None:
+        """``InternalSubscriber``: queue the messages as records for the next append."""
+        now = wall_clock_ms()
+        pending = self._pending
+        size = 0
+        key = b""
+        topic = None
+        for message in messages:
+            if message.topic != topic:  # a run shares one topic: encode its key once
+                topic = message.topic
+                key = topic.encode()
+            headers: Headers = []
+            props = message.properties
+            if props:
+                for name, value in props.get("user_property", ()):
+                    headers.append((name, value.encode()))
+                content_type = props.get("content_type")
+                if content_type is not None:
+                    headers.append(("content-type", content_type.encode()))
+            pending.append((key, message.payload, headers, now))
+            size += len(key) + len(message.payload)
+        self._pending_bytes += size
         self._wake.set()
 
     async def _ensure_topic(self) -> int:

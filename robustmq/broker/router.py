@@ -14,7 +14,8 @@ import logging
 import random
 import time
 import zlib
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 from robustmq._core import trie
 from robustmq.broker.mqtt.message import Message
@@ -29,6 +30,25 @@ _CACHE_LIMIT = 65536
 
 # One session's share of a topic: (session, No Local, maximum QoS, Retain As Published).
 Target = tuple[Session, bool, int, bool]
+
+
+class Plan(list[Target]):
+    """The delivery plan of one topic, counting the messages routed by it while cached
+    (one integer add per message or run; read by ``GET /api/v1/mqtt/topics``)."""
+
+    __slots__ = ("messages",)
+
+    def __init__(self, targets: Any = ()) -> None:
+        super().__init__(targets)
+        self.messages = 0
+
+
+class InternalSubscriber(Protocol):
+    """A subscriber inside the broker that is not a session (the MQTT → Kafka bridge): no
+    connection, no packet ids, no flow control. It is handed decoded messages, a whole
+    forwarding-lane run in one call, and must not block: the publisher's read waits."""
+
+    def deliver_messages(self, messages: list[Message]) -> None: ...
 
 
 class Router:
@@ -48,9 +68,15 @@ class Router:
         self.store: SessionStore = NullStore()
         self._system_retained: set[str] = set()
         self._cache: dict[str, tuple[list[Any], list[Any]]] = {}
-        self._plans: dict[str, list[Target] | None] = {}
+        self._plans: dict[str, Plan | None] = {}
         self._cache_generation = -1
         self._turn: dict[tuple[str, str], int] = {}
+        # Internal subscribers (``subscribe_internal``) in a trie of their own: the
+        # session plans stay as they are, and a broker without any pays one int test.
+        self.internal = trie.SubscriptionTrie()
+        self.internal_subscriptions = 0
+        self._internal_cache: dict[str, list[InternalSubscriber]] = {}
+        self._internal_generation = -1
         self._sticky: dict[tuple[str, str], Session] = {}
 
     # ------------------------------------------------------------------ subscriptions
@@ -61,9 +87,46 @@ class Router:
 
     def unsubscribe(self, session: Session, topic_filter: str) -> bool:
         shared = trie.parse_shared(topic_filter)
-        if shared is not None and self._sticky.get(shared) is session:
-            del self._sticky[shared]  # don't keep an ended session alive
+        if shared is not None:
+            if self._sticky.get(shared) is session:
+                del self._sticky[shared]  # don't keep an ended session alive
+            # A member left: the round starts over (and a group that is gone leaves no key).
+            self._turn.pop(shared, None)
         return self.subscriptions.remove(topic_filter, session)
+
+    def subscribe_internal(self, subscriber: InternalSubscriber, topic_filter: str) -> None:
+        """Hands ``subscriber`` every message published on a topic ``topic_filter``
+        matches, whatever the publisher's QoS, as it arrives (retained ones are not
+        replayed). ``$share`` filters are not for internal subscribers."""
+        if self.internal.add(topic_filter, subscriber, None):
+            self.internal_subscriptions += 1
+
+    def unsubscribe_internal(self, subscriber: InternalSubscriber, topic_filter: str) -> None:
+        if self.internal.remove(topic_filter, subscriber):
+            self.internal_subscriptions -= 1
+
+    def internal_for(self, topic: str) -> list[InternalSubscriber]:
+        """The internal subscribers of ``topic`` (cached per topic until they change)."""
+        if self.internal.generation != self._internal_generation:
+            self._internal_cache.clear()
+            self._internal_generation = self.internal.generation
+        found = self._internal_cache.get(topic)
+        if found is None:
+            if len(self._internal_cache) >= _CACHE_LIMIT:
+                self._internal_cache.clear()
+            found = self._internal_cache[topic] = list(
+                dict.fromkeys(s for s, _ in self.internal.match(topic)[0])
+            )
+        return found
+
+    def route_run(self, topic: str, publishes: Iterable[Any], sender: str) -> None:
+        """The internal subscribers' share of a forwarding-lane run (PUBLISH packets on
+        ``topic`` from ``sender``): one list of messages, one call per subscriber."""
+        subscribers = self.internal_for(topic)
+        if subscribers:
+            messages = [Message(p.topic, p.payload, p.qos, False, None, sender) for p in publishes]
+            for subscriber in subscribers:
+                subscriber.deliver_messages(messages)
 
     def _match(self, topic: str) -> tuple[list[Any], list[Any]]:
         if self.subscriptions.generation != self._cache_generation:
@@ -80,7 +143,7 @@ class Router:
         self._plans.clear()
         self._cache_generation = self.subscriptions.generation
 
-    def forwarding(self, topic: str, max_levels: int) -> list[Target] | None:
+    def forwarding(self, topic: str, max_levels: int) -> Plan | None:
         """The delivery plan for ``topic`` (see ``_plan``), validating the topic name
         the first time it is seen: the forwarding lane decodes only a run's first packet."""
         if self.subscriptions.generation != self._cache_generation:
@@ -93,7 +156,7 @@ class Router:
                 return None
         return self._plan(topic)
 
-    def _plan(self, topic: str) -> list[Target] | None:
+    def _plan(self, topic: str) -> Plan | None:
         """Each session subscribed to ``topic`` once, with what its subscriptions ask:
         (session, No Local, maximum QoS, Retain As Published). None when messages on the
         topic need ``_collect`` one by one: shared subscriptions, subscription identifiers,
@@ -104,7 +167,7 @@ class Router:
             pass
         if len(self._plans) >= _CACHE_LIMIT:
             self._plans.clear()
-        plan: list[Target] | None = None
+        plan: Plan | None = None
         if not topic.startswith("$"):
             normal, shared = self._match(topic)
             if not shared and not any(options.subscription_id for _, options in normal):
@@ -128,16 +191,27 @@ class Router:
                             before[3] or options.retain_as_published,
                         )
                 else:
-                    plan = list(merged.values())
+                    plan = Plan(merged.values())
         self._plans[topic] = plan
         return plan
 
+    def plans(self) -> list[tuple[str, Plan]]:
+        """The topics with a cached delivery plan, and their plans."""
+        if self.subscriptions.generation != self._cache_generation:
+            self._new_generation()
+        return [(topic, plan) for topic, plan in self._plans.items() if plan is not None]
+
     def route(self, message: Message) -> int:
-        """Delivers ``message`` to every matching session; returns how many got it."""
+        """Delivers ``message`` to every matching session, and to the internal
+        subscribers; returns how many sessions got it."""
+        if self.internal_subscriptions:
+            for subscriber in self.internal_for(message.topic):
+                subscriber.deliver_messages([message])
         if self.subscriptions.generation != self._cache_generation:
             self._new_generation()
         plan = self._plan(message.topic)
         if plan is not None:
+            plan.messages += 1
             sender, qos, retain = message.sender, message.qos, message.retain
             delivered = 0
             for session, no_local, max_qos, retain_as_published in plan:

@@ -190,16 +190,18 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def patch_base_offset(batch: bytes, base: int, at: int | None) -> bytes:
+def patch_base_offset(batch: bytes | memoryview, base: int, at: int | None) -> bytes:
     """``batch`` with ``base`` written at byte ``at`` as a big-endian int64 (Kafka's
-    RecordBatch.baseOffset); unchanged when ``at`` is None."""
+    RecordBatch.baseOffset); unchanged when ``at`` is None. One copy of the batch at most
+    (none when it is already ``bytes`` and ``at`` is None): engines that keep the bytes
+    need them immutable. The segment engine does not copy at all
+    (``segment_io.encode_batch_head``)."""
     if at is None:
-        return bytes(batch)
-    if not 0 <= at <= len(batch) - 8:
-        raise ValueError(f"base_offset_at={at} is outside the {len(batch)}-byte batch")
-    buf = bytearray(batch)
-    buf[at : at + 8] = base.to_bytes(8, "big", signed=True)
-    return bytes(buf)
+        return batch if type(batch) is bytes else bytes(batch)
+    view = memoryview(batch)
+    if not 0 <= at <= view.nbytes - 8:
+        raise ValueError(f"base_offset_at={at} is outside the {view.nbytes}-byte batch")
+    return b"".join((view[:at], base.to_bytes(8, "big", signed=True), view[at + 8 :]))
 
 
 @runtime_checkable
@@ -223,6 +225,10 @@ class StorageEngine(Protocol):
     async def delete_shard(self, shard: str) -> None:
         """Drop a shard, its records and its committed offsets (``ShardNotFound``)."""
 
+    async def set_shard_config(self, shard: str, config: ShardConfig) -> None:
+        """Replace a shard's config (Kafka AlterConfigs), as durably as ``create_shard``;
+        the next ``apply_retention`` uses it."""
+
     async def list_shards(self, prefix: str = "") -> list[str]:
         """Names of the shards starting with ``prefix``, sorted."""
 
@@ -235,7 +241,7 @@ class StorageEngine(Protocol):
     async def append_batch(
         self,
         shard: str,
-        batch: bytes,
+        batch: bytes | memoryview,
         *,
         count: int,
         max_timestamp_ms: int,
@@ -288,6 +294,10 @@ class StorageEngine(Protocol):
 
     async def committed_offset(self, group: str, shard: str) -> CommittedOffset | None:
         """The position last committed by ``group`` for ``shard``."""
+
+    async def committed_offsets(self, shard: str) -> dict[str, CommittedOffset]:
+        """Every group's position in ``shard``: what moving committed offsets elsewhere
+        (the Kafka broker's migration to the Meta Service) reads."""
 
     # --- key-value ------------------------------------------------------------------
     async def get(self, key: bytes) -> bytes | None: ...

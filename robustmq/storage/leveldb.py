@@ -288,6 +288,12 @@ class LevelDBEngine:
             ops += [(k, None) for k in self.db.iterator(prefix=tag + s.prefix, include_value=False)]
         await self._write(ops, lambda: None)
 
+    async def set_shard_config(self, shard: str, config: ShardConfig) -> None:
+        s = self._shard(shard)
+        s.config = config
+        s.config_raw = json.dumps(config.to_dict(), sort_keys=True).encode()
+        await self._write([s.meta_op()], lambda: None)
+
     async def list_shards(self, prefix: str = "") -> list[str]:
         self._check_open()
         it = self.db.iterator(prefix=b"S" + prefix.encode(), include_value=False)
@@ -332,7 +338,7 @@ class LevelDBEngine:
     async def append_batch(
         self,
         shard: str,
-        batch: bytes,
+        batch: bytes | memoryview,
         *,
         count: int,
         max_timestamp_ms: int,
@@ -526,6 +532,13 @@ class LevelDBEngine:
         if raw is None:
             return None
         return CommittedOffset(_I64.unpack_from(raw)[0], raw[8:].decode())
+
+    async def committed_offsets(self, shard: str) -> dict[str, CommittedOffset]:
+        prefix = b"O" + self._shard(shard).prefix
+        return {
+            key[len(prefix) :].decode(): CommittedOffset(_I64.unpack_from(raw)[0], raw[8:].decode())
+            for key, raw in self.db.iterator(prefix=prefix)
+        }
 
     # --- key-value ------------------------------------------------------------------
     async def get(self, key: bytes) -> bytes | None:

@@ -184,6 +184,9 @@ class MemoryEngine:
         for key in [k for k in self._offsets if k[1] == shard]:
             del self._offsets[key]
 
+    async def set_shard_config(self, shard: str, config: ShardConfig) -> None:
+        self._shard(shard).config = config
+
     async def list_shards(self, prefix: str = "") -> list[str]:
         self._check_open()
         return sorted(n for n in self._shards if n.startswith(prefix))
@@ -225,7 +228,7 @@ class MemoryEngine:
     async def append_batch(
         self,
         shard: str,
-        batch: bytes,
+        batch: bytes | memoryview,
         *,
         count: int,
         max_timestamp_ms: int,
@@ -356,6 +359,10 @@ class MemoryEngine:
     async def committed_offset(self, group: str, shard: str) -> CommittedOffset | None:
         self._shard(shard)
         return self._offsets.get((group, shard))
+
+    async def committed_offsets(self, shard: str) -> dict[str, CommittedOffset]:
+        self._shard(shard)
+        return {g: c for (g, s), c in self._offsets.items() if s == shard}
 
     # --- key-value ------------------------------------------------------------------
     async def get(self, key: bytes) -> bytes | None:

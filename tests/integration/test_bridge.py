@@ -5,7 +5,9 @@ thread, or the real ``robustmq-server`` process for restarts and configuration e
 
 Covered: MQTT 3.1.1 and 5.0 publishes read by a Kafka consumer group with key = MQTT
 topic, value byte-exact, headers = user properties, per-topic order in the partition the
-Java partitioner picks; wildcard filters; 1,000 messages without loss; Kafka records
+Java partitioner picks; wildcard filters; 1,000 messages without loss; a QoS 0 run of
+1,000 messages handed to the bridge as lists (the router's internal-subscriber hook) and
+complete and in order in Kafka; the hook's matching rules; Kafka records
 (uncompressed, gzip, snappy, lz4, zstd) delivered byte-exact on templated MQTT topics;
 a batch whose codec package is missing skipped and counted; committed offsets surviving
 a restart with the segment engine; bad entries named by ``config-check``; a loop refused.
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -190,6 +193,86 @@ def test_a_thousand_messages_on_a_multi_level_wildcard_arrive_without_loss(
     for key, values in by_key.items():
         first = int(key.split(b"/")[1])
         assert values == list(range(first, 1000, 10))  # none lost, none reordered
+
+
+def _remaining_length(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n % 128, n // 128
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _packet(first: int, body: bytes) -> bytes:
+    return bytes([first]) + _remaining_length(len(body)) + body
+
+
+def test_a_qos0_run_of_a_thousand_messages_reaches_kafka_complete_and_in_order(
+    node_factory: Any,
+) -> None:
+    node = node_factory(mqtt_to_kafka=[{"filter": "run/+", "topic": "runs"}])
+    bridge = node.node.bridges.mqtt_to_kafka[0]
+    handed: list[int] = []  # the size of each list the router hands the bridge
+    deliver = bridge.deliver_messages
+
+    def spy(messages: list[Any]) -> None:
+        handed.append(len(messages))
+        deliver(messages)
+
+    bridge.deliver_messages = spy
+    topic = b"run/a"
+    payloads = [b"%04d" % i + b"." * (i % 7) for i in range(1000)]
+    # One write of 1,000 plain QoS 0 PUBLISHes: the broker decodes them as forwarding-lane
+    # runs, which reach the bridge as lists, not one call per message.
+    connect = _packet(0x10, b"\x00\x04MQTT\x04\x02\x00\x3c\x00\x03run")
+    publishes = b"".join(
+        _packet(0x30, len(topic).to_bytes(2, "big") + topic + payload) for payload in payloads
+    )
+    with socket.create_connection(("127.0.0.1", node.mqtt_port), timeout=TIMEOUT) as sock:
+        sock.sendall(connect)
+        assert sock.recv(4) == b"\x20\x02\x00\x00"  # CONNACK, accepted
+        sock.sendall(publishes)
+        records = _consume(node.bootstrap, "runs", 1000)
+    assert [msg.value() for msg in records] == payloads  # complete, in order
+    assert {msg.key() for msg in records} == {topic}
+    assert sum(handed) == 1000 and max(handed) > 1
+    assert node.stats["mqtt_to_kafka_messages"] == 1000
+
+
+def test_router_internal_subscribers() -> None:
+    from robustmq.broker.mqtt.message import Message
+    from robustmq.broker.router import Router
+
+    class Collector:
+        def __init__(self) -> None:
+            self.got: list[list[str]] = []
+
+        def deliver_messages(self, messages: list[Any]) -> None:
+            self.got.append([m.topic for m in messages])
+
+    router = Router()
+    a, b = Collector(), Collector()
+    router.subscribe_internal(a, "x/+")
+    router.subscribe_internal(a, "x/#")  # overlapping: still one delivery
+    router.subscribe_internal(b, "#")
+    assert router.internal_subscriptions == 3
+    assert router.route(Message("x/1", b"p", 1, False, None, "c")) == 0  # no session got it
+    assert router.route(Message("$SYS/x", b"p", 0, False, None, "c")) == 0
+    assert a.got == [["x/1"]] and b.got == [["x/1"]]  # '#' does not match '$SYS' (§4.7.2)
+
+    class Pub:
+        def __init__(self, topic: str) -> None:
+            self.topic, self.payload, self.qos = topic, b"", 0
+
+    router.route_run("x/2", [Pub("x/2"), Pub("x/2")], "c")
+    assert a.got[-1] == ["x/2", "x/2"] and b.got[-1] == ["x/2", "x/2"]
+    router.unsubscribe_internal(a, "x/+")
+    router.unsubscribe_internal(a, "x/#")
+    router.unsubscribe_internal(a, "x/#")  # not subscribed any more: nothing changes
+    assert router.internal_subscriptions == 1
+    router.route(Message("x/3", b"p", 0, False, None, "c"))
+    assert a.got[-1] == ["x/2", "x/2"] and b.got[-1] == ["x/3"]
 
 
 # ---------------------------------------------------------------------- Kafka -> MQTT

@@ -231,7 +231,7 @@ def test_idempotent_retries_land_once_and_gaps_are_refused(kb: KafkaThread):
     assert _produce(raw, "idem", first)["base_offset"] == 0
     assert kb.call(kb.engine.latest_offset("kafka/idem/0")) == 2
     refused = raw.call(22, 1, {"transactional_id": "tx", "transaction_timeout_ms": 60000})
-    assert refused["error_code"] == 42
+    assert refused["error_code"] == 53  # TRANSACTIONAL_ID_AUTHORIZATION_FAILED
     raw.close()
 
 

@@ -1,5 +1,5 @@
 """The group coordinator: the classic consumer-group protocol (JoinGroup, SyncGroup,
-Heartbeat, LeaveGroup, ListGroups, DescribeGroups), in memory on this node.
+Heartbeat, LeaveGroup, ListGroups, DescribeGroups, DeleteGroups), in memory on this node.
 
 A group moves Empty -> PreparingRebalance -> CompletingRebalance -> Stable, as in Kafka's
 GroupCoordinator. A rebalance starts when a member joins, rejoins, leaves or misses its
@@ -10,7 +10,10 @@ answers the leader with every member's metadata: the client-side assignor decide
 gets what, and SyncGroup carries its decision to the others. Heartbeats tell members of
 a rebalance (REBALANCE_IN_PROGRESS); stale generations get ILLEGAL_GENERATION. Group
 membership is not persisted (committed offsets are, in ``offsets.py``); static membership
-(group.instance.id) is accepted but treated like a dynamic member.
+(group.instance.id) is accepted but treated like a dynamic member. DeleteGroups removes a
+group without members and its committed offsets (stored as -1, Kafka's "no offset", since
+the engine has no call to remove one); a group with members gets NON_EMPTY_GROUP, one that
+has neither state nor offsets GROUP_ID_NOT_FOUND.
 """
 
 from __future__ import annotations
@@ -25,12 +28,17 @@ from typing import TYPE_CHECKING, Any
 from robustmq._core.kafka_codec import RequestHeader
 from robustmq.errors import (
     KafkaError,
+    KafkaGroupIdNotFound,
     KafkaIllegalGeneration,
     KafkaInconsistentGroupProtocol,
     KafkaInvalidGroupId,
     KafkaInvalidSessionTimeout,
+    KafkaNonEmptyGroup,
     KafkaRebalanceInProgress,
     KafkaUnknownMemberId,
+    MetaError,
+    StorageError,
+    kafka_error_code,
 )
 
 if TYPE_CHECKING:
@@ -385,6 +393,23 @@ class GroupCoordinator:
             group.state = EMPTY
             group.leader = group.protocol_name = group.protocol_type = None
 
+    async def delete(self, group_id: str) -> None:
+        group = self.groups.get(group_id)
+        if not group_id:
+            raise KafkaInvalidGroupId("empty group id")
+        if group is not None and group.members:
+            raise KafkaNonEmptyGroup(f"group {group_id!r} has {len(group.members)} members")
+        committed = await self.broker.offsets.group_offsets(group_id)
+        if group is None and not committed:
+            raise KafkaGroupIdNotFound(f"group {group_id!r} does not exist")
+        if group is not None:
+            if group.timer is not None:
+                group.timer.cancel()
+            del self.groups[group_id]
+        if committed:
+            await self.broker.offsets.delete_group(group_id)
+        log.info("kafka group %s: deleted", group_id)
+
     async def run_expiry(self) -> None:
         """Drop members whose session timed out (members blocked in JoinGroup or SyncGroup
         are waiting on the coordinator, not silent, so they are kept)."""
@@ -449,3 +474,17 @@ async def handle_describe_groups(
     broker: KafkaBroker, conn: KafkaConnection, header: RequestHeader, req: dict[str, Any]
 ) -> dict[str, Any]:
     return broker.groups.describe_groups(req)
+
+
+async def handle_delete_groups(
+    broker: KafkaBroker, conn: KafkaConnection, header: RequestHeader, req: dict[str, Any]
+) -> dict[str, Any]:
+    results = []
+    for group_id in req["groups_names"]:
+        try:
+            await broker.groups.delete(group_id)
+            code = 0
+        except (KafkaError, StorageError, MetaError) as exc:
+            code = kafka_error_code(exc)
+        results.append({"group_id": group_id, "error_code": code})
+    return {"results": results}

@@ -2,12 +2,15 @@
 patched and are appended to the partition's shard as received, never re-encoded, so the
 producer's compression stays as it was. Topics are auto-created here when enabled.
 
-acks 0, 1 and -1 are accepted; on one node -1 waits for nothing more than 1 does (the
-storage engine's fsync policy decides durability). acks=0 gets no response at all.
+The partitions of one request are appended concurrently, so with ``fsync=always`` they
+share one fsync round. acks 0, 1 and -1 are accepted; on one node -1 waits for nothing
+more than 1 does (the storage engine's fsync policy decides durability). acks=0 gets no
+response at all.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 from robustmq._core import kafka
@@ -30,27 +33,42 @@ async def handle_produce(
     broker: KafkaBroker, conn: KafkaConnection, header: RequestHeader, req: dict[str, Any]
 ) -> dict[str, Any] | None:
     acks = req["acks"]
-    responses = []
-    for topic_data in req["topic_data"]:
-        name = topic_data["name"]
-        partitions = []
-        for pd in topic_data["partition_data"]:
-            index = pd["index"]
-            try:
-                if acks not in (0, 1, -1):
-                    raise KafkaInvalidRequiredAcks(f"acks={acks}; allowed 0, 1, -1")
-                base = await _append(broker, name, index, pd["records"])
-                error = 0
-            except (KafkaError, StorageError) as exc:
-                base, error = -1, kafka_error_code(exc)
-                broker.stats["produce_errors"] += 1
-            partitions.append(
-                {"index": index, "error_code": error, "base_offset": base, "log_start_offset": -1}
-            )
-        responses.append({"name": name, "partition_responses": partitions})
+    work = [
+        (topic_data["name"], pd["index"], pd["records"])
+        for topic_data in req["topic_data"]
+        for pd in topic_data["partition_data"]
+    ]
+    if len(work) == 1:
+        results = [await _produce_partition(broker, acks, *work[0])]
+    else:
+        # Every partition writes before any waits, so with fsync=always the whole request
+        # shares one fsync round (the engine's group commit) instead of one per partition.
+        results = await asyncio.gather(*(_produce_partition(broker, acks, *w) for w in work))
+    responses: dict[str, list[dict[str, int]]] = {}
+    for (name, index, _), (base, error) in zip(work, results, strict=True):
+        responses.setdefault(name, []).append(
+            {"index": index, "error_code": error, "base_offset": base, "log_start_offset": -1}
+        )
     if acks == 0:
         return None
-    return {"responses": responses}
+    return {
+        "responses": [
+            {"name": name, "partition_responses": parts} for name, parts in responses.items()
+        ]
+    }
+
+
+async def _produce_partition(
+    broker: KafkaBroker, acks: int, name: str, index: int, records: bytes | None
+) -> tuple[int, int]:
+    """(base offset, error code) of one partition's records."""
+    try:
+        if acks not in (0, 1, -1):
+            raise KafkaInvalidRequiredAcks(f"acks={acks}; allowed 0, 1, -1")
+        return await _append(broker, name, index, records), 0
+    except (KafkaError, StorageError) as exc:
+        broker.stats["produce_errors"] += 1
+        return -1, kafka_error_code(exc)
 
 
 async def _append(broker: KafkaBroker, topic: str, partition: int, records: bytes | None) -> int:
@@ -69,7 +87,7 @@ async def _append(broker: KafkaBroker, topic: str, partition: int, records: byte
             continue
         base = await broker.engine.append_batch(
             shard,
-            records if h.size == len(records) else bytes(view[h.position : h.position + h.size]),
+            records if h.size == len(records) else view[h.position : h.position + h.size],
             count=h.last_offset_delta + 1,
             max_timestamp_ms=h.max_timestamp if h.max_timestamp >= 0 else wall_clock_ms(),
             base_offset_at=0,

@@ -6,7 +6,8 @@ Kafka does: a batch repeating one of them is a retry and is answered with the of
 got the first time without being stored again; a gap in the sequence is refused with
 OUT_OF_ORDER_SEQUENCE_NUMBER; an older epoch with INVALID_PRODUCER_EPOCH. This state is in
 memory: after a restart the first batch of a producer is accepted whatever its sequence.
-Transactional ids are refused (transactions are not offered yet).
+Transactional ids are refused with TRANSACTIONAL_ID_AUTHORIZATION_FAILED (transactions are
+not offered yet).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from robustmq.errors import (
     KafkaInvalidProducerEpoch,
     KafkaInvalidRequest,
     KafkaOutOfOrderSequenceNumber,
+    KafkaTransactionalIdAuthorizationFailed,
 )
 
 if TYPE_CHECKING:
@@ -89,7 +91,8 @@ async def handle_init_producer_id(
     broker: KafkaBroker, conn: KafkaConnection, header: RequestHeader, req: dict[str, Any]
 ) -> dict[str, Any]:
     if req["transactional_id"] is not None:
-        return {"error_code": KafkaInvalidRequest("transactions are not supported").code}
+        # Fatal for the client (a retriable code would have it retry until its timeout).
+        return {"error_code": KafkaTransactionalIdAuthorizationFailed.code}
     if (req.get("producer_id", -1) < 0) != (req.get("producer_epoch", -1) < 0):
         return {"error_code": KafkaInvalidRequest("producer id and epoch: both or neither").code}
     # KIP-360 lets a producer name its current id and epoch; without a transactional id,

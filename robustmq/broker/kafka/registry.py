@@ -5,6 +5,9 @@ Topic metadata is kept in the engine's key-value space under ``kafka/topic/<name
 the Meta Service owns it; ``TopicRegistry`` is the only code that knows that, so moving it
 changes this file only. Partition ``p`` of topic ``t`` is the shard ``kafka/t/p``. The
 records themselves are read and written by the handlers through the engine interface.
+A topic's configs decide its partitions' shard config (retention, segment size): when they
+change, and at start (where a topic without its own value follows the ``[kafka]`` default
+of the moment, as in Kafka), every partition's shard config is brought in line.
 """
 
 from __future__ import annotations
@@ -51,6 +54,16 @@ def shard_name(topic: str, partition: int) -> str:
     return f"kafka/{topic}/{partition}"
 
 
+def check_partition_count(topic: Topic, count: int) -> None:
+    """``KafkaInvalidPartitions`` unless ``count`` grows ``topic`` within the limit."""
+    if count <= topic.partitions:
+        raise KafkaInvalidPartitions(
+            f"topic {topic.name!r} has {topic.partitions} partitions; the count can only grow"
+        )
+    if count > MAX_PARTITIONS:
+        raise KafkaInvalidPartitions(f"{count} partitions; 1 to {MAX_PARTITIONS}")
+
+
 def validate_topic_name(name: str | None) -> str:
     if not name or not _LEGAL.fullmatch(name) or name in (".", ".."):
         raise KafkaInvalidTopic(
@@ -71,6 +84,14 @@ class TopicRegistry:
             data = orjson.loads(value)
             topic = Topic(data["name"], data["partitions"], data.get("configs", {}))
             self.topics[topic.name] = topic
+            wanted = self.shard_config(topic.configs)
+            for p in range(topic.partitions):
+                shard = shard_name(topic.name, p)
+                try:
+                    if (await self.engine.shard_info(shard)).config != wanted:
+                        await self.engine.set_shard_config(shard, wanted)
+                except ShardNotFound:
+                    pass  # a partition lost with its files: reads answer UNKNOWN_TOPIC_OR_PARTITION
 
     def get(self, name: str) -> Topic | None:
         return self.topics.get(name)
@@ -124,12 +145,55 @@ class TopicRegistry:
                     await self.engine.delete_shard(shard)
                 raise
             topic = Topic(name, partitions, dict(configs))
-            await self.engine.put(
-                _KEY + name.encode(),
-                orjson.dumps({"name": name, "partitions": partitions, "configs": topic.configs}),
-            )
-            self.topics[name] = topic
+            await self._save(topic)
             return topic
+
+    async def alter_configs(self, name: str, configs: dict[str, str]) -> Topic:
+        """Replace a topic's own configs (validated by the caller) and its partitions'
+        shard configs, durably."""
+        async with self._lock:
+            topic = self._existing(name)
+            shard_config = self.shard_config(configs)
+            for p in range(topic.partitions):
+                await self.engine.set_shard_config(shard_name(name, p), shard_config)
+            changed = Topic(name, topic.partitions, dict(configs))
+            await self._save(changed)
+            return changed
+
+    async def add_partitions(self, name: str, count: int) -> Topic:
+        """Grow a topic to ``count`` partitions (only ever more: keyed records must keep
+        landing where they did for the existing ones)."""
+        async with self._lock:
+            topic = self._existing(name)
+            check_partition_count(topic, count)
+            shard_config = self.shard_config(topic.configs)
+            created = []
+            try:
+                for p in range(topic.partitions, count):
+                    await self.engine.create_shard(shard_name(name, p), shard_config)
+                    created.append(shard_name(name, p))
+            except StorageError:
+                for shard in created:
+                    await self.engine.delete_shard(shard)
+                raise
+            grown = Topic(name, count, topic.configs)
+            await self._save(grown)
+            return grown
+
+    def _existing(self, name: str) -> Topic:
+        topic = self.topics.get(name)
+        if topic is None:
+            raise KafkaUnknownTopicOrPartition(f"topic {name!r} does not exist")
+        return topic
+
+    async def _save(self, topic: Topic) -> None:
+        await self.engine.put(
+            _KEY + topic.name.encode(),
+            orjson.dumps(
+                {"name": topic.name, "partitions": topic.partitions, "configs": topic.configs}
+            ),
+        )
+        self.topics[topic.name] = topic
 
     async def delete(self, name: str) -> None:
         async with self._lock:

@@ -8,9 +8,12 @@ on that connection only). A frame announcing more than ``max_request_size`` (any
 but Produce: more than ``MAX_NON_PRODUCE_REQUEST``), a header that cannot be read or a
 request this broker does not implement closes the connection, with a log line and a count
 in ``stats``; ApiVersions with too new a version is answered with UNSUPPORTED_VERSION and
-the supported list instead (KIP-511). A connection idle for ``CONNECTIONS_MAX_IDLE``
-seconds is closed, as Kafka does. What each API does lives in the handler modules; this
-file does no protocol logic of its own.
+the supported list instead (KIP-511). With SASL configured, a request other than
+ApiVersions, SaslHandshake and SaslAuthenticate before authentication closes the
+connection the same way (``sasl.py``), and after SaslHandshake v0 the next frame is a
+bare SASL token. A connection idle for ``CONNECTIONS_MAX_IDLE`` seconds is closed, as
+Kafka does. What each API does lives in the handler modules; this file does no protocol
+logic of its own.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import struct
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -26,11 +30,27 @@ from typing import Any, cast
 from robustmq._core import kafka
 from robustmq._core.kafka_codec import RequestHeader
 from robustmq._core.kafka_spec import APIS
-from robustmq.broker.kafka import admin, coordinator, fetch, metadata, offsets, produce, producers
+from robustmq.broker.auth.users import UserStore
+from robustmq.broker.kafka import (
+    admin,
+    coordinator,
+    fetch,
+    metadata,
+    offsets,
+    produce,
+    producers,
+    sasl,
+)
 from robustmq.broker.kafka.coordinator import GroupCoordinator
 from robustmq.broker.kafka.registry import TopicRegistry
 from robustmq.config import KafkaConfig
-from robustmq.errors import KafkaError, KafkaUnsupportedVersion, ShardNotFound
+from robustmq.errors import (
+    KafkaError,
+    KafkaIllegalSaslState,
+    KafkaUnsupportedVersion,
+    ShardNotFound,
+)
+from robustmq.observability.latency import LatencyHistogram
 from robustmq.storage import StorageEngine
 
 log = logging.getLogger(__name__)
@@ -54,10 +74,20 @@ HANDLERS: dict[int, Handler] = {
     14: coordinator.handle_sync_group,
     15: coordinator.handle_describe_groups,
     16: coordinator.handle_list_groups,
+    17: sasl.handle_sasl_handshake,
     18: metadata.handle_api_versions,
     19: admin.handle_create_topics,
     20: admin.handle_delete_topics,
+    21: admin.handle_delete_records,
     22: producers.handle_init_producer_id,
+    23: metadata.handle_offset_for_leader_epoch,
+    32: admin.handle_describe_configs,
+    33: admin.handle_alter_configs,
+    36: sasl.handle_sasl_authenticate,
+    37: admin.handle_create_partitions,
+    42: coordinator.handle_delete_groups,
+    44: admin.handle_incremental_alter_configs,
+    60: admin.handle_describe_cluster,
 }
 assert set(HANDLERS) == set(APIS), "every API in the spec table needs a handler"
 
@@ -78,13 +108,24 @@ RETENTION_INTERVAL = 60.0
 # peers that vanished without a FIN, or that opened sockets and left them, do not pile up.
 CONNECTIONS_MAX_IDLE = 600.0
 IDLE_SWEEP_INTERVAL = 10.0
+FAILED_AUTHENTICATION_DELAY = 0.1  # seconds; Kafka's connection.failed.authentication.delay.ms
 
 
 class KafkaBroker:
-    def __init__(self, config: KafkaConfig, engine: StorageEngine, node_id: int = 1) -> None:
+    def __init__(
+        self,
+        config: KafkaConfig,
+        engine: StorageEngine,
+        node_id: int = 1,
+        users: UserStore | None = None,
+        offset_store: offsets.OffsetStore | None = None,
+    ) -> None:
         self.config = config
         self.engine = engine
+        # Committed offsets: the node passes the Meta Service's (offsets.MetaOffsets).
+        self.offsets = offset_store or offsets.EngineOffsets(engine)
         self.node_id = node_id
+        self.sasl_users = sasl.SaslUsers(users)
         self.cluster_id = "robustmq"
         self.topics = TopicRegistry(engine, config)
         self.arrivals = fetch.DataArrivals()
@@ -92,11 +133,16 @@ class KafkaBroker:
         self.groups = GroupCoordinator(self)
         self.connections: set[KafkaConnection] = set()
         self.stats: Counter[str] = Counter()
+        # Handler time of every request by API key (robustmq_kafka_request_seconds).
+        self.request_latency = LatencyHistogram(max(APIS) + 1, 1)
         self._server: asyncio.AbstractServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> list[tuple[str, str, int]]:
+        if self.config.sasl_mechanisms and not len(self.sasl_users):
+            log.warning("kafka SASL is on but [auth] has no users: every authentication fails")
         await self.topics.load()
+        await self.offsets.start(self.topics)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: KafkaConnection(self),
@@ -146,7 +192,17 @@ class KafkaBroker:
         """The response frame to one request frame; None when no response is due (acks=0).
 
         Raises ``KafkaError`` when the connection has to be closed."""
+        if conn.sasl.raw and not conn.sasl.authenticated:
+            # After SaslHandshake v0 the tokens travel as bare size-prefixed frames.
+            reply = await sasl.authenticate_token(self, conn, bytes(frame))
+            return struct.pack(">i", len(reply)) + reply
         header, reader = kafka.decode_request_header(frame)
+        if not conn.sasl.authenticated and header.api_key not in sasl.PRE_AUTHENTICATION_APIS:
+            self.stats["sasl_unauthenticated_requests"] += 1
+            raise KafkaIllegalSaslState(
+                f"api key {header.api_key} before SASL authentication (Kafka closes such "
+                "connections)"
+            )
         try:
             decode, _ = kafka.body_codec(header.api_key, header.api_version, response=False)
         except KafkaUnsupportedVersion:
@@ -161,7 +217,9 @@ class KafkaBroker:
                 metadata.api_versions_body(KafkaUnsupportedVersion.code),
             )
         conn.client_id = header.client_id
+        start = time.perf_counter_ns()
         response = await HANDLERS[header.api_key](self, conn, header, decode(reader))
+        self.request_latency.record(header.api_key, time.perf_counter_ns() - start)
         if response is None:
             return None
         self.stats["requests"] += 1
@@ -180,6 +238,8 @@ class KafkaConnection(asyncio.Protocol):
         self.host = "127.0.0.1"  # the address the client reached us at (Metadata answers it)
         self.port = broker.config.port
         self.client_id: str | None = None
+        self.sasl = sasl.SaslSession(bool(broker.config.sasl_mechanisms))
+        self.close_after_response = False  # a failed SASL exchange: answer, then close
         self._buf = bytearray()
         self._queue: collections.deque[memoryview] = collections.deque()
         self._queued_bytes = 0
@@ -257,6 +317,14 @@ class KafkaConnection(asyncio.Protocol):
             self.last_active = time.monotonic()
             if response is not None and self.transport is not None and not self.closed:
                 self.transport.write(response)
+            if self.close_after_response:
+                # Kafka's connection.failed.authentication.delay.ms: the client reads the
+                # error before the connection goes, and a retry loop is slowed down.
+                self._queue.clear()
+                if self.transport is not None:
+                    self.transport.pause_reading()
+                asyncio.get_running_loop().call_later(FAILED_AUTHENTICATION_DELAY, self.close)
+                return
             if (
                 self._paused
                 and len(self._queue) < _MAX_QUEUED // 2

@@ -1,8 +1,11 @@
 """The ``offsets`` group: committed offsets of consumer groups.
 
 One table, ``offsets``, keyed ``"<group>/<topic>/<partition>"`` (Kafka topic names cannot
-contain "/"), each record holding the committed offset and its metadata string. Group
-membership and rebalancing are the Kafka coordinator's and live in the broker.
+contain "/"), each record holding the committed offset and its metadata string.
+``offset.commit_batch`` stores the partitions of one Kafka OffsetCommit in one entry (a
+group id may hold "/": keys are split from the right); ``topic.delete`` drops a deleted
+topic's offsets in every group. Group membership and rebalancing are the Kafka
+coordinator's and live in the broker.
 """
 
 from __future__ import annotations
@@ -30,10 +33,42 @@ def _offset_commit(sm: StateMachine, cmd: Record) -> Any:
     return {"key": key}
 
 
-def _group_delete(sm: StateMachine, cmd: Record) -> Any:
-    prefix = field(cmd, "group", str) + "/"
+def _offset_commit_batch(sm: StateMachine, cmd: Record) -> Any:
+    group = field(cmd, "group", str)
+    offsets = field(cmd, "offsets", list)
+    rows = []
+    for entry in offsets:  # all checked before any is stored: a refused command changes nothing
+        if not isinstance(entry, dict):
+            raise InvalidMetaCommand("offset.commit_batch: offsets must be objects")
+        topic = field(entry, "topic", str)
+        partition = field(entry, "partition", int)
+        offset = field(entry, "offset", int)
+        metadata = entry.get("metadata", "")
+        if not group or not topic or "/" in topic or partition < 0 or offset < -1:
+            raise InvalidMetaCommand(
+                "offset.commit_batch needs a group, topics without '/', partition >= 0, "
+                "offset >= -1"
+            )
+        if not isinstance(metadata, str):
+            raise InvalidMetaCommand("offset.commit_batch: metadata must be a string")
+        rows.append((f"{group}/{topic}/{partition}", {"offset": offset, "metadata": metadata}))
+    sm.tables["offsets"].update(rows)
+    return {"committed": len(rows)}
+
+
+def _topic_delete(sm: StateMachine, cmd: Record) -> Any:
+    topic = field(cmd, "topic", str)
     table = sm.tables["offsets"]
-    doomed = [k for k in table if k.startswith(prefix)]
+    doomed = [k for k in table if k.rsplit("/", 2)[1] == topic]
+    for k in doomed:
+        del table[k]
+    return {"deleted": len(doomed)}
+
+
+def _group_delete(sm: StateMachine, cmd: Record) -> Any:
+    group = field(cmd, "group", str)
+    table = sm.tables["offsets"]
+    doomed = [k for k in table if k.rsplit("/", 2)[0] == group]
     for k in doomed:
         del table[k]
     return {"deleted": len(doomed)}
@@ -42,4 +77,9 @@ def _group_delete(sm: StateMachine, cmd: Record) -> Any:
 class OffsetsStateMachine(StateMachine):
     NAME = "offsets"
     TABLES = ("offsets",)
-    OPS = {"offset.commit": _offset_commit, "group.delete": _group_delete}
+    OPS = {
+        "offset.commit": _offset_commit,
+        "offset.commit_batch": _offset_commit_batch,
+        "group.delete": _group_delete,
+        "topic.delete": _topic_delete,
+    }

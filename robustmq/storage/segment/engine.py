@@ -50,6 +50,10 @@ def _offset_key_shard(key: bytes) -> bytes:
     return key[2 + _U16.unpack_from(key)[0] :]
 
 
+def _offset_key_group(key: bytes) -> str:
+    return key[2 : 2 + _U16.unpack_from(key)[0]].decode()
+
+
 class SegmentEngine:
     """Append-only segment files; see the module docstring."""
 
@@ -150,6 +154,9 @@ class SegmentEngine:
         await self._durable()
         return self._info(log)
 
+    async def set_shard_config(self, shard: str, config: ShardConfig) -> None:
+        self._shard(shard).set_config(config)
+
     async def delete_shard(self, shard: str) -> None:
         log = self._shard(shard)
         async with self.syncer.lock:
@@ -184,7 +191,7 @@ class SegmentEngine:
     async def append_batch(
         self,
         shard: str,
-        batch: bytes,
+        batch: bytes | memoryview,
         *,
         count: int,
         max_timestamp_ms: int,
@@ -239,6 +246,15 @@ class SegmentEngine:
         if raw is None:
             return None
         return CommittedOffset(_OFFSET.unpack_from(raw)[0], raw[8:].decode())
+
+    async def committed_offsets(self, shard: str) -> dict[str, CommittedOffset]:
+        self._shard(shard)
+        name = shard.encode()
+        return {
+            _offset_key_group(key): CommittedOffset(_OFFSET.unpack_from(raw)[0], raw[8:].decode())
+            for key, raw in self._check_open().tables[NS_OFFSETS].items()
+            if _offset_key_shard(key) == name
+        }
 
     # --- key-value ------------------------------------------------------------------
     async def _kv_write(self, ns: str, key: bytes, value: bytes, delete: bool = False) -> None:

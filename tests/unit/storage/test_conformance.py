@@ -240,6 +240,15 @@ async def test_committed_offsets(engine: StorageEngine) -> None:
     await engine.commit_offset("g", "c", 8, "meta2")
     assert await engine.committed_offset("g", "c") == CommittedOffset(8, "meta2")
     assert await engine.committed_offset("h", "c") == CommittedOffset(9, "")
+    await engine.create_shard("other")
+    await engine.commit_offset("g/x", "other", 1)  # a group name holding the shard's
+    assert await engine.committed_offsets("c") == {
+        "g": CommittedOffset(8, "meta2"),
+        "h": CommittedOffset(9, ""),
+    }
+    assert await engine.committed_offsets("other") == {"g/x": CommittedOffset(1, "")}
+    with pytest.raises(ShardNotFound):
+        await engine.committed_offsets("nope")
     await engine.delete_shard("c")
     await engine.create_shard("c")
     assert await engine.committed_offset("g", "c") is None

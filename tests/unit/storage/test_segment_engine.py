@@ -195,3 +195,62 @@ async def test_retention_deletes_whole_segments_only(tmp_path) -> None:
     assert after == before[-1:]  # the active segment is never deleted
     assert earliest == int(after[0][:-4])
     await engine.close()
+
+
+async def test_a_batch_is_stored_patched_from_a_view_and_left_alone(tmp_path) -> None:
+    """The produce path hands a slice of the request (a memoryview); the engine writes
+    the frame head and the untouched rest with one pwritev, never changing the buffer."""
+    engine = await SegmentEngine.open(cfg(tmp_path))
+    await engine.create_shard("s")
+    await engine.append_batch("s", b"\xff" * 30, count=2, max_timestamp_ms=5, base_offset_at=0)
+    request = bytearray(b"head" + b"\xee" * 8 + b"batch-body" + b"tail")
+    view = memoryview(request)[4:-4]
+    base = await engine.append_batch("s", view, count=3, max_timestamp_ms=9, base_offset_at=0)
+    assert base == 2
+    assert request == bytearray(b"head" + b"\xee" * 8 + b"batch-body" + b"tail")
+    got = await engine.read_batches("s", 2)
+    assert got[0].data == (2).to_bytes(8, "big") + b"batch-body"
+    await engine.close()
+    engine = await SegmentEngine.open(cfg(tmp_path))  # what reached the file scans clean
+    assert [b.data[8:] for b in await engine.read_batches("s", 0)] == [b"\xff" * 22, b"batch-body"]
+    await engine.close()
+
+
+async def test_short_writes_are_continued(tmp_path, monkeypatch) -> None:
+    engine = await SegmentEngine.open(cfg(tmp_path))
+    await engine.create_shard("s")
+    real = os.pwritev
+    calls = []
+
+    def short(fd: int, buffers: list, offset: int) -> int:
+        calls.append(sum(len(b) for b in buffers))
+        return real(fd, [bytes(buffers[0])[:3]], offset)  # three bytes at a time
+
+    monkeypatch.setattr(os, "pwritev", short)
+    batch = bytes(range(40))
+    await engine.append_batch("s", batch, count=1, max_timestamp_ms=1, base_offset_at=0)
+    monkeypatch.undo()
+    assert len(calls) > 10 and calls[0] == 8 + 21 + 40
+    assert (await engine.read_batches("s", 0))[0].data == (0).to_bytes(8, "big") + batch[8:]
+    await engine.close()
+
+
+async def test_a_failed_write_leaves_the_log_as_it_was(tmp_path, monkeypatch) -> None:
+    engine = await SegmentEngine.open(cfg(tmp_path))
+    await engine.create_shard("s")
+    await engine.append_batch("s", b"a" * 20, count=1, max_timestamp_ms=1, base_offset_at=0)
+
+    def full(fd: int, buffers: list, offset: int) -> int:
+        os.pwrite(fd, bytes(buffers[0])[:5], offset)  # part of it landed
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "pwritev", full)
+    with pytest.raises(StorageError, match="No space"):
+        await engine.append_batch("s", b"b" * 20, count=1, max_timestamp_ms=1, base_offset_at=0)
+    monkeypatch.undo()
+    assert await engine.latest_offset("s") == 1
+    await engine.append_batch("s", b"c" * 20, count=1, max_timestamp_ms=1, base_offset_at=0)
+    await engine.close()
+    engine = await SegmentEngine.open(cfg(tmp_path))
+    assert [b.data[8:] for b in await engine.read_batches("s", 0)] == [b"a" * 12, b"c" * 12]
+    await engine.close()

@@ -130,6 +130,36 @@ def test_batches(segment_io) -> None:
     assert segment_io.scan(frame + records, 0, 6)[4] == segment_io.CORRUPT  # offset gap
 
 
+def test_batch_head_is_the_frame_of_the_patched_batch(segment_io) -> None:
+    batch = bytes(range(40))
+    base = 0x0102030405060708
+    for at in (0, 5, 32):
+        head, rest = segment_io.encode_batch_head(base, 3, 77, batch, at)
+        patched = batch[:at] + base.to_bytes(8, "big") + batch[at + 8 :]
+        assert rest == at + 8
+        assert head + batch[rest:] == segment_io.encode_batch(base, 3, 77, patched)
+    head, rest = segment_io.encode_batch_head(9, 1, -1, memoryview(batch))
+    assert rest == 0 and head + batch == segment_io.encode_batch(9, 1, -1, batch)
+    # A negative base offset is stored as Kafka's two's complement, as patch_base_offset does.
+    head, _ = segment_io.encode_batch_head(-2, 1, 0, batch, 0)
+    assert head.endswith((-2).to_bytes(8, "big", signed=True))
+    assert segment_io.scan(head + batch[8:], 0, -1)[4] == segment_io.CORRUPT  # offset < 0
+
+
+def test_batch_head_leaves_the_batch_alone(segment_io) -> None:
+    batch = bytearray(b"\xaa" * 16)
+    head, rest = segment_io.encode_batch_head(1, 1, 0, batch, 0)
+    assert batch == bytearray(b"\xaa" * 16) and rest == 8
+    got = segment_io.decode_batches(head + batch[rest:], 0, 1 << 20, StoredBatch)[0]
+    assert got[0].data == (1).to_bytes(8, "big") + b"\xaa" * 8
+
+
+@pytest.mark.parametrize("at", [9, 100, 2**40])
+def test_batch_head_refuses_a_base_offset_outside_the_batch(segment_io, at: int) -> None:
+    with pytest.raises(ValueError, match="outside the 16-byte batch"):
+        segment_io.encode_batch_head(0, 1, 0, b"x" * 16, at)
+
+
 def test_statuses(segment_io) -> None:
     data = segment_io.encode_records([Record(b"a" * 40), Record(b"b")], 0, 0)[0]
     first = len(data) - (len(data) - 8 - 21 - 6 - 40)
@@ -186,6 +216,25 @@ def test_twins_encode_identically(records, base, position, interval, max_ts) -> 
     assert [(r.value, r.key, r.headers) for r in got[0]] == [
         (bytes(r.value), r.key, r.headers) for r in records
     ]
+
+
+@needs_c
+@settings(max_examples=150, deadline=None)
+@given(
+    st.binary(max_size=300),
+    st.integers(-(2**63), 2**63 - 1),
+    st.integers(1, 2**32 - 1),
+    st.integers(-(2**63), 2**63 - 1),
+    st.integers(-1, 310),
+)
+def test_twins_encode_batch_heads_identically(batch, base, count, max_ts, at) -> None:
+    def outcome(twin):
+        try:
+            return twin.encode_batch_head(base, count, max_ts, batch, at)
+        except ValueError as exc:
+            return str(exc)
+
+    assert outcome(C) == outcome(PY)
 
 
 def _valid_log() -> bytes:
