@@ -4,12 +4,16 @@ It knows the meta nodes' addresses, remembers each group's leader, follows ``Not
 redirects, and retries what is retriable (an unreachable node, no leader yet, a timeout)
 up to ``retries`` times with a short backoff before raising ``MetaUnavailable``. The group
 commands are idempotent puts and deletes (``robustmq/meta/groups``), which is what makes
-retrying a proposal whose outcome is unknown safe. The server side is ``meta/service.py``.
+retrying a proposal whose outcome is unknown safe; membership changes are idempotent too.
+``watch`` is an async iterator over a group's applied entries that moves to another node
+when its stream breaks and resumes after the last index it yielded. The server side is
+``meta/service.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +21,7 @@ import grpc
 import orjson
 
 from robustmq import errors
-from robustmq.errors import ConfigError, MetaError, MetaUnavailable, NotLeader
+from robustmq.errors import ConfigError, MetaError, MetaTimeout, MetaUnavailable, NotLeader
 from robustmq.proto import meta_pb2, meta_pb2_grpc
 
 # gRPC's default 4 MiB limit would refuse a large read, or an InstallSnapshot of a large
@@ -44,6 +48,34 @@ class GroupStatus:
     commit: int
     applied: int
     snapshot_index: int
+    voters: tuple[int, ...] = ()
+    learners: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """One applied entry of a watched group, or its state machine at ``index``.
+
+    ``kind``: "entry" (``command``; empty for a new leader's no-op), "conf_change"
+    (``command`` is an encoded ``robustmq.meta.raft.ConfChange``) or "snapshot"
+    (``command`` is the state machine's ``snapshot()`` bytes, for ``restore``).
+    ``result`` is the state machine's result when the serving node still had it (None
+    otherwise, and for refused commands); ``error_kind`` names the ``MetaCommandError``
+    a refused command got, when known."""
+
+    kind: str
+    index: int
+    term: int
+    command: bytes
+    result: Any = None
+    error_kind: str = ""
+
+
+_KINDS = {
+    meta_pb2.WatchEvent.ENTRY: "entry",
+    meta_pb2.WatchEvent.CONF_CHANGE: "conf_change",
+    meta_pb2.WatchEvent.SNAPSHOT: "snapshot",
+}
 
 
 def _raise_reply_error(err: meta_pb2.MetaErrorReply) -> None:
@@ -134,12 +166,113 @@ class MetaClient:
                 g.commit,
                 g.applied,
                 g.snapshot_index,
+                tuple(g.voters),
+                tuple(g.learners),
             )
             for g in reply.groups
         ]
         return reply.node_id, groups
 
-    async def _call(self, group: str, rpc: Any) -> Any:
+    async def add_node(
+        self, group: str, node_id: int, address: str, timeout: float = 60.0
+    ) -> dict[str, list[int]]:
+        """Make ``node_id`` at ``address`` a voter of ``group`` (a learner until it has
+        caught up); returns the membership. ``timeout`` bounds the catch-up."""
+        request = meta_pb2.MembershipRequest(
+            group=group, node_id=node_id, address=address, timeout_ms=int(timeout * 1000)
+        )
+        # A timeout here is the new node not catching up: retrying would only wait again.
+        result: dict[str, list[int]] = await self._call(
+            group, lambda stub: stub.AddNode(request, timeout=timeout + 1), retry_timeout=False
+        )
+        return result
+
+    async def remove_node(self, group: str, node_id: int) -> dict[str, list[int]]:
+        """Take ``node_id`` out of ``group``; returns the membership."""
+        request = meta_pb2.MembershipRequest(
+            group=group, node_id=node_id, timeout_ms=int(self.timeout * 1000)
+        )
+        result: dict[str, list[int]] = await self._call(
+            group, lambda stub: stub.RemoveNode(request, timeout=self.timeout + 1)
+        )
+        return result
+
+    async def snapshot(self, address: str, group: str) -> int:
+        """Make the node at ``address`` snapshot ``group`` now (compacting its log); the
+        snapshot's index."""
+        try:
+            reply = await self._stub(address).Snapshot(
+                meta_pb2.SnapshotRequest(group=group), timeout=self.timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise MetaUnavailable(
+                f"meta node {address}: {exc.code().name} {exc.details()}"
+            ) from None
+        if reply.HasField("error"):
+            _raise_reply_error(reply.error)
+        index: int = orjson.loads(reply.result)["index"]
+        return index
+
+    async def watch(self, group: str, from_index: int = 1) -> AsyncGenerator[WatchEvent, None]:
+        """Every entry applied in ``group`` from ``from_index`` on, in index order, each
+        once (a "snapshot" event first when a node has compacted that index away).
+
+        Any member serves it. When a stream breaks (the node stops, is unreachable, or
+        fails) the next address is tried and the stream resumes after the last index
+        yielded; ``MetaUnavailable`` after ``retries`` attempts in a row yield nothing.
+        Errors that retrying cannot fix (an unknown group) are raised at once."""
+        next_index = max(from_index, 1)
+        failures = 0
+        last: BaseException | None = None
+        k = self._next
+        while failures < self.retries:
+            address = self.addresses[k % len(self.addresses)]
+            call = self._stub(address).Watch(
+                meta_pb2.WatchRequest(group=group, from_index=next_index)
+            )
+            try:
+                async for ev in call:
+                    if ev.HasField("error"):
+                        _raise_reply_error(ev.error)
+                    if ev.kind == meta_pb2.WatchEvent.SNAPSHOT:
+                        next_index = ev.index + 1
+                    elif ev.index != next_index:
+                        raise MetaError(
+                            f"watch of {group!r} at {address}: index {ev.index} "
+                            f"where {next_index} was due"
+                        )
+                    else:
+                        next_index += 1
+                    failures = 0
+                    yield WatchEvent(
+                        _KINDS[ev.kind],
+                        ev.index,
+                        ev.term,
+                        ev.data,
+                        orjson.loads(ev.result) if ev.result else None,
+                        ev.error_kind,
+                    )
+                last = MetaUnavailable(f"meta node {address} ended the watch stream")
+            except MetaError as exc:
+                if not exc.retriable:
+                    raise
+                last = exc
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in RETRIABLE_CODES:
+                    raise MetaError(
+                        f"meta node {address}: {exc.code().name} {exc.details()}"
+                    ) from None
+                last = exc
+            finally:
+                call.cancel()
+            failures += 1
+            k += 1
+            await asyncio.sleep(self.backoff)
+        raise MetaUnavailable(
+            f"watch of {group!r}: no meta node served it after {self.retries} attempts ({last})"
+        )
+
+    async def _call(self, group: str, rpc: Any, retry_timeout: bool = True) -> Any:
         last: BaseException | None = None
         for _ in range(self.retries):
             address = self._leaders.get(group)
@@ -157,7 +290,7 @@ class MetaClient:
                     continue
                 self._forget(group, address)
             except MetaError as exc:
-                if not exc.retriable:
+                if not exc.retriable or (isinstance(exc, MetaTimeout) and not retry_timeout):
                     raise
                 last = exc
                 self._forget(group, address)

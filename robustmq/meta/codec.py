@@ -65,6 +65,9 @@ def encode_message(m: Message) -> bytes:
     return b"".join(parts)
 
 
+_ENTRY_TYPES = (EntryType.NORMAL, EntryType.CONF_CHANGE)
+
+
 def _take(buf: bytes, pos: int, n: int) -> bytes:
     if pos + n > len(buf):
         raise RaftError(f"raft message cut short: {n} bytes needed at byte {pos} of {len(buf)}")
@@ -97,12 +100,19 @@ def decode_message(buf: bytes) -> Message:
     context = _take(buf, pos, ctx_len)
     pos += ctx_len
     entries = []
+    end = len(buf)
+    # Bounds checked inline and entry types looked up in a tuple: this loop runs once per
+    # replicated entry on every follower.
     for _ in range(n_entries):
-        e_term, e_index, e_type, size = _ENTRY.unpack(_take(buf, pos, _ENTRY.size))
+        if pos + _ENTRY.size > end:
+            _take(buf, pos, _ENTRY.size)  # raises, naming the byte
+        e_term, e_index, e_type, size = _ENTRY.unpack_from(buf, pos)
         pos += _ENTRY.size
-        if e_type not in (EntryType.NORMAL, EntryType.CONF_CHANGE):
+        if e_type >= len(_ENTRY_TYPES):
             raise RaftError(f"unknown raft entry type {e_type} at byte {pos - 5}")
-        entries.append(Entry(e_term, e_index, EntryType(e_type), _take(buf, pos, size)))
+        if pos + size > end:
+            _take(buf, pos, size)
+        entries.append(Entry(e_term, e_index, _ENTRY_TYPES[e_type], buf[pos : pos + size]))
         pos += size
     snapshot = None
     if has_snap:

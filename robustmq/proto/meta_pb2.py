@@ -19,7 +19,7 @@ _sym_db = _symbol_database.Default()
 
 
 DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(
-    b'\n\x19robustmq/proto/meta.proto\x12\rrobustmq.meta"0\n\tRaftBatch\x12\x11\n\tfrom_node\x18\x01 \x01(\x04\x12\x10\n\x08messages\x18\x02 \x03(\x0c"\t\n\x07RaftAck"D\n\x0eProposeRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x02 \x01(\x0c\x12\x12\n\ntimeout_ms\x18\x03 \x01(\r"=\n\x0bReadRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x12\n\ntimeout_ms\x18\x03 \x01(\r"I\n\tMetaReply\x12\x0e\n\x06result\x18\x01 \x01(\x0c\x12,\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x1d.robustmq.meta.MetaErrorReply"Z\n\x0eMetaErrorReply\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tleader_id\x18\x03 \x01(\x04\x12\x16\n\x0eleader_address\x18\x04 \x01(\t"\x0f\n\rStatusRequest"\x9c\x01\n\x0bGroupStatus\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x11\n\tleader_id\x18\x03 \x01(\x04\x12\x16\n\x0eleader_address\x18\x04 \x01(\t\x12\x0c\n\x04term\x18\x05 \x01(\x04\x12\x0e\n\x06\x63ommit\x18\x06 \x01(\x04\x12\x0f\n\x07\x61pplied\x18\x07 \x01(\x04\x12\x16\n\x0esnapshot_index\x18\x08 \x01(\x04"J\n\x0bStatusReply\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12*\n\x06groups\x18\x02 \x03(\x0b\x32\x1a.robustmq.meta.GroupStatus2I\n\rRaftTransport\x12\x38\n\x04Send\x12\x18.robustmq.meta.RaftBatch\x1a\x16.robustmq.meta.RaftAck2\xd3\x01\n\x0bMetaService\x12\x42\n\x07Propose\x12\x1d.robustmq.meta.ProposeRequest\x1a\x18.robustmq.meta.MetaReply\x12<\n\x04Read\x12\x1a.robustmq.meta.ReadRequest\x1a\x18.robustmq.meta.MetaReply\x12\x42\n\x06Status\x12\x1c.robustmq.meta.StatusRequest\x1a\x1a.robustmq.meta.StatusReplyb\x06proto3'
+    b'\n\x19robustmq/proto/meta.proto\x12\rrobustmq.meta"F\n\tRaftBatch\x12\x11\n\tfrom_node\x18\x01 \x01(\x04\x12\x10\n\x08messages\x18\x02 \x03(\x0c\x12\x14\n\x0c\x66rom_address\x18\x03 \x01(\t"\t\n\x07RaftAck"D\n\x0eProposeRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x02 \x01(\x0c\x12\x12\n\ntimeout_ms\x18\x03 \x01(\r"=\n\x0bReadRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x12\n\ntimeout_ms\x18\x03 \x01(\r"I\n\tMetaReply\x12\x0e\n\x06result\x18\x01 \x01(\x0c\x12,\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x1d.robustmq.meta.MetaErrorReply"Z\n\x0eMetaErrorReply\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tleader_id\x18\x03 \x01(\x04\x12\x16\n\x0eleader_address\x18\x04 \x01(\t"\x0f\n\rStatusRequest"\xbe\x01\n\x0bGroupStatus\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x11\n\tleader_id\x18\x03 \x01(\x04\x12\x16\n\x0eleader_address\x18\x04 \x01(\t\x12\x0c\n\x04term\x18\x05 \x01(\x04\x12\x0e\n\x06\x63ommit\x18\x06 \x01(\x04\x12\x0f\n\x07\x61pplied\x18\x07 \x01(\x04\x12\x16\n\x0esnapshot_index\x18\x08 \x01(\x04\x12\x0e\n\x06voters\x18\t \x03(\x04\x12\x10\n\x08learners\x18\n \x03(\x04"J\n\x0bStatusReply\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12*\n\x06groups\x18\x02 \x03(\x0b\x32\x1a.robustmq.meta.GroupStatus"1\n\x0cWatchRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x12\n\nfrom_index\x18\x02 \x01(\x04"\xe9\x01\n\nWatchEvent\x12,\n\x04kind\x18\x01 \x01(\x0e\x32\x1e.robustmq.meta.WatchEvent.Kind\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x0c\n\x04term\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x0e\n\x06result\x18\x05 \x01(\x0c\x12\x12\n\nerror_kind\x18\x06 \x01(\t\x12,\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x1d.robustmq.meta.MetaErrorReply"0\n\x04Kind\x12\t\n\x05\x45NTRY\x10\x00\x12\x0f\n\x0b\x43ONF_CHANGE\x10\x01\x12\x0c\n\x08SNAPSHOT\x10\x02"X\n\x11MembershipRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\x04\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x12\n\ntimeout_ms\x18\x04 \x01(\r" \n\x0fSnapshotRequest\x12\r\n\x05group\x18\x01 \x01(\t2I\n\rRaftTransport\x12\x38\n\x04Send\x12\x18.robustmq.meta.RaftBatch\x1a\x16.robustmq.meta.RaftAck2\xed\x03\n\x0bMetaService\x12\x42\n\x07Propose\x12\x1d.robustmq.meta.ProposeRequest\x1a\x18.robustmq.meta.MetaReply\x12<\n\x04Read\x12\x1a.robustmq.meta.ReadRequest\x1a\x18.robustmq.meta.MetaReply\x12\x42\n\x06Status\x12\x1c.robustmq.meta.StatusRequest\x1a\x1a.robustmq.meta.StatusReply\x12\x41\n\x05Watch\x12\x1b.robustmq.meta.WatchRequest\x1a\x19.robustmq.meta.WatchEvent0\x01\x12\x45\n\x07\x41\x64\x64Node\x12 .robustmq.meta.MembershipRequest\x1a\x18.robustmq.meta.MetaReply\x12H\n\nRemoveNode\x12 .robustmq.meta.MembershipRequest\x1a\x18.robustmq.meta.MetaReply\x12\x44\n\x08Snapshot\x12\x1e.robustmq.meta.SnapshotRequest\x1a\x18.robustmq.meta.MetaReplyb\x06proto3'
 )
 
 _globals = globals()
@@ -28,25 +28,35 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, "robustmq.proto.meta_pb2", _
 if not _descriptor._USE_C_DESCRIPTORS:
     DESCRIPTOR._loaded_options = None
     _globals["_RAFTBATCH"]._serialized_start = 44
-    _globals["_RAFTBATCH"]._serialized_end = 92
-    _globals["_RAFTACK"]._serialized_start = 94
-    _globals["_RAFTACK"]._serialized_end = 103
-    _globals["_PROPOSEREQUEST"]._serialized_start = 105
-    _globals["_PROPOSEREQUEST"]._serialized_end = 173
-    _globals["_READREQUEST"]._serialized_start = 175
-    _globals["_READREQUEST"]._serialized_end = 236
-    _globals["_METAREPLY"]._serialized_start = 238
-    _globals["_METAREPLY"]._serialized_end = 311
-    _globals["_METAERRORREPLY"]._serialized_start = 313
-    _globals["_METAERRORREPLY"]._serialized_end = 403
-    _globals["_STATUSREQUEST"]._serialized_start = 405
-    _globals["_STATUSREQUEST"]._serialized_end = 420
-    _globals["_GROUPSTATUS"]._serialized_start = 423
-    _globals["_GROUPSTATUS"]._serialized_end = 579
-    _globals["_STATUSREPLY"]._serialized_start = 581
-    _globals["_STATUSREPLY"]._serialized_end = 655
-    _globals["_RAFTTRANSPORT"]._serialized_start = 657
-    _globals["_RAFTTRANSPORT"]._serialized_end = 730
-    _globals["_METASERVICE"]._serialized_start = 733
-    _globals["_METASERVICE"]._serialized_end = 944
+    _globals["_RAFTBATCH"]._serialized_end = 114
+    _globals["_RAFTACK"]._serialized_start = 116
+    _globals["_RAFTACK"]._serialized_end = 125
+    _globals["_PROPOSEREQUEST"]._serialized_start = 127
+    _globals["_PROPOSEREQUEST"]._serialized_end = 195
+    _globals["_READREQUEST"]._serialized_start = 197
+    _globals["_READREQUEST"]._serialized_end = 258
+    _globals["_METAREPLY"]._serialized_start = 260
+    _globals["_METAREPLY"]._serialized_end = 333
+    _globals["_METAERRORREPLY"]._serialized_start = 335
+    _globals["_METAERRORREPLY"]._serialized_end = 425
+    _globals["_STATUSREQUEST"]._serialized_start = 427
+    _globals["_STATUSREQUEST"]._serialized_end = 442
+    _globals["_GROUPSTATUS"]._serialized_start = 445
+    _globals["_GROUPSTATUS"]._serialized_end = 635
+    _globals["_STATUSREPLY"]._serialized_start = 637
+    _globals["_STATUSREPLY"]._serialized_end = 711
+    _globals["_WATCHREQUEST"]._serialized_start = 713
+    _globals["_WATCHREQUEST"]._serialized_end = 762
+    _globals["_WATCHEVENT"]._serialized_start = 765
+    _globals["_WATCHEVENT"]._serialized_end = 998
+    _globals["_WATCHEVENT_KIND"]._serialized_start = 950
+    _globals["_WATCHEVENT_KIND"]._serialized_end = 998
+    _globals["_MEMBERSHIPREQUEST"]._serialized_start = 1000
+    _globals["_MEMBERSHIPREQUEST"]._serialized_end = 1088
+    _globals["_SNAPSHOTREQUEST"]._serialized_start = 1090
+    _globals["_SNAPSHOTREQUEST"]._serialized_end = 1122
+    _globals["_RAFTTRANSPORT"]._serialized_start = 1124
+    _globals["_RAFTTRANSPORT"]._serialized_end = 1197
+    _globals["_METASERVICE"]._serialized_start = 1200
+    _globals["_METASERVICE"]._serialized_end = 1693
 # @@protoc_insertion_point(module_scope)

@@ -130,6 +130,30 @@ class MetaServiceStub:
             response_deserializer=robustmq_dot_proto_dot_meta__pb2.StatusReply.FromString,
             _registered_method=True,
         )
+        self.Watch = channel.unary_stream(
+            "/robustmq.meta.MetaService/Watch",
+            request_serializer=robustmq_dot_proto_dot_meta__pb2.WatchRequest.SerializeToString,
+            response_deserializer=robustmq_dot_proto_dot_meta__pb2.WatchEvent.FromString,
+            _registered_method=True,
+        )
+        self.AddNode = channel.unary_unary(
+            "/robustmq.meta.MetaService/AddNode",
+            request_serializer=robustmq_dot_proto_dot_meta__pb2.MembershipRequest.SerializeToString,
+            response_deserializer=robustmq_dot_proto_dot_meta__pb2.MetaReply.FromString,
+            _registered_method=True,
+        )
+        self.RemoveNode = channel.unary_unary(
+            "/robustmq.meta.MetaService/RemoveNode",
+            request_serializer=robustmq_dot_proto_dot_meta__pb2.MembershipRequest.SerializeToString,
+            response_deserializer=robustmq_dot_proto_dot_meta__pb2.MetaReply.FromString,
+            _registered_method=True,
+        )
+        self.Snapshot = channel.unary_unary(
+            "/robustmq.meta.MetaService/Snapshot",
+            request_serializer=robustmq_dot_proto_dot_meta__pb2.SnapshotRequest.SerializeToString,
+            response_deserializer=robustmq_dot_proto_dot_meta__pb2.MetaReply.FromString,
+            _registered_method=True,
+        )
 
 
 class MetaServiceServicer:
@@ -153,6 +177,34 @@ class MetaServiceServicer:
         context.set_details("Method not implemented!")
         raise NotImplementedError("Method not implemented!")
 
+    def Watch(self, request, context):
+        """Every entry the answering node applies in a group, from from_index on; a snapshot
+        first when from_index is compacted away on that node.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details("Method not implemented!")
+        raise NotImplementedError("Method not implemented!")
+
+    def AddNode(self, request, context):
+        """Add a node to a group (as a learner, promoted to voter once caught up) or remove one;
+        at the group's leader. The result is the membership: {"voters": [...], "learners": [...]}.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details("Method not implemented!")
+        raise NotImplementedError("Method not implemented!")
+
+    def RemoveNode(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details("Method not implemented!")
+        raise NotImplementedError("Method not implemented!")
+
+    def Snapshot(self, request, context):
+        """Snapshot a group's state machine on the answering node now and compact its log."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details("Method not implemented!")
+        raise NotImplementedError("Method not implemented!")
+
 
 def add_MetaServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -170,6 +222,26 @@ def add_MetaServiceServicer_to_server(servicer, server):
             servicer.Status,
             request_deserializer=robustmq_dot_proto_dot_meta__pb2.StatusRequest.FromString,
             response_serializer=robustmq_dot_proto_dot_meta__pb2.StatusReply.SerializeToString,
+        ),
+        "Watch": grpc.unary_stream_rpc_method_handler(
+            servicer.Watch,
+            request_deserializer=robustmq_dot_proto_dot_meta__pb2.WatchRequest.FromString,
+            response_serializer=robustmq_dot_proto_dot_meta__pb2.WatchEvent.SerializeToString,
+        ),
+        "AddNode": grpc.unary_unary_rpc_method_handler(
+            servicer.AddNode,
+            request_deserializer=robustmq_dot_proto_dot_meta__pb2.MembershipRequest.FromString,
+            response_serializer=robustmq_dot_proto_dot_meta__pb2.MetaReply.SerializeToString,
+        ),
+        "RemoveNode": grpc.unary_unary_rpc_method_handler(
+            servicer.RemoveNode,
+            request_deserializer=robustmq_dot_proto_dot_meta__pb2.MembershipRequest.FromString,
+            response_serializer=robustmq_dot_proto_dot_meta__pb2.MetaReply.SerializeToString,
+        ),
+        "Snapshot": grpc.unary_unary_rpc_method_handler(
+            servicer.Snapshot,
+            request_deserializer=robustmq_dot_proto_dot_meta__pb2.SnapshotRequest.FromString,
+            response_serializer=robustmq_dot_proto_dot_meta__pb2.MetaReply.SerializeToString,
         ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -262,6 +334,126 @@ class MetaService:
             "/robustmq.meta.MetaService/Status",
             robustmq_dot_proto_dot_meta__pb2.StatusRequest.SerializeToString,
             robustmq_dot_proto_dot_meta__pb2.StatusReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True,
+        )
+
+    @staticmethod
+    def Watch(
+        request,
+        target,
+        options=(),
+        channel_credentials=None,
+        call_credentials=None,
+        insecure=False,
+        compression=None,
+        wait_for_ready=None,
+        timeout=None,
+        metadata=None,
+    ):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            "/robustmq.meta.MetaService/Watch",
+            robustmq_dot_proto_dot_meta__pb2.WatchRequest.SerializeToString,
+            robustmq_dot_proto_dot_meta__pb2.WatchEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True,
+        )
+
+    @staticmethod
+    def AddNode(
+        request,
+        target,
+        options=(),
+        channel_credentials=None,
+        call_credentials=None,
+        insecure=False,
+        compression=None,
+        wait_for_ready=None,
+        timeout=None,
+        metadata=None,
+    ):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            "/robustmq.meta.MetaService/AddNode",
+            robustmq_dot_proto_dot_meta__pb2.MembershipRequest.SerializeToString,
+            robustmq_dot_proto_dot_meta__pb2.MetaReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True,
+        )
+
+    @staticmethod
+    def RemoveNode(
+        request,
+        target,
+        options=(),
+        channel_credentials=None,
+        call_credentials=None,
+        insecure=False,
+        compression=None,
+        wait_for_ready=None,
+        timeout=None,
+        metadata=None,
+    ):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            "/robustmq.meta.MetaService/RemoveNode",
+            robustmq_dot_proto_dot_meta__pb2.MembershipRequest.SerializeToString,
+            robustmq_dot_proto_dot_meta__pb2.MetaReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True,
+        )
+
+    @staticmethod
+    def Snapshot(
+        request,
+        target,
+        options=(),
+        channel_credentials=None,
+        call_credentials=None,
+        insecure=False,
+        compression=None,
+        wait_for_ready=None,
+        timeout=None,
+        metadata=None,
+    ):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            "/robustmq.meta.MetaService/Snapshot",
+            robustmq_dot_proto_dot_meta__pb2.SnapshotRequest.SerializeToString,
+            robustmq_dot_proto_dot_meta__pb2.MetaReply.FromString,
             options,
             channel_credentials,
             insecure,

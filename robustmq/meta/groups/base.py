@@ -37,6 +37,8 @@ def encode_command(op: str, **fields: Any) -> bytes:
 def field(cmd: Record, name: str, kind: type | tuple[type, ...]) -> Any:
     """``cmd[name]``, checked to be of ``kind`` (a bool is not accepted as an int)."""
     value = cmd.get(name)
+    if type(value) is kind:  # the common case, decided in one test (and never a bool)
+        return value
     if (
         value is None
         or not isinstance(value, kind)

@@ -2,13 +2,17 @@
 
 Tables: ``nodes`` (keyed by node id as text: id, address, roles, last heartbeat in
 milliseconds since the epoch, as given by the proposer so that every replica stores the same
-value) and ``config`` (key -> JSON value). Commands and their encoding are in ``base.py``;
-who proposes heartbeats and when is the node's business, not this module's.
+value), ``config`` (key -> JSON value) and ``topics`` (Kafka topics by name: partition
+count and topic configs, written whole by ``topic.set``; the broker's ``TopicRegistry``
+decides what a valid change is). Commands and their encoding are in ``base.py``; who
+proposes heartbeats and when is the node's business, not this module's.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import orjson
 
 from robustmq.errors import InvalidMetaCommand
 from robustmq.meta.groups.base import Record, StateMachine, delete_record, field
@@ -52,13 +56,41 @@ def _config_set(sm: StateMachine, cmd: Record) -> Any:
     return {"replaced": replaced}
 
 
+def _topic_set(sm: StateMachine, cmd: Record) -> Any:
+    name = field(cmd, "name", str)
+    partitions = field(cmd, "partitions", int)
+    configs = field(cmd, "configs", dict)
+    # Kafka topic names never hold "/" (offsets and shards are keyed by it).
+    if not name or "/" in name or partitions < 1:
+        raise InvalidMetaCommand("topic.set needs a name without '/' and partitions >= 1")
+    if not all(isinstance(v, str) for v in configs.values()):
+        raise InvalidMetaCommand("topic.set: config values must be strings")
+    replaced = name in sm.tables["topics"]
+    sm.tables["topics"][name] = {"name": name, "partitions": partitions, "configs": configs}
+    return {"replaced": replaced}
+
+
 class ClusterStateMachine(StateMachine):
     NAME = "cluster"
-    TABLES = ("nodes", "config")
+    TABLES = ("nodes", "config", "topics")
     OPS = {
         "node.register": _node_register,
         "node.heartbeat": _node_heartbeat,
         "node.remove": _node_remove,
         "config.set": _config_set,
         "config.delete": delete_record("config", "key"),
+        "topic.set": _topic_set,
+        "topic.delete": delete_record("topics", "name"),
     }
+
+    def restore(self, data: bytes) -> None:
+        # A snapshot written before the topics table existed restores with it empty.
+        try:
+            snap = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            snap = None  # the base class names the problem
+        tables = snap.get("tables") if isinstance(snap, dict) else None
+        if isinstance(tables, dict) and "topics" not in tables:
+            tables["topics"] = {}
+            data = orjson.dumps(snap)
+        super().restore(data)

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from robustmq.errors import RaftCompacted, RaftUnavailable
 from robustmq.meta.raft.types import (
+    ENTRY_OVERHEAD,
     ConfState,
     Entry,
     HardState,
@@ -42,16 +43,13 @@ class Storage(Protocol):
 
 def limit_size(entries: list[Entry], max_bytes: int) -> list[Entry]:
     """The longest prefix within ``max_bytes``, but never fewer than one entry."""
-    if not entries:
-        return entries
-    total = entries[0].size()
-    n = 1
-    while n < len(entries):
-        total += entries[n].size()
-        if total > max_bytes:
-            break
-        n += 1
-    return entries[:n]
+    total = 0
+    # Entry.size() inlined: this runs over every entry of every AppendEntries built.
+    for n, e in enumerate(entries):
+        total += len(e.data) + ENTRY_OVERHEAD
+        if total > max_bytes and n:
+            return entries[:n]
+    return entries
 
 
 class MemoryStorage:

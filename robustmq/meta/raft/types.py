@@ -13,6 +13,7 @@ import struct
 from dataclasses import dataclass, field
 
 NONE = 0
+ENTRY_OVERHEAD = 16  # bytes an entry counts for besides its data (term and index)
 
 
 class EntryType(enum.IntEnum):
@@ -78,7 +79,7 @@ class Entry:
 
     def size(self) -> int:
         """Bytes this entry counts for against ``max_size_per_msg``."""
-        return len(self.data) + 16
+        return len(self.data) + ENTRY_OVERHEAD
 
 
 @dataclass(slots=True, frozen=True)
@@ -87,22 +88,29 @@ class ConfState:
     learners: tuple[int, ...] = ()
 
 
+_CONF_CHANGE = struct.Struct("<BQ")
+
+
 @dataclass(slots=True, frozen=True)
 class ConfChange:
+    """One membership change. ``context`` is opaque to the core (etcd-io/raft
+    ``ConfChange.Context``): the Multi-Raft host puts the node's address there."""
+
     type: ConfChangeType
     node_id: int
-
-    _FMT = struct.Struct("<BQ")
+    context: bytes = b""
 
     def encode(self) -> bytes:
-        return self._FMT.pack(self.type, self.node_id)
+        return _CONF_CHANGE.pack(self.type, self.node_id) + self.context
 
     @classmethod
     def decode(cls, data: bytes) -> ConfChange:
-        if len(data) != cls._FMT.size:
-            raise ValueError(f"conf change of {len(data)} bytes; expected {cls._FMT.size}")
-        kind, node_id = cls._FMT.unpack(data)
-        return cls(ConfChangeType(kind), node_id)
+        if len(data) < _CONF_CHANGE.size:
+            raise ValueError(
+                f"conf change of {len(data)} bytes; expected at least {_CONF_CHANGE.size}"
+            )
+        kind, node_id = _CONF_CHANGE.unpack_from(data)
+        return cls(ConfChangeType(kind), node_id, bytes(data[_CONF_CHANGE.size :]))
 
 
 @dataclass(slots=True, frozen=True)

@@ -46,10 +46,24 @@ def test_bad_peers_name_the_key(peers: str, match: str) -> None:
 
 async def test_start_meta_node_refuses_what_cannot_run(tmp_path: Path) -> None:
     peers = ((1, "127.0.0.1:1"), (2, "127.0.0.1:2"))
-    with pytest.raises(ConfigError, match="an entry for node 3"):
-        await start_meta_node(3, peers, "127.0.0.1", 1228, str(tmp_path))
     with pytest.raises(ConfigError, match="cluster.grpc_port"):
         await start_meta_node(1, peers, "127.0.0.1", 0, str(tmp_path))
+    # A node the peers do not name joins them, on its own grpc_port: it needs one.
+    with pytest.raises(ConfigError, match="cluster.grpc_port"):
+        await start_meta_node(3, peers, "127.0.0.1", 0, str(tmp_path))
+
+
+async def test_a_node_the_peers_do_not_name_waits_to_be_added(tmp_path: Path) -> None:
+    port = free_port()
+    peers = ((1, f"127.0.0.1:{free_port()}"), (2, f"127.0.0.1:{free_port()}"))
+    server = await start_meta_node(3, peers, "127.0.0.1", port, str(tmp_path))
+    try:
+        assert server.port == port and server.host.config.join
+        for g in server.host.status():
+            # No bootstrap: no membership, no leader, nothing in the log.
+            assert (g["voters"], g["learners"], g["leader_id"], g["commit"]) == ([], [], 0, 0)
+    finally:
+        await server.stop()
 
 
 async def test_single_node_serves_grpc_on_grpc_port(tmp_path: Path) -> None:
