@@ -35,9 +35,12 @@ def option(
     min: float | None = None,  # noqa: A002 - the vocabulary of ranges
     max: float | None = None,  # noqa: A002
     choices: tuple[Any, ...] | None = None,
+    hot: str = "",
 ) -> Any:
-    """A config key: its default, what it means and what values are allowed."""
-    meta = {"doc": doc, "min": min, "max": max, "choices": choices}
+    """A config key: its default, what it means and what values are allowed. ``hot`` is
+    set on keys the running node takes a new value of (``PUT /api/v1/cluster/config``)
+    and says what the new value reaches."""
+    meta = {"doc": doc, "min": min, "max": max, "choices": choices, "hot": hot}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -115,6 +118,7 @@ class MqttConfig:
         "largest packet accepted, in bytes (MQTT 5 Maximum Packet Size)",
         min=64,
         max=268_435_460,
+        hot="connections made after the change",
     )
     receive_maximum: int = option(
         128, "QoS 1/2 messages in flight per client, both ways", min=1, max=65535
@@ -131,7 +135,13 @@ class MqttConfig:
         "messages; after that its QoS 0 messages are dropped (counted) instead",
         min=0,
     )
-    max_topic_levels: int = option(128, "levels in a topic name or filter", min=1, max=65535)
+    max_topic_levels: int = option(
+        128,
+        "levels in a topic name or filter",
+        min=1,
+        max=65535,
+        hot="every PUBLISH and SUBSCRIBE after the change",
+    )
     max_subscriptions_per_client: int = option(0, "0 means unlimited", min=0)
     topic_alias_maximum: int = option(65535, "topic aliases a client may use", min=0, max=65535)
     send_topic_aliases: bool = option(
@@ -155,7 +165,11 @@ class MqttConfig:
         min=0,
         max=4_294_967_295,
     )
-    retain_available: bool = option(True, "whether retained messages are supported")
+    retain_available: bool = option(
+        True,
+        "whether retained messages are supported",
+        hot="every PUBLISH after the change; CONNACKs after it say so",
+    )
     max_retained_messages: int = option(1_000_000, "retained messages kept; 0 means none", min=0)
     max_retained_payload: int = option(1_048_576, "largest retained payload, bytes", min=0)
     shared_subscription_strategy: str = option(
@@ -196,16 +210,28 @@ class KafkaConfig:
         max=2**31 - 1,
     )
     default_partitions: int = option(
-        1, "partitions of an auto-created topic (Kafka num.partitions)", min=1, max=100_000
+        1,
+        "partitions of an auto-created topic (Kafka num.partitions)",
+        min=1,
+        max=100_000,
+        hot="topics created after the change",
     )
     auto_create_topics: bool = option(
-        True, "create unknown topics on Metadata and Produce (Kafka auto.create.topics.enable)"
+        True,
+        "create unknown topics on Metadata and Produce (Kafka auto.create.topics.enable)",
+        hot="every Metadata and Produce request after the change",
     )
     retention_ms: int = option(
         604_800_000, "default retention.ms of new topics; -1 keeps records forever", min=-1
     )
     retention_bytes: int = option(
         -1, "default retention.bytes per partition of new topics; -1 is unbounded", min=-1
+    )
+    sasl_mechanisms: list[str] = option(
+        [],
+        "SASL mechanisms clients must authenticate with against the [auth] users before any "
+        "other request; empty: no SASL, every client is anonymous",
+        choices=("PLAIN", "SCRAM-SHA-256"),
     )
 
 
@@ -277,9 +303,17 @@ class AuthConfig:
     connect_burst: int = option(
         100, "CONNECTs a listener accepts at once before connect_rate applies", min=1
     )
-    publish_rate: float = option(0.0, "PUBLISH packets per second per client; 0: unlimited", min=0)
+    publish_rate: float = option(
+        0.0,
+        "PUBLISH packets per second per client; 0: unlimited",
+        min=0,
+        hot="clients connecting after the change",
+    )
     publish_byte_rate: float = option(
-        0.0, "PUBLISH payload bytes per second per client; 0: unlimited", min=0
+        0.0,
+        "PUBLISH payload bytes per second per client; 0: unlimited",
+        min=0,
+        hot="clients connecting after the change",
     )
 
 
@@ -428,7 +462,10 @@ class HttpConfig:
 @dataclass(frozen=True, kw_only=True)
 class LogConfig:
     level: str = option(
-        "info", "log level", choices=("debug", "info", "warning", "error", "critical")
+        "info",
+        "log level",
+        choices=("debug", "info", "warning", "error", "critical"),
+        hot="every log line after the change",
     )
     format: str = option("text", "log line format", choices=("text", "json"))
 
@@ -557,6 +594,24 @@ def load_config(
             raise ConfigError(dotted, value, "a section: " + ", ".join(SECTIONS))
         raw[section][key] = value
     return Config(**{name: _build_section(name, cls, raw[name]) for name, cls in SECTIONS.items()})
+
+
+def check_key(dotted: str, value: Any) -> tuple[str, str, Any, str]:
+    """``section.key`` and a value for it, checked as a config file's would be (a string
+    is read as an environment variable's text): (section, key, value, what a change
+    reaches, or "" when the key is not hot-reloadable). ``ConfigError`` otherwise."""
+    section, _, key = dotted.partition(".")
+    cls = SECTIONS.get(section)
+    if cls is None:
+        raise ConfigError(dotted, value, "a section: " + ", ".join(SECTIONS))
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    f = known.get(key)
+    if f is None:
+        raise ConfigError(dotted, value, "a known key: " + ", ".join(sorted(known)))
+    kind = get_type_hints(cls)[key]
+    if isinstance(value, str) and kind is not str:
+        value = _parse_text(dotted, value, kind)
+    return section, key, _check(dotted, value, kind, f.metadata), f.metadata["hot"]
 
 
 def describe_keys() -> list[tuple[str, Any, str, str]]:

@@ -178,11 +178,49 @@ def cluster_nodes(api: Api) -> None:
     api.show(api.call("GET", "/api/v1/cluster/nodes"))
 
 
-@cluster.command("config")
+@cluster.group("node")
+def cluster_node() -> None:
+    """Meta Service membership: add or remove a node in every Raft group."""
+
+
+@cluster_node.command("add")
+@click.argument("node_id", type=click.IntRange(min=1))
+@click.argument("address")
 @pass_api
-def cluster_config(api: Api) -> None:
-    """The running configuration (secrets masked), as JSON."""
-    click.echo(json.dumps(api.call("GET", "/api/v1/cluster/config"), indent=2))
+def cluster_node_add(api: Api, node_id: int, address: str) -> None:
+    """Add node NODE_ID, listening at ADDRESS (host:port), to every group.
+
+    It is a learner until it has caught up, then a voter. Start it first, with a config
+    whose peers do not name it, so that it joins instead of bootstrapping."""
+    body = {"node_id": node_id, "address": address}
+    api.show(api.call("POST", "/api/v1/cluster/nodes", body), f"added node {node_id}")
+
+
+@cluster_node.command("remove")
+@click.argument("node_id", type=click.IntRange(min=1))
+@pass_api
+def cluster_node_remove(api: Api, node_id: int) -> None:
+    """Remove node NODE_ID from every group."""
+    api.show(api.call("DELETE", f"/api/v1/cluster/nodes/{node_id}"), f"removed node {node_id}")
+
+
+@cluster.group("config", invoke_without_command=True)
+@click.pass_context
+def cluster_config(ctx: click.Context) -> None:
+    """The running configuration (secrets masked), as JSON; `set` changes a key."""
+    if ctx.invoked_subcommand is None:
+        api = ctx.find_object(Api)
+        assert api is not None
+        click.echo(json.dumps(api.call("GET", "/api/v1/cluster/config"), indent=2))
+
+
+@cluster_config.command("set")
+@click.argument("key")
+@click.argument("value")
+@pass_api
+def cluster_config_set(api: Api, key: str, value: str) -> None:
+    """Set a hot-reloadable KEY (section.key) to VALUE until the node restarts."""
+    api.show(api.call("PUT", "/api/v1/cluster/config", {"key": key, "value": value}))
 
 
 # ------------------------------------------------------------------ mqtt
@@ -190,7 +228,8 @@ def cluster_config(api: Api) -> None:
 
 @main.group()
 def mqtt() -> None:
-    """The MQTT broker: clients, sessions, subscriptions, retained, users, blacklist."""
+    """The MQTT broker: clients, sessions, subscriptions, topics, retained, users, ACL,
+    blacklist, rewrite and auto-subscribe rules."""
 
 
 @mqtt.group()
@@ -445,6 +484,166 @@ def blacklist_delete(api: Api, kind: str, value: str) -> None:
     )
 
 
+@mqtt.group("topic")
+def mqtt_topic() -> None:
+    """Topics with subscribers or retained messages."""
+
+
+@mqtt_topic.command("list")
+@click.option("--match", help="only topics this topic filter matches (e.g. 'sensors/#')")
+@_page
+@_limit
+@pass_api
+def mqtt_topic_list(api: Api, match: str | None, page: Any, limit: Any) -> None:
+    """List topics with their subscribers and message counts."""
+    api.show(api.call("GET", "/api/v1/mqtt/topics", match=match, page=page, limit=limit))
+
+
+_position = click.option(
+    "--position", type=click.IntRange(min=0), help="insert before this rule (default: last)"
+)
+
+
+@mqtt.group()
+def acl() -> None:
+    """ACL rules of auth.acl_file, in the order they are tried."""
+
+
+@acl.command("list")
+@_page
+@_limit
+@pass_api
+def acl_list(api: Api, page: Any, limit: Any) -> None:
+    """List ACL rules with their positions."""
+    api.show(api.call("GET", "/api/v1/mqtt/acl", page=page, limit=limit))
+
+
+@acl.command("add")
+@click.argument("permission", type=click.Choice(["allow", "deny"]))
+@click.argument("who")
+@click.argument("action", type=click.Choice(["publish", "subscribe", "all"]))
+@click.argument("topic")
+@click.option("--max-qos", type=click.IntRange(0, 2), help="allow rules: highest QoS allowed")
+@click.option("--retain", type=click.BOOL, help="allow rules: the RETAIN flag a PUBLISH must have")
+@_position
+@pass_api
+def acl_add(
+    api: Api,
+    permission: str,
+    who: str,
+    action: str,
+    topic: str,
+    max_qos: int | None,
+    retain: bool | None,
+    position: int | None,
+) -> None:
+    """Add a rule (WHO: all, user:NAME, clientid:ID or ip:CIDR); written to the ACL file."""
+    body: dict[str, Any] = {"permission": permission, "who": who, "action": action}
+    body["topic"] = topic
+    if max_qos is not None:
+        body["max_qos"] = max_qos
+    if retain is not None:
+        body["retain"] = retain
+    if position is not None:
+        body["position"] = position
+    api.show(api.call("POST", "/api/v1/mqtt/acl", body))
+
+
+@acl.command("delete")
+@click.argument("index", type=click.IntRange(min=0))
+@pass_api
+def acl_delete(api: Api, index: int) -> None:
+    """Remove the rule at position INDEX (see `acl list`)."""
+    api.show(api.call("DELETE", f"/api/v1/mqtt/acl/{index}"), f"deleted ACL rule {index}")
+
+
+@mqtt.group()
+def rewrite() -> None:
+    """Topic rewrite rules (changes last until the node restarts)."""
+
+
+@rewrite.command("list")
+@_page
+@_limit
+@pass_api
+def rewrite_list(api: Api, page: Any, limit: Any) -> None:
+    """List rewrite rules with their positions."""
+    api.show(api.call("GET", "/api/v1/mqtt/rewrite", page=page, limit=limit))
+
+
+@rewrite.command("add")
+@click.argument("source_topic")
+@click.argument("regex")
+@click.argument("dest_topic")
+@click.option(
+    "--action",
+    type=click.Choice(["publish", "subscribe", "all"]),
+    default="all",
+    show_default=True,
+)
+@_position
+@pass_api
+def rewrite_add(
+    api: Api, source_topic: str, regex: str, dest_topic: str, action: str, position: int | None
+) -> None:
+    """Rewrite topics under SOURCE_TOPIC that match REGEX to DEST_TOPIC ($1... groups)."""
+    body: dict[str, Any] = {
+        "action": action,
+        "source_topic": source_topic,
+        "re": regex,
+        "dest_topic": dest_topic,
+    }
+    if position is not None:
+        body["position"] = position
+    api.show(api.call("POST", "/api/v1/mqtt/rewrite", body))
+
+
+@rewrite.command("delete")
+@click.argument("index", type=click.IntRange(min=0))
+@pass_api
+def rewrite_delete(api: Api, index: int) -> None:
+    """Remove the rewrite rule at position INDEX."""
+    api.show(api.call("DELETE", f"/api/v1/mqtt/rewrite/{index}"), f"deleted rewrite rule {index}")
+
+
+@mqtt.group("auto-subscribe")
+def auto_subscribe() -> None:
+    """Subscriptions clients get when they connect (changes last until the node restarts)."""
+
+
+@auto_subscribe.command("list")
+@_page
+@_limit
+@pass_api
+def auto_subscribe_list(api: Api, page: Any, limit: Any) -> None:
+    """List auto-subscriptions with their positions."""
+    api.show(api.call("GET", "/api/v1/mqtt/auto-subscribe", page=page, limit=limit))
+
+
+@auto_subscribe.command("add")
+@click.argument("topic")
+@click.option("--qos", type=click.IntRange(0, 2), default=0, show_default=True)
+@_position
+@pass_api
+def auto_subscribe_add(api: Api, topic: str, qos: int, position: int | None) -> None:
+    """Subscribe clients connecting from now on to TOPIC (${clientid}, ${username})."""
+    body: dict[str, Any] = {"topic": topic, "qos": qos}
+    if position is not None:
+        body["position"] = position
+    api.show(api.call("POST", "/api/v1/mqtt/auto-subscribe", body))
+
+
+@auto_subscribe.command("delete")
+@click.argument("index", type=click.IntRange(min=0))
+@pass_api
+def auto_subscribe_delete(api: Api, index: int) -> None:
+    """Remove the auto-subscription at position INDEX."""
+    api.show(
+        api.call("DELETE", f"/api/v1/mqtt/auto-subscribe/{index}"),
+        f"deleted auto-subscription {index}",
+    )
+
+
 # ------------------------------------------------------------------ kafka
 
 
@@ -537,6 +736,41 @@ def group_describe(api: Api, group_id: str) -> None:
     if result["members"]:
         api.show(result["members"])
     api.show(result["offsets"])
+
+
+# ------------------------------------------------------------------ storage
+
+
+@main.group()
+def storage() -> None:
+    """The storage engine: shards."""
+
+
+@storage.group()
+def shard() -> None:
+    """Shards (append-only logs: Kafka partitions, MQTT offline queues)."""
+
+
+@shard.command("list")
+@click.option("--prefix", help="only shards whose name starts with this (e.g. kafka/orders/)")
+@_page
+@_limit
+@pass_api
+def shard_list(api: Api, prefix: str | None, page: Any, limit: Any) -> None:
+    """List shards with records, bytes and offsets."""
+    result = api.call("GET", "/api/v1/storage/shards", prefix=prefix, page=page, limit=limit)
+    if api.output == "table":
+        for row in result["data"]:
+            row.pop("config", None)  # one JSON cell per row would swamp the table
+    api.show(result)
+
+
+@shard.command("get")
+@click.argument("name")
+@pass_api
+def shard_get(api: Api, name: str) -> None:
+    """Show one shard."""
+    api.show(api.call("GET", f"/api/v1/storage/shards/{_q(name)}"))
 
 
 if __name__ == "__main__":

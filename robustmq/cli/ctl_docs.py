@@ -30,11 +30,12 @@ def markdown() -> str:
     def walk(group: click.Group, path: str) -> None:
         for name, command in group.commands.items():
             full = f"{path} {name}".strip()
+            # A group that does something on its own (cluster config) is a command too.
+            if not isinstance(command, click.Group) or command.invoke_without_command:
+                help_text = (command.help or "").splitlines()[0]
+                rows.append(f"| `{_usage(command, full)}` | {_options(command)} | {help_text} |")
             if isinstance(command, click.Group):
                 walk(command, full)
-                continue
-            help_text = (command.help or "").splitlines()[0]
-            rows.append(f"| `{_usage(command, full)}` | {_options(command)} | {help_text} |")
 
     walk(main, "")
     return "\n".join(rows)

@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from robustmq.http.api import cluster, kafka, mqtt
+from robustmq.http.api import cluster, cluster_config, kafka, mqtt, mqtt_rules, storage
 from robustmq.http.api.common import STR, Context, Route, obj
 from robustmq.http.openapi import document
 from robustmq.observability.metrics import exposition
@@ -76,6 +76,9 @@ ROUTES: tuple[Route, ...] = (
         {"type": "object"},
     ),
     *cluster.ROUTES,
+    *cluster_config.ROUTES,
     *mqtt.ROUTES,
+    *mqtt_rules.ROUTES,
     *kafka.ROUTES,
+    *storage.ROUTES,
 )

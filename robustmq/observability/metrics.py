@@ -14,22 +14,31 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from robustmq._core.kafka_spec import APIS
+from robustmq._core.mqtt_spec import ACK_RUN, PACKET_NAMES, PUBLISH_RUN
+from robustmq.observability.latency import LatencyHistogram
+from robustmq.storage.metered import OPS, MeteredEngine
 
 if TYPE_CHECKING:
     from robustmq.broker.kafka.server import KafkaBroker
     from robustmq.broker.mqtt.server import MqttBroker
+    from robustmq.meta.service import MetaServer
     from robustmq.node import Node
 
 
 class MetricInfo(NamedTuple):
-    kind: str  # counter or gauge
+    kind: str  # counter, gauge or histogram
     labels: tuple[str, ...]
     help: str
 
@@ -60,7 +69,7 @@ _KAFKA_COUNTERS = {
     "idle_closed": "robustmq_kafka_idle_closed",
 }
 
-C, G = "counter", "gauge"
+C, G, H = "counter", "gauge", "histogram"
 METRICS: dict[str, MetricInfo] = {
     "robustmq_mqtt_connections_accepted": MetricInfo(
         C, (), "TCP/TLS/WebSocket connections accepted by the MQTT listeners"
@@ -93,6 +102,14 @@ METRICS: dict[str, MetricInfo] = {
     ),
     "robustmq_mqtt_retained_rejected": MetricInfo(
         C, (), "retained messages not stored: count or size limit reached"
+    ),
+    "robustmq_mqtt_handler_seconds": MetricInfo(
+        H,
+        ("packet_type",),
+        "time to handle a packet from a connected client, by packet type (PUBLISH_RUN: a "
+        "run of plain QoS 0 or 1 PUBLISHes on one topic handled at once; ACK_RUN: a run of "
+        "plain acknowledgements of one type); sampled: one handler "
+        "call in 64 of each type is timed, so _count counts samples",
     ),
     "robustmq_mqtt_connections": MetricInfo(G, (), "connected MQTT clients"),
     "robustmq_mqtt_connections_by_protocol": MetricInfo(
@@ -130,10 +147,31 @@ METRICS: dict[str, MetricInfo] = {
         "Kafka requests answered, by API name and the response's top-level error code "
         "(0 when the response has none; per-partition errors are not counted here)",
     ),
+    "robustmq_kafka_request_seconds": MetricInfo(
+        H,
+        ("api",),
+        "time from a decoded Kafka request to its response, by API name (includes a "
+        "Fetch's or JoinGroup's wait); every request is timed",
+    ),
     "robustmq_kafka_connections": MetricInfo(G, (), "connected Kafka clients"),
     "robustmq_kafka_topics": MetricInfo(G, (), "Kafka topics"),
     "robustmq_kafka_partitions": MetricInfo(G, (), "Kafka partitions, all topics"),
     "robustmq_kafka_groups": MetricInfo(G, (), "consumer groups known to the coordinator"),
+    "robustmq_storage_operations": MetricInfo(
+        C,
+        ("engine", "op"),
+        "storage engine calls: op append (records or one Kafka batch) or read",
+    ),
+    "robustmq_storage_bytes": MetricInfo(
+        C,
+        ("engine", "op"),
+        "bytes appended to or read from the storage engine (keys and values, or batches)",
+    ),
+    "robustmq_storage_operation_seconds": MetricInfo(
+        H,
+        ("engine", "op"),
+        "storage engine call time by op; sampled: one call in 16 of each op is timed",
+    ),
     "robustmq_bridge_messages": MetricInfo(
         C, ("direction",), "messages a bridge copied (mqtt_to_kafka, kafka_to_mqtt)"
     ),
@@ -142,6 +180,37 @@ METRICS: dict[str, MetricInfo] = {
     ),
     "robustmq_bridge_skipped_batches": MetricInfo(
         C, (), "Kafka batches kafka_to_mqtt skipped (a compression codec's package missing)"
+    ),
+    "robustmq_meta_proposals": MetricInfo(
+        C, ("group",), "commands this node proposed to a Meta Service Raft group as its leader"
+    ),
+    "robustmq_meta_commit_seconds": MetricInfo(
+        H,
+        ("group",),
+        "time from a proposal at this node to its applied result, by Raft group; every "
+        "proposal is timed",
+    ),
+    "robustmq_meta_leader_changes": MetricInfo(
+        C, ("group",), "times this node saw a new leader of a Raft group (itself included)"
+    ),
+    "robustmq_meta_leader": MetricInfo(G, ("group",), "1 when this node leads the Raft group"),
+    "robustmq_meta_term": MetricInfo(G, ("group",), "the Raft group's term on this node"),
+    "robustmq_meta_commit_index": MetricInfo(
+        G, ("group",), "the Raft group's commit index on this node"
+    ),
+    "robustmq_meta_applied_index": MetricInfo(
+        G, ("group",), "the Raft group's last index applied to its state machine on this node"
+    ),
+    "robustmq_meta_voters": MetricInfo(
+        G, ("group",), "voting members of the Raft group, as this node knows them"
+    ),
+    "robustmq_meta_grpc_requests": MetricInfo(
+        C, ("method",), "Meta Service gRPC requests answered by this node, by method"
+    ),
+    "robustmq_meta_grpc_seconds": MetricInfo(
+        H,
+        ("method",),
+        "Meta Service gRPC request time by method (Watch streams are counted, not timed)",
     ),
 }
 PROCESS_METRICS = {
@@ -154,8 +223,10 @@ PROCESS_METRICS = {
 }
 
 
-def _metric(name: str, value: float = 0.0) -> CounterMetricFamily | GaugeMetricFamily:
+def _metric(name: str, value: float = 0.0) -> Any:
     info = METRICS[name]  # every exported metric is documented
+    if info.kind == H:
+        return HistogramMetricFamily(name, info.help, labels=info.labels)
     family = CounterMetricFamily if info.kind == C else GaugeMetricFamily
     if info.labels:
         return family(name, info.help, labels=info.labels)
@@ -173,12 +244,20 @@ class NodeCollector(Collector):
             yield from _kafka_metrics(self.node.kafka)
         if self.node.bridges is not None:
             yield from _bridge_metrics(self.node.bridges.stats)
+        if isinstance(self.node.storage, MeteredEngine):
+            yield from _storage_metrics(self.node.storage)
+        if self.node.meta is not None:
+            yield from _meta_metrics(self.node.meta)
 
 
 def _mqtt_metrics(b: MqttBroker) -> Iterator[Metric]:
     for key, name in _MQTT_COUNTERS.items():
         yield _metric(name, b.stats[key])
     yield _metric("robustmq_mqtt_retained_rejected", b.router.retained_rejected)
+    handler = _metric("robustmq_mqtt_handler_seconds")
+    for kind, name in (*PACKET_NAMES.items(), (PUBLISH_RUN, "PUBLISH_RUN"), (ACK_RUN, "ACK_RUN")):
+        _add_histogram(handler, [name], b.handler_latency, kind)
+    yield handler
     versions: Counter[int] = Counter(c.version for c in b.connections if c.connected)
     yield _metric("robustmq_mqtt_connections", sum(versions.values()))
     by_version = _metric("robustmq_mqtt_connections_by_protocol")
@@ -212,6 +291,10 @@ def _kafka_metrics(k: KafkaBroker) -> Iterator[Metric]:
             api = APIS.get(int(api_key))
             requests.add_metric([api.name if api else api_key, error_code], count)
     yield requests
+    latency = _metric("robustmq_kafka_request_seconds")
+    for number, api in APIS.items():
+        _add_histogram(latency, [api.name], k.request_latency, number)
+    yield latency
     yield _metric("robustmq_kafka_connections", len(k.connections))
     yield _metric("robustmq_kafka_topics", len(k.topics.topics))
     yield _metric("robustmq_kafka_partitions", sum(t.partitions for t in k.topics.topics.values()))
@@ -227,6 +310,65 @@ def _bridge_metrics(stats: Counter[str]) -> Iterator[Metric]:
     yield messages
     yield errors
     yield _metric("robustmq_bridge_skipped_batches", stats["kafka_to_mqtt_skipped_batches"])
+
+
+def _meta_metrics(meta: MetaServer) -> Iterator[Metric]:
+    from robustmq.meta.service import METHODS  # grpc is imported only with the meta role
+
+    families = {
+        name: _metric(f"robustmq_meta_{name}")
+        for name in (
+            "proposals",
+            "commit_seconds",
+            "leader_changes",
+            "leader",
+            "term",
+            "commit_index",
+            "applied_index",
+            "voters",
+        )
+    }
+    for status in meta.host.status():
+        name = status["group"]
+        stats = meta.host.groups[name].stats
+        families["proposals"].add_metric([name], stats.proposals)
+        families["commit_seconds"].add_metric([name], *stats.commit_latency.cumulative(0))
+        families["leader_changes"].add_metric([name], stats.leader_changes)
+        families["leader"].add_metric([name], int(status["role"] == "leader"))
+        families["term"].add_metric([name], status["term"])
+        families["commit_index"].add_metric([name], status["commit"])
+        families["applied_index"].add_metric([name], status["applied"])
+        families["voters"].add_metric([name], len(status["voters"]))
+    yield from families.values()
+    requests = _metric("robustmq_meta_grpc_requests")
+    latency = _metric("robustmq_meta_grpc_seconds")
+    for k, method in enumerate(METHODS):
+        requests.add_metric([method], meta.stats.requests[k])
+        _add_histogram(latency, [method], meta.stats.latency, k)
+    yield requests
+    yield latency
+
+
+def _storage_metrics(engine: MeteredEngine) -> Iterator[Metric]:
+    calls = _metric("robustmq_storage_operations")
+    size = _metric("robustmq_storage_bytes")
+    latency = _metric("robustmq_storage_operation_seconds")
+    for op, name in enumerate(OPS):
+        calls.add_metric([engine.name, name], engine.calls[op])
+        size.add_metric([engine.name, name], engine.bytes[op])
+        latency.add_metric([engine.name, name], *engine.latency.cumulative(op))
+    yield calls
+    yield size
+    yield latency
+
+
+def _add_histogram(
+    family: HistogramMetricFamily, labels: list[str], latency: LatencyHistogram, kind: int
+) -> None:
+    """One series of ``family`` from ``latency``; a kind never timed is left out, so the
+    series that exist are the packet types and APIs really in use."""
+    if latency.sampled(kind):
+        family.add_metric(labels, *latency.cumulative(kind))
 
 
 def registry_for(node: Node | None) -> CollectorRegistry:

@@ -7,6 +7,8 @@ interface. The engines are ``memory`` (memory.py), ``leveldb`` (leveldb.py, plyv
 
 from __future__ import annotations
 
+from typing import cast
+
 from robustmq.storage.engine import (
     EngineConfig,
     LevelDBConfig,
@@ -18,23 +20,28 @@ from robustmq.storage.engine import (
     StoredBatch,
     StoredRecord,
 )
+from robustmq.storage.metered import MeteredEngine
 
 
 async def open_engine(config: EngineConfig) -> StorageEngine:
-    """Open the engine ``config`` is for (recovering it from disk where it has files)."""
+    """Open the engine ``config`` is for (recovering it from disk where it has files),
+    its appends and reads counted for ``/metrics`` (``metered.py``)."""
+    engine: StorageEngine
     if isinstance(config, MemoryConfig):
         from robustmq.storage.memory import MemoryEngine
 
-        return await MemoryEngine.open(config)
-    if isinstance(config, LevelDBConfig):
+        engine, name = await MemoryEngine.open(config), "memory"
+    elif isinstance(config, LevelDBConfig):
         from robustmq.storage.leveldb import LevelDBEngine
 
-        return await LevelDBEngine.open(config)
-    if isinstance(config, SegmentConfig):
+        engine, name = await LevelDBEngine.open(config), "leveldb"
+    elif isinstance(config, SegmentConfig):
         from robustmq.storage.segment import SegmentEngine
 
-        return await SegmentEngine.open(config)
-    raise TypeError(f"not an engine config: {config!r}")
+        engine, name = await SegmentEngine.open(config), "segment"
+    else:
+        raise TypeError(f"not an engine config: {config!r}")
+    return cast(StorageEngine, MeteredEngine(engine, name))
 
 
 __all__ = [

@@ -211,3 +211,117 @@ def test_kafka_topics_and_groups(server: Server):
     assert ctl(server, "kafka", "topic", "describe", "ctl-t").returncode == 1
     run = ctl(server, "kafka", "topic", "create", "x", "--config", "novalue")
     assert run.returncode == 2 and "KEY=VALUE" in run.stderr
+
+
+def test_mqtt_topics_rewrite_auto_subscribe_and_acl(server: Server):
+    sub = Paho(server.mqtt, "ctl-t1", 5)
+    sub.subscribe("ctl/tp/+")
+    Paho(server.mqtt, "ctl-t2", 5).publish("ctl/tp/a", b"x", qos=2)
+    sub.get()
+    table = ok(server, "mqtt", "topic", "list", "--match", "ctl/tp/#")
+    assert table.splitlines()[0].split() == [
+        "TOPIC",
+        "SUBSCRIBERS",
+        "RETAINED",
+        "MESSAGES_IN",
+        "MESSAGES_OUT",
+    ]
+    assert table.splitlines()[1].split() == ["ctl/tp/a", "1", "False", "1", "1"]
+
+    added = json.loads(
+        ok(
+            server,
+            "--output",
+            "json",
+            "mqtt",
+            "rewrite",
+            "add",
+            "ctl/rw/#",
+            "^ctl/rw/(.*)$",
+            "ctl/tp/$1",
+            "--action",
+            "publish",
+        )
+    )
+    assert added["index"] == 0
+    Paho(server.mqtt, "ctl-t3", 5).publish("ctl/rw/b", b"y", qos=2)
+    assert sub.get().topic == "ctl/tp/b"
+    assert "ctl/rw/#" in ok(server, "mqtt", "rewrite", "list")
+    assert "deleted rewrite rule 0" in ok(server, "mqtt", "rewrite", "delete", "0")
+    run = ctl(server, "mqtt", "rewrite", "delete", "0")
+    assert run.returncode == 1 and "HTTP 404" in run.stderr
+
+    ok(server, "mqtt", "auto-subscribe", "add", "ctl/auto/${clientid}", "--qos", "1")
+    listed = as_json(server, "mqtt", "auto-subscribe", "list")["data"]  # type: ignore[index]
+    assert listed == [{"index": 0, "topic": "ctl/auto/${clientid}", "qos": 1}]
+    ok(server, "mqtt", "auto-subscribe", "delete", "0")
+    run = ctl(server, "mqtt", "auto-subscribe", "add", "a/#/b")
+    assert run.returncode == 1 and "topic:" in run.stderr
+
+    run = ctl(server, "mqtt", "acl", "list")  # this server has no auth.acl_file
+    assert run.returncode == 1 and "acl_file" in run.stderr and "HTTP 409" in run.stderr
+
+
+def test_cluster_config_set_and_storage_shards(server: Server):
+    kafka = pytest.importorskip("kafka")
+    answer = as_json(server, "cluster", "config", "set", "kafka.default_partitions", "2")
+    assert answer["value"] == 2  # type: ignore[index]
+    try:
+        producer = kafka.KafkaProducer(bootstrap_servers=f"127.0.0.1:{server.kafka}")
+        producer.send("ctl-auto", b"v").get(timeout=10)
+        producer.close()
+    finally:
+        ok(server, "cluster", "config", "set", "kafka.default_partitions", "1")
+    shards = as_json(server, "storage", "shard", "list", "--prefix", "kafka/ctl-auto/")
+    assert [s["name"] for s in shards["data"]] == ["kafka/ctl-auto/0", "kafka/ctl-auto/1"]  # type: ignore[index]
+    assert sum(s["records"] for s in shards["data"]) == 1  # type: ignore[index]
+    table = ok(server, "storage", "shard", "list", "--prefix", "kafka/ctl-auto/")
+    assert table.splitlines()[0].split()[:3] == ["NAME", "ENGINE", "RECORDS"]
+    assert "CONFIG" not in table
+    assert "end_offset" in ok(server, "storage", "shard", "get", "kafka/ctl-auto/0")
+    run = ctl(server, "cluster", "config", "set", "mqtt.port", "1")
+    assert run.returncode == 1 and "not hot-reloadable" in run.stderr
+
+
+def test_acl_rules(tmp_path):
+    acl = tmp_path / "acl"
+    acl.write_text("allow all all #\n")
+    s = start_server(tmp_path, ROBUSTMQ_AUTH_ACL_FILE=str(acl))
+    try:
+        added = json.loads(
+            ok(
+                s,
+                "--output",
+                "json",
+                "mqtt",
+                "acl",
+                "add",
+                "deny",
+                "user:mallory",
+                "publish",
+                "secret/#",
+                "--position",
+                "0",
+            )
+        )
+        assert added["line"] == "deny user:mallory publish secret/#"
+        table = ok(s, "mqtt", "acl", "list")
+        assert table.splitlines()[1].split()[:5] == [
+            "0",
+            "deny",
+            "user:mallory",
+            "publish",
+            "secret/#",
+        ]
+        ok(s, "mqtt", "acl", "add", "allow", "all", "subscribe", "q/#", "--max-qos", "1")
+        assert acl.read_text().splitlines() == [
+            "deny user:mallory publish secret/#",
+            "allow all all #",
+            "allow all subscribe q/# qos<=1",
+        ]
+        run = ctl(s, "mqtt", "acl", "add", "allow", "all", "publish", "a/#/b")
+        assert run.returncode == 1 and "topic:" in run.stderr and "HTTP 400" in run.stderr
+        assert "deleted ACL rule 0" in ok(s, "mqtt", "acl", "delete", "0")
+        assert acl.read_text().splitlines()[0] == "allow all all #"
+    finally:
+        assert _stop(s.proc) == 0

@@ -6,6 +6,7 @@ blank. Skipped, saying how to install it, when ``prometheus`` is not on PATH.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
@@ -17,18 +18,25 @@ from typing import Any
 
 import pytest
 
+from robustmq.meta.client import MetaClient
+from robustmq.meta.groups import encode_command
 from tests.conftest import free_port
 from tests.integration.clients import Paho, props
 from tests.integration.test_cli import _stop
 from tests.integration.test_http_api import start_server
 
-DASHBOARDS = ("overview", "mqtt", "kafka")
+_FOLDER = resources.files("robustmq.observability") / "dashboards"
+# Every dashboard shipped, whoever adds one.
+DASHBOARDS = tuple(sorted(f.name[:-5] for f in _FOLDER.iterdir() if f.name.endswith(".json")))
 RATE_INTERVAL = "30s"  # what $__rate_interval becomes: many 1 s scrapes
 
 
 def _dashboard(name: str) -> dict[str, Any]:
-    files = resources.files("robustmq.observability") / "dashboards" / f"{name}.json"
-    return json.loads(files.read_text())
+    return json.loads((_FOLDER / f"{name}.json").read_text())
+
+
+def test_the_dashboards_of_every_area_are_there():
+    assert {"overview", "mqtt", "kafka", "storage"} <= set(DASHBOARDS)
 
 
 def _queries() -> list[tuple[str, str, str]]:
@@ -63,6 +71,17 @@ def _query(port: int, expr: str) -> list[Any]:
     return list(answer["data"]["result"])
 
 
+async def _meta_requests(address: str) -> None:
+    """Meta Service gRPC traffic for the meta dashboard's request panels."""
+    client = MetaClient([address])
+    try:
+        await client.propose("cluster", encode_command("config.set", key="dash", value="1"))
+        await client.read("cluster", "config/dash")
+        await client.status(address)
+    finally:
+        await client.close()
+
+
 def _wait_ready(port: int, proc: subprocess.Popen) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -80,7 +99,8 @@ def test_every_panel_query_returns_data(tmp_path):
     if prometheus is None:
         pytest.skip("prometheus is not installed: run `apt-get install -y prometheus`")
     kafka = pytest.importorskip("kafka")
-    server = start_server(tmp_path, token="dash-token")
+    grpc_port = free_port()  # the meta dashboard's gRPC panels need a Meta Service listener
+    server = start_server(tmp_path, token="dash-token", ROBUSTMQ_CLUSTER_GRPC_PORT=str(grpc_port))
     prom_port = free_port()
     config = tmp_path / "prometheus.yml"
     config.write_text(
@@ -113,7 +133,8 @@ def test_every_panel_query_returns_data(tmp_path):
         )
         offline.subscribe("dash/#", qos=1)
         offline.client.disconnect()
-        for i in range(20):
+        # More than 64 PUBLISHes: the handler-time histogram times one in 64 per type.
+        for i in range(150):
             clients[0].publish("dash/x", b"%d" % i, qos=1, retain=i == 0)
         bootstrap = f"127.0.0.1:{server.kafka}"
         producer = kafka.KafkaProducer(bootstrap_servers=bootstrap)
@@ -125,6 +146,7 @@ def test_every_panel_query_returns_data(tmp_path):
             "dash-t", bootstrap_servers=bootstrap, group_id="dash-g", auto_offset_reset="earliest"
         )
         consumer.poll(timeout_ms=2000)
+        asyncio.run(_meta_requests(f"127.0.0.1:{grpc_port}"))
 
         queries = _queries()
         blank = queries

@@ -1,5 +1,6 @@
 """The OpenAPI document against the routes the server really registers, the generated parts
-of docs/operations.md, and the small pure helpers of the API, the metrics and the CLI."""
+of docs/operations.md, and the small pure helpers of the API, the metrics and the CLI
+(latency histograms, ACL rule lines and file edits, hot-reloadable config keys)."""
 
 from __future__ import annotations
 
@@ -12,15 +13,18 @@ from importlib import resources
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
+from robustmq.broker.auth.acl import edit_acl_file, format_rule, parse_rule
 from robustmq.cli import ctl, ctl_docs
-from robustmq.config import AuthConfig, Config, HttpConfig
-from robustmq.errors import ApiBadRequest
+from robustmq.config import AuthConfig, Config, HttpConfig, check_key
+from robustmq.errors import ApiBadRequest, ConfigError, SecurityFileError
 from robustmq.http import openapi
 from robustmq.http.api.cluster import MASK, masked
+from robustmq.http.api.cluster_config import hot_keys
 from robustmq.http.api.common import paged
 from robustmq.http.routes import ROUTES
 from robustmq.http.server import build_app
 from robustmq.observability import metrics
+from robustmq.observability.latency import LatencyHistogram
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -31,6 +35,7 @@ class _Node:
     config = Config()
     mqtt = None
     kafka = None
+    storage = None
     listeners: list[tuple[str, str, int]] = []
     ready = True
 
@@ -86,14 +91,15 @@ def test_docs_operations_page_is_current():
 
 def test_dashboards_only_use_documented_metrics():
     known = set(metrics.METRICS) | set(metrics.PROCESS_METRICS)
-    for name in ("overview", "mqtt", "kafka"):
-        text = (
-            resources.files("robustmq.observability") / "dashboards" / f"{name}.json"
-        ).read_text()
-        for panel in json.loads(text)["panels"]:
+    folder = resources.files("robustmq.observability") / "dashboards"
+    names = [f.name for f in folder.iterdir() if f.name.endswith(".json")]
+    assert "storage.json" in names
+    for name in names:
+        for panel in json.loads((folder / name).read_text())["panels"]:
             for target in panel["targets"]:
                 for metric in re.findall(r"robustmq_\w+", target["expr"]):
-                    assert metric.removesuffix("_total") in known, (name, metric)
+                    base = re.sub(r"_(total|bucket|sum|count)$", "", metric)
+                    assert base in known, (name, metric)
 
 
 def test_every_exported_counter_is_documented():
@@ -146,3 +152,73 @@ def test_ctl_renders_pages_lists_and_objects():
     assert lines[-1] == "-- page 1, 2 shown of 5 (limit 2)"
     assert ctl.render_table([]) == "(none)"
     assert ctl.render_table({"key": "v", "longer": 2}) == "key     v\nlonger  2"
+
+
+def test_latency_histogram_buckets_are_cumulative_with_an_inf_bucket():
+    histogram = LatencyHistogram(2, 64)
+    for ns in (5_000, 10_000, 20_000, 3_000_000_000):
+        histogram.record(1, ns)
+    buckets, total = histogram.cumulative(1)
+    as_dict = dict(buckets)
+    assert as_dict["1e-05"] == 2  # 5 µs and exactly 10 µs: "le" includes the bound
+    assert as_dict["2.5e-05"] == 3
+    assert as_dict["2.5"] == 3 and as_dict["+Inf"] == 4
+    assert buckets[-1][0] == "+Inf" and [c for _, c in buckets] == sorted(c for _, c in buckets)
+    assert total == pytest.approx(3.000035)
+    assert histogram.sampled(1) and not histogram.sampled(0)
+    with pytest.raises(ValueError):
+        LatencyHistogram(1, 0)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "allow all all #",
+        "deny user:bob publish a/+/c",
+        "allow clientid:c1 subscribe x/%c/# qos<=1",
+        "allow ip:10.0.0.0/8 publish t retain=false",
+        "allow all all ${jwt.tenant}/# qos<=0 retain=true",
+    ],
+)
+def test_acl_rule_lines_round_trip(line):
+    assert format_rule(parse_rule(line)) == line
+
+
+def test_edit_acl_file_keeps_comments_and_refuses_what_does_not_exist(tmp_path):
+    path = tmp_path / "acl"
+    path.write_text("# head\nallow all publish a\n\n# middle\ndeny all all #\n")
+    rules = edit_acl_file(str(path), insert="deny user:x all a", before=1)
+    assert [format_rule(r) for r in rules] == [
+        "allow all publish a",
+        "deny user:x all a",
+        "deny all all #",
+    ]
+    assert path.read_text() == (
+        "# head\nallow all publish a\n\n# middle\ndeny user:x all a\ndeny all all #\n"
+    )
+    edit_acl_file(str(path), remove=0)
+    edit_acl_file(str(path), insert="allow all all b")  # at the end
+    assert path.read_text() == "# head\n\n# middle\ndeny user:x all a\ndeny all all #\n" + (
+        "allow all all b\n"
+    )
+    with pytest.raises(IndexError):
+        edit_acl_file(str(path), remove=3)
+    path.write_text("allow nobody all #\n")
+    with pytest.raises(SecurityFileError):
+        edit_acl_file(str(path), insert="allow all all a")
+    assert path.read_text() == "allow nobody all #\n"
+
+
+def test_config_keys_are_checked_as_in_a_file_and_flagged_hot_or_not():
+    assert check_key("kafka.default_partitions", "3") == (
+        "kafka",
+        "default_partitions",
+        3,
+        "topics created after the change",
+    )
+    assert check_key("mqtt.port", 1884)[3] == ""
+    for key, value in (("log.level", "loud"), ("mqtt.nope", 1), ("x.y", 1), ("mqtt.port", -1)):
+        with pytest.raises(ConfigError):
+            check_key(key, value)
+    assert set(hot_keys()) >= {"log.level", "mqtt.retain_available", "kafka.auto_create_topics"}
+    assert "mqtt.receive_maximum" not in hot_keys()

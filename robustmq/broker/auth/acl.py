@@ -17,13 +17,17 @@ deny rule as soon as the two overlap, so a broad filter cannot reach denied topi
 ``Acl.authorizer_for`` runs once at CONNECT: it keeps the rules that concern this client,
 with placeholders filled, in an ``Authorizer`` that caches publish decisions per topic;
 it returns None when nothing can be denied, so the publish path then makes no call.
+``format_rule`` and ``edit_acl_file`` let the REST API add and remove rules in the file.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import re
+import stat
+import tempfile
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -115,6 +119,62 @@ def load_acl_file(path: str) -> list[Rule]:
         except ValueError as exc:
             raise SecurityFileError(path, number, str(exc)) from None
     return rules
+
+
+def format_rule(rule: Rule) -> str:
+    """The ACL-file line of ``rule``, which ``parse_rule`` reads back as the same rule."""
+    if rule.who == "all":
+        who = "all"
+    elif rule.who == "ip":
+        who = f"ip:{rule.network}"
+    else:
+        who = f"{rule.who}:{rule.name}"
+    action = next(name for name, bits in _ACTIONS.items() if bits == rule.actions)
+    parts = ["allow" if rule.allow else "deny", who, action, rule.topic]
+    if rule.max_qos != 2:
+        parts.append(f"qos<={rule.max_qos}")
+    if rule.retain is not None:
+        parts.append("retain=true" if rule.retain else "retain=false")
+    return " ".join(parts)
+
+
+def edit_acl_file(
+    path: str, *, insert: str | None = None, before: int | None = None, remove: int | None = None
+) -> list[Rule]:
+    """Rewrites the ACL file with rule number ``remove`` (0-based, in file order) taken out
+    or the rule line ``insert`` put before rule number ``before`` (at the end when None or
+    past the last); comments and blank lines stay where they are. The new file is written
+    beside the old one, synced and renamed over it, so a crash leaves one or the other;
+    returns the rules read back from it. ``IndexError`` for a rule number that does not
+    exist, ``ValueError`` for a bad rule, ``SecurityFileError`` when the file on disk
+    does not load (it is then left alone)."""
+    load_acl_file(path)
+    with open(path, encoding="utf-8") as fh:
+        lines = fh.read().splitlines()
+    numbers = [
+        i for i, line in enumerate(lines) if line.strip() and not line.strip().startswith("#")
+    ]
+    if remove is not None:
+        if not 0 <= remove < len(numbers):
+            raise IndexError(f"there is no rule {remove} (the ACL has {len(numbers)})")
+        del lines[numbers[remove]]
+    if insert is not None:
+        parse_rule(insert)
+        at = numbers[before] if before is not None and before < len(numbers) else len(lines)
+        lines.insert(at, insert)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".acl-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write("".join(line + "\n" for line in lines))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return load_acl_file(path)
 
 
 class Acl:

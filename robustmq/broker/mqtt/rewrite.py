@@ -74,6 +74,14 @@ class TopicRewriter:
     def __bool__(self) -> bool:
         return bool(self._rules)
 
+    @property
+    def rules(self) -> list[dict[str, str]]:
+        """The rules as the config gives them (what the constructor takes back)."""
+        return [
+            {"action": action, "source_topic": source, "re": pattern.pattern, "dest_topic": dest}
+            for action, source, pattern, dest in self._rules
+        ]
+
     def rewrite(self, action: str, topic: str, client_id: str, username: str | None) -> str:
         """The topic after the first rule that applies (unchanged when none does)."""
         matched, _ = self._filters.match(topic)

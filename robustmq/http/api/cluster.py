@@ -1,14 +1,16 @@
 """``/api/v1/cluster``: the node's status, the list of nodes and the running config.
 
-``nodes`` lists this node (membership over the API comes with the Meta Service's
-membership changes); ``meta_groups`` shows each Raft group's leader, term and indexes
-as this node sees them. The
+``nodes`` lists this node; ``meta_groups`` shows each Raft group's leader, term, indexes
+and members as this node sees them; ``POST``/``DELETE /api/v1/cluster/nodes`` add a meta
+node to every group (learner, then voter once caught up) or remove one, through the
+groups' leaders (``MetaClient``). The
 config is the one the node started with, with secrets (``*_secret``, ``*_token``) masked.
 MQTT and Kafka resources are in ``mqtt.py`` and ``kafka.py``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from typing import Any
@@ -16,9 +18,30 @@ from typing import Any
 from aiohttp import web
 
 from robustmq import __version__
-from robustmq.http.api.common import INT, NUM, STR, Context, Route, obj
+from robustmq.errors import (
+    ApiBadRequest,
+    ApiConflict,
+    ApiNotFound,
+    MembershipChangeRefused,
+    MetaError,
+)
+from robustmq.http.api.common import (
+    INT,
+    NUM,
+    STR,
+    Context,
+    Param,
+    Route,
+    field_of,
+    json_body,
+    no_extra_fields,
+    obj,
+)
 
 MASK = "******"
+# Seconds a new node has to catch up before POST /api/v1/cluster/nodes answers 409 (it
+# stays a learner; adding it again resumes).
+ADD_TIMEOUT = 6.0
 
 _LISTENER = obj({"name": STR, "host": STR, "port": INT}, ["name", "host", "port"])
 _NODE = obj(
@@ -58,6 +81,8 @@ _GROUP = obj(
         "commit": INT,
         "applied": INT,
         "snapshot_index": INT,
+        "voters": {"type": "array", "items": INT},
+        "learners": {"type": "array", "items": INT},
     },
     ["group", "role", "leader_id", "term", "commit", "applied"],
 )
@@ -76,6 +101,71 @@ async def status(ctx: Context, request: web.Request) -> Any:
 
 async def nodes(ctx: Context, request: web.Request) -> Any:
     return [_node_status(ctx)]
+
+
+_MEMBERSHIP = obj(
+    {
+        "node_id": INT,
+        "groups": {
+            "type": "object",
+            "additionalProperties": obj(
+                {
+                    "voters": {"type": "array", "items": INT},
+                    "learners": {"type": "array", "items": INT},
+                }
+            ),
+        },
+    },
+    ["node_id", "groups"],
+)
+
+
+async def _change_membership(ctx: Context, node_id: int, address: str) -> Any:
+    """Add (``address`` given) or remove ``node_id`` in every meta group, each at its
+    leader; the membership of each group afterwards."""
+    meta = ctx.node.meta
+    if meta is None or not meta.port:
+        raise ApiNotFound("this node runs no meta role with a gRPC listener")
+    from robustmq.meta.client import MetaClient
+
+    own = meta.host.addresses[meta.host.config.node_id]
+    others = [a for i, a in sorted(meta.host.addresses.items()) if a != own]
+    client = MetaClient([own, *others], timeout=5.0)
+    names = list(meta.host.groups)
+    try:
+        # The groups at once, so that the whole stays within robustmq-ctl's 10 s timeout.
+        if address:
+            changes = [client.add_node(g, node_id, address, timeout=ADD_TIMEOUT) for g in names]
+        else:
+            changes = [client.remove_node(g, node_id) for g in names]
+        groups = dict(zip(names, await asyncio.gather(*changes), strict=True))
+    except MembershipChangeRefused as exc:
+        raise ApiBadRequest("node_id", str(exc)) from None  # the last voter
+    except MetaError as exc:
+        raise ApiConflict(f"{type(exc).__name__}: {exc}") from None
+    finally:
+        await client.close()
+    return {"node_id": node_id, "groups": groups}
+
+
+async def add_node(ctx: Context, request: web.Request) -> Any:
+    body = await json_body(request)
+    no_extra_fields(body, ("node_id", "address"))
+    node_id = field_of(body, "node_id", int)
+    address = field_of(body, "address", str)
+    if node_id < 1:
+        raise ApiBadRequest("node_id", f"{node_id} is not an integer > 0")
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ApiBadRequest("address", f"{address!r} is not host:port")
+    return await _change_membership(ctx, node_id, address)
+
+
+async def remove_node(ctx: Context, request: web.Request) -> Any:
+    text = request.match_info["node_id"]
+    if not text.isdigit() or int(text) < 1:
+        raise ApiBadRequest("node_id", f"{text!r} is not an integer > 0")
+    return await _change_membership(ctx, int(text), "")
 
 
 def masked(value: Any) -> Any:
@@ -122,6 +212,26 @@ ROUTES = (
         "The nodes of the cluster",
         "cluster",
         {"type": "array", "items": _NODE},
+    ),
+    Route(
+        "POST",
+        "/api/v1/cluster/nodes",
+        add_node,
+        "Add a meta node to every Raft group (a learner until caught up, then a voter)",
+        "cluster",
+        _MEMBERSHIP,
+        body=obj({"node_id": INT, "address": STR}, ["node_id", "address"]),
+        errors=(400, 404, 409),
+    ),
+    Route(
+        "DELETE",
+        "/api/v1/cluster/nodes/{node_id}",
+        remove_node,
+        "Remove a meta node from every Raft group",
+        "cluster",
+        _MEMBERSHIP,
+        params=(Param("node_id", "path", INT, "the node's id", required=True),),
+        errors=(400, 404, 409),
     ),
     Route(
         "GET",

@@ -34,13 +34,14 @@ DEFAULT_LIMIT = 100
 
 @dataclass
 class Context:
-    """What handlers reach: the node, when the API started, and a lock serialising
-    changes to the password file."""
+    """What handlers reach: the node, when the API started, and locks serialising
+    changes to the password file and to the ACL file."""
 
     node: Node
     registry: CollectorRegistry | None = None  # what /metrics exports
     started_at: float = field(default_factory=time.time)
     users_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    acl_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def mqtt(self) -> MqttBroker:
@@ -142,7 +143,7 @@ def _int_query(request: web.Request, name: str, default: int, low: int, high: in
     return value
 
 
-def paged(request: web.Request, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def paged(request: web.Request, items: Sequence[Any]) -> dict[str, Any]:
     """``items`` cut to the page asked for, with ``meta.count`` the total."""
     page = _int_query(request, "page", 1, 1, MAX_PAGE)
     limit = _int_query(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)

@@ -3,8 +3,9 @@ consumer groups (list, describe with committed offsets and lag) of this node's K
 listener.
 
 Topics go through the broker's ``TopicRegistry`` (the same path as CreateTopics and
-DeleteTopics), offsets through the storage engine interface, groups through the group
-coordinator. Groups known here are those whose members joined through this node's
+DeleteTopics), partition offsets through the storage engine interface, committed
+offsets through the broker's offset store (the Meta Service's ``offsets`` group, or the
+engine), groups through the group coordinator. Groups known here are those whose members joined through this node's
 coordinator; offsets committed by consumers outside a group are found by describing
 their group id.
 """
@@ -25,6 +26,7 @@ from robustmq.errors import (
     KafkaInvalidTopic,
     KafkaTopicAlreadyExists,
     KafkaUnknownTopicOrPartition,
+    ShardNotFound,
 )
 from robustmq.http.api.common import (
     INT,
@@ -160,11 +162,13 @@ async def describe_group(ctx: Context, request: web.Request) -> Any:
     kafka = ctx.kafka
     group_id = request.match_info["group"]
     offsets = []
-    for topic, partition, shard in kafka.topics.partitions():
-        committed = await kafka.engine.committed_offset(group_id, shard)
-        if committed is None:
-            continue
-        latest = await kafka.engine.latest_offset(shard)
+    for (topic, partition), committed in (await kafka.offsets.group_offsets(group_id)).items():
+        if committed.offset < 0:
+            continue  # deleted (EngineOffsets marks a deleted group's offsets with -1)
+        try:
+            latest = await kafka.engine.latest_offset(kafka.topics.shard(topic, partition))
+        except ShardNotFound:
+            continue  # its topic was deleted
         offsets.append(
             {
                 "topic": topic,

@@ -221,6 +221,63 @@ async def client_subscriptions(ctx: Context, request: web.Request) -> Any:
     return _subscriptions(_find_session(ctx, request))
 
 
+# ------------------------------------------------------------------ topics
+
+_TOPIC_ROW = obj(
+    {
+        "topic": STR,
+        "subscribers": {"type": ["integer", "null"]},
+        "retained": BOOL,
+        "messages_in": {"type": ["integer", "null"]},
+        "messages_out": {"type": ["integer", "null"]},
+    },
+    ["topic", "subscribers", "retained", "messages_in", "messages_out"],
+)
+
+
+async def list_topics(ctx: Context, request: web.Request) -> Any:
+    """Topics published to that have subscribers (their delivery plan is cached in the
+    router) and topics with a retained message. A plan and its count start when the topic
+    is first routed and end at the next subscription change anywhere (the router then
+    drops its plans) or when the plan cache is full; topics whose messages need routing
+    one by one (shared subscriptions, subscription identifiers, ``$`` topics) have no plan,
+    so their counts are null."""
+    router = ctx.mqtt.router
+    wanted = request.query.get("match")
+    matcher = None
+    if wanted is not None:
+        try:
+            trie.validate_topic_filter(wanted, ctx.mqtt.config.max_topic_levels)
+        except MqttError as exc:
+            raise ApiBadRequest("match", f"{wanted!r}: {exc.message}") from None
+        matcher = trie.SubscriptionTrie()
+        matcher.add(wanted, None, None)
+    rows: dict[str, dict[str, Any]] = {}
+    for topic, plan in router.plans():
+        if plan:
+            rows[topic] = {
+                "topic": topic,
+                "subscribers": len(plan),
+                "retained": False,
+                "messages_in": plan.messages,
+                "messages_out": plan.messages * len(plan),
+            }
+    for topic, _ in _live_retained(ctx):
+        row = rows.setdefault(
+            topic,
+            {
+                "topic": topic,
+                "subscribers": None,
+                "retained": False,
+                "messages_in": None,
+                "messages_out": None,
+            },
+        )
+        row["retained"] = True
+    found = [rows[t] for t in sorted(rows) if matcher is None or matcher.match(t)[0]]
+    return paged(request, found)
+
+
 # ------------------------------------------------------------------ retained, publish
 
 _MESSAGE = obj(
@@ -582,6 +639,20 @@ ROUTES = (
             Param("topic", "query", STR, "only this topic filter"),
             *PAGING,
         ),
+        errors=_BAD,
+    ),
+    Route(
+        "GET",
+        "/api/v1/mqtt/topics",
+        list_topics,
+        "Topics with subscribers or a retained message, with message counts. Counts cover "
+        "a topic while its delivery plan is cached: from its first message after the last "
+        "subscription change; null where messages are routed one by one (shared "
+        "subscriptions, subscription identifiers, $ topics). messages_out is messages_in "
+        "times subscribers (deliveries planned)",
+        "mqtt",
+        page_of(_TOPIC_ROW),
+        (Param("match", "query", STR, "only topics this topic filter matches"), *PAGING),
         errors=_BAD,
     ),
     Route(
