@@ -347,6 +347,20 @@ class KafkaUnknownTopicOrPartition(KafkaError):
     retriable = True
 
 
+class KafkaRequestTimedOut(KafkaError):
+    """A topic change the Meta Service did not take in time (Kafka's controller answers
+    CreateTopics, DeleteTopics and CreatePartitions so); the client retries it."""
+
+    code = 7
+    retriable = True
+
+
+class KafkaMessageTooLarge(KafkaError):
+    """A record batch over the topic's ``max.message.bytes`` (Kafka's RecordTooLarge)."""
+
+    code = 10
+
+
 class KafkaOffsetMetadataTooLarge(KafkaError):
     code = 12
 

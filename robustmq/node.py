@@ -26,6 +26,7 @@ from aiohttp import web
 from robustmq.bridge import Bridges
 from robustmq.broker.kafka.offsets import MetaOffsets, OffsetStore
 from robustmq.broker.kafka.server import KafkaBroker
+from robustmq.broker.kafka.topics_store import MetaTopics, TopicStore
 from robustmq.broker.mqtt.persistence import MetaSessionStore, NullStore, SessionStore
 from robustmq.broker.mqtt.server import MqttBroker
 from robustmq.config import Config, StorageConfig
@@ -90,7 +91,7 @@ class Node:
                     self.storage,
                     self.config.node.id,
                     self.mqtt.security.users,
-                    self._offset_store(self.storage),
+                    *self._kafka_stores(self.storage),
                 )
                 listeners += await self.kafka.start()
             elif self.config.kafka.port:
@@ -130,18 +131,20 @@ class Node:
 
         return MetaSessionStore(MetaClient(addresses), self.storage, self.config.node.id)
 
-    def _offset_store(self, storage: StorageEngine) -> OffsetStore | None:
-        """Where Kafka committed offsets go: the offsets group of this node's meta role;
-        None (the engine's ``commit_offset``: memory only with the memory engine) when
-        there is no such role, as for sessions in a multi-node cluster (see above)."""
+    def _kafka_stores(self, storage: StorageEngine) -> tuple[OffsetStore | None, TopicStore | None]:
+        """Where Kafka committed offsets and topics go: the offsets and cluster groups of
+        this node's meta role; None (the storage engine: memory only with the memory
+        engine) when there is no such role, as for sessions in a multi-node cluster (see
+        above)."""
         if self.config.storage.engine == "memory" or self.meta is None:
-            return None
+            return None, None
         if len(self.config.cluster.peer_addresses()) > 1:
             log.warning(
-                "kafka committed offsets stay in the storage engine in a multi-node cluster"
+                "kafka topics and committed offsets stay in the storage engine in a "
+                "multi-node cluster"
             )
-            return None
-        return MetaOffsets(self.meta.host, storage)
+            return None, None
+        return MetaOffsets(self.meta.host, storage), MetaTopics(self.meta.host, storage)
 
     async def stop(self) -> None:
         self.ready = False

@@ -159,6 +159,8 @@ def test_only_produce_may_send_a_large_request(kb):
     assert sock.recv(4096) == b""  # closed without an answer
     sock.close()
     assert kb.broker.stats["protocol_errors"] == 1
+    # A batch over the default max.message.bytes (1048588) needs the topic's raised.
+    kb.call(kb.broker.topics.create("big", 1, {"max.message.bytes": str(3 << 20)}))
     raw = Raw(kb)
     produced = _produce(raw, "big", make_batch([b"v" * (2 << 20)]))
     assert (produced["error_code"], produced["base_offset"]) == (0, 0)

@@ -36,6 +36,9 @@ TYPE_LONG = 5
 TYPE_LIST = 7
 
 _INT32_MAX = 2**31 - 1
+# Kafka's message.max.bytes default: the largest record batch a topic without its own
+# max.message.bytes accepts (1 MiB plus the batch's log overhead).
+MESSAGE_MAX_BYTES = 1_048_588
 _INT64_MAX = 2**63 - 1
 _SHARD_DEFAULTS = ShardConfig()
 
@@ -108,10 +111,10 @@ TOPIC_KEYS: dict[str, TopicKey] = {
             "max.message.bytes",
             TYPE_INT,
             "message.max.bytes",
-            lambda c: str(c.max_request_size),
-            str(KafkaConfig().max_request_size),
-            "Largest record batch accepted. Stored and described; produce requests are "
-            "bounded by the broker's max_request_size.",
+            lambda c: str(MESSAGE_MAX_BYTES),
+            str(MESSAGE_MAX_BYTES),
+            "Largest record batch (after compression) a produce may append; a bigger one "
+            "gets MESSAGE_TOO_LARGE.",
             high=_INT32_MAX,
         ),
     )

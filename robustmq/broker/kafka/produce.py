@@ -1,6 +1,9 @@
 """Produce: record batches are checked (magic 2, lengths, CRC32C), get their base offset
 patched and are appended to the partition's shard as received, never re-encoded, so the
-producer's compression stays as it was. Topics are auto-created here when enabled.
+producer's compression stays as it was. Topics are auto-created here when enabled. A
+batch larger than the topic's ``max.message.bytes`` (by default the broker's
+``message.max.bytes``, 1048588 as in Kafka) refuses that partition's records with
+MESSAGE_TOO_LARGE; the other partitions of the request are not affected.
 
 The partitions of one request are appended concurrently, so with ``fsync=always`` they
 share one fsync round. acks 0, 1 and -1 are accepted; on one node -1 waits for nothing
@@ -15,10 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 from robustmq._core import kafka
 from robustmq._core.kafka_codec import RequestHeader
+from robustmq.broker.kafka.configs import MESSAGE_MAX_BYTES
 from robustmq.errors import (
     KafkaCorruptMessage,
     KafkaError,
     KafkaInvalidRequiredAcks,
+    KafkaMessageTooLarge,
     KafkaUnknownTopicOrPartition,
     StorageError,
     kafka_error_code,
@@ -75,9 +80,19 @@ async def _append(broker: KafkaBroker, topic: str, partition: int, records: byte
     if not records:
         raise KafkaCorruptMessage("produce request without record batches")
     batches = kafka.parse_batches(records)
-    if await broker.topics.ensure(topic) is None:
+    found = await broker.topics.ensure(topic)
+    if found is None:
         raise KafkaUnknownTopicOrPartition(f"topic {topic!r} does not exist")
     shard = broker.topics.shard(topic, partition)
+    # Kafka compares each batch's whole size (log overhead included) with the limit, and
+    # refuses the partition's records when one is over it.
+    limit = int(found.configs.get("max.message.bytes", MESSAGE_MAX_BYTES))
+    for h in batches:
+        if h.size > limit:
+            raise KafkaMessageTooLarge(
+                f"{topic}-{partition}: a {h.size}-byte record batch is over the topic's "
+                f"max.message.bytes {limit}"
+            )
     view = memoryview(records)
     first = -1
     for h in batches:

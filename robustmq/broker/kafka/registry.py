@@ -1,25 +1,29 @@
 """Kafka topics as shards of the storage engine: which topics exist, how many partitions
 they have and their configs, and the shard name of each partition.
 
-Topic metadata is kept in the engine's key-value space under ``kafka/topic/<name>`` until
-the Meta Service owns it; ``TopicRegistry`` is the only code that knows that, so moving it
-changes this file only. Partition ``p`` of topic ``t`` is the shard ``kafka/t/p``. The
-records themselves are read and written by the handlers through the engine interface.
+The registry holds every topic in memory and writes each change through a ``TopicStore``
+(``topics_store.py``: the Meta Service's ``cluster`` group, or the engine's key-value
+space), one store call per create, alter, partition growth or delete; a change the store
+refuses leaves the topic, its shards and the registry as they were. Partition ``p`` of
+topic ``t`` is the shard ``kafka/t/p``. The records themselves are read and written by
+the handlers through the engine interface.
 A topic's configs decide its partitions' shard config (retention, segment size): when they
 change, and at start (where a topic without its own value follows the ``[kafka]`` default
-of the moment, as in Kafka), every partition's shard config is brought in line.
+of the moment, as in Kafka), every partition's shard config is brought in line, and a
+stored partition without a shard gets an empty one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
-from dataclasses import dataclass, field
 
-import orjson
-
+from robustmq.broker.kafka import configs as topic_configs
+from robustmq.broker.kafka.topics_store import EngineTopics, Topic, TopicStore
 from robustmq.config import KafkaConfig
 from robustmq.errors import (
+    KafkaError,
     KafkaInvalidPartitions,
     KafkaInvalidTopic,
     KafkaTopicAlreadyExists,
@@ -29,7 +33,8 @@ from robustmq.errors import (
 )
 from robustmq.storage import ShardConfig, StorageEngine
 
-_KEY = b"kafka/topic/"
+log = logging.getLogger(__name__)
+
 # Kafka's Topic.validate: at most 249 of [a-zA-Z0-9._-], not "." or "..".
 _LEGAL = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 # Partitions per topic: one request must not be able to create millions of shards.
@@ -41,13 +46,6 @@ _SHARD_KEYS = {
     "segment.bytes": "segment_bytes",
     "segment.ms": "segment_ms",
 }
-
-
-@dataclass(frozen=True)
-class Topic:
-    name: str
-    partitions: int
-    configs: dict[str, str] = field(default_factory=dict)
 
 
 def shard_name(topic: str, partition: int) -> str:
@@ -73,16 +71,17 @@ def validate_topic_name(name: str | None) -> str:
 
 
 class TopicRegistry:
-    def __init__(self, engine: StorageEngine, config: KafkaConfig) -> None:
+    def __init__(
+        self, engine: StorageEngine, config: KafkaConfig, store: TopicStore | None = None
+    ) -> None:
         self.engine = engine
         self.config = config
+        self.store = store or EngineTopics(engine)
         self.topics: dict[str, Topic] = {}
         self._lock = asyncio.Lock()
 
     async def load(self) -> None:
-        for _, value in await self.engine.scan(_KEY):
-            data = orjson.loads(value)
-            topic = Topic(data["name"], data["partitions"], data.get("configs", {}))
+        for topic in await self.store.load():
             self.topics[topic.name] = topic
             wanted = self.shard_config(topic.configs)
             for p in range(topic.partitions):
@@ -91,7 +90,13 @@ class TopicRegistry:
                     if (await self.engine.shard_info(shard)).config != wanted:
                         await self.engine.set_shard_config(shard, wanted)
                 except ShardNotFound:
-                    pass  # a partition lost with its files: reads answer UNKNOWN_TOPIC_OR_PARTITION
+                    # Stored without its shard: a change answered as timed out whose
+                    # proposal committed after all (its new shards were removed), or
+                    # files lost by hand. The partition serves again, empty.
+                    log.warning(
+                        "kafka: partition %s-%d had no shard; created it empty", topic.name, p
+                    )
+                    await self.engine.create_shard(shard, wanted)
 
     def get(self, name: str) -> Topic | None:
         return self.topics.get(name)
@@ -129,35 +134,30 @@ class TopicRegistry:
 
     async def create(self, name: str, partitions: int, configs: dict[str, str]) -> Topic:
         validate_topic_name(name)
+        topic_configs.validate(configs)  # produce reads max.message.bytes as an integer
         if not 1 <= partitions <= MAX_PARTITIONS:
             raise KafkaInvalidPartitions(f"{partitions} partitions; 1 to {MAX_PARTITIONS}")
         async with self._lock:
             if name in self.topics:
                 raise KafkaTopicAlreadyExists(f"topic {name!r} already exists")
-            shard_config = self.shard_config(configs)
-            created = []
-            try:
-                for p in range(partitions):
-                    await self.engine.create_shard(shard_name(name, p), shard_config)
-                    created.append(shard_name(name, p))
-            except StorageError:
-                for shard in created:  # no half-created topic (e.g. StorageFull midway)
-                    await self.engine.delete_shard(shard)
-                raise
             topic = Topic(name, partitions, dict(configs))
-            await self._save(topic)
+            await self._grow(topic, 0)
             return topic
 
     async def alter_configs(self, name: str, configs: dict[str, str]) -> Topic:
-        """Replace a topic's own configs (validated by the caller) and its partitions'
-        shard configs, durably."""
+        """Replace a topic's own configs (``KafkaInvalidConfig`` naming a bad one) and its
+        partitions' shard configs, durably."""
+        topic_configs.validate(configs)
         async with self._lock:
             topic = self._existing(name)
             shard_config = self.shard_config(configs)
+            changed = Topic(name, topic.partitions, dict(configs))
+            # Stored first: a shard left behind by a failure here is brought in line with
+            # the stored configs at the next start (``load``).
+            await self.store.save(changed)
+            self.topics[name] = changed
             for p in range(topic.partitions):
                 await self.engine.set_shard_config(shard_name(name, p), shard_config)
-            changed = Topic(name, topic.partitions, dict(configs))
-            await self._save(changed)
             return changed
 
     async def add_partitions(self, name: str, count: int) -> Topic:
@@ -166,19 +166,26 @@ class TopicRegistry:
         async with self._lock:
             topic = self._existing(name)
             check_partition_count(topic, count)
-            shard_config = self.shard_config(topic.configs)
-            created = []
-            try:
-                for p in range(topic.partitions, count):
-                    await self.engine.create_shard(shard_name(name, p), shard_config)
-                    created.append(shard_name(name, p))
-            except StorageError:
-                for shard in created:
-                    await self.engine.delete_shard(shard)
-                raise
             grown = Topic(name, count, topic.configs)
-            await self._save(grown)
+            await self._grow(grown, topic.partitions)
             return grown
+
+    async def _grow(self, topic: Topic, first: int) -> None:
+        """Create ``topic``'s partition shards from ``first`` on, then store it; on any
+        failure the new shards go again (no half-created topic, e.g. StorageFull midway
+        or a Meta Service without a leader)."""
+        shard_config = self.shard_config(topic.configs)
+        created = []
+        try:
+            for p in range(first, topic.partitions):
+                await self.engine.create_shard(shard_name(topic.name, p), shard_config)
+                created.append(shard_name(topic.name, p))
+            await self.store.save(topic)
+        except (StorageError, KafkaError):
+            for shard in created:
+                await self.engine.delete_shard(shard)
+            raise
+        self.topics[topic.name] = topic
 
     def _existing(self, name: str) -> Topic:
         topic = self.topics.get(name)
@@ -186,21 +193,11 @@ class TopicRegistry:
             raise KafkaUnknownTopicOrPartition(f"topic {name!r} does not exist")
         return topic
 
-    async def _save(self, topic: Topic) -> None:
-        await self.engine.put(
-            _KEY + topic.name.encode(),
-            orjson.dumps(
-                {"name": topic.name, "partitions": topic.partitions, "configs": topic.configs}
-            ),
-        )
-        self.topics[topic.name] = topic
-
     async def delete(self, name: str) -> None:
         async with self._lock:
-            topic = self.topics.pop(name, None)
-            if topic is None:
-                raise KafkaUnknownTopicOrPartition(f"topic {name!r} does not exist")
-            await self.engine.delete(_KEY + name.encode())
+            topic = self._existing(name)
+            await self.store.delete(name)
+            del self.topics[name]
             for p in range(topic.partitions):
                 try:
                     await self.engine.delete_shard(shard_name(name, p))

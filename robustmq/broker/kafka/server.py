@@ -43,6 +43,7 @@ from robustmq.broker.kafka import (
 )
 from robustmq.broker.kafka.coordinator import GroupCoordinator
 from robustmq.broker.kafka.registry import TopicRegistry
+from robustmq.broker.kafka.topics_store import TopicStore
 from robustmq.config import KafkaConfig
 from robustmq.errors import (
     KafkaError,
@@ -119,6 +120,7 @@ class KafkaBroker:
         node_id: int = 1,
         users: UserStore | None = None,
         offset_store: offsets.OffsetStore | None = None,
+        topic_store: TopicStore | None = None,
     ) -> None:
         self.config = config
         self.engine = engine
@@ -127,7 +129,8 @@ class KafkaBroker:
         self.node_id = node_id
         self.sasl_users = sasl.SaslUsers(users)
         self.cluster_id = "robustmq"
-        self.topics = TopicRegistry(engine, config)
+        # Topic metadata: the node passes the Meta Service's (topics_store.MetaTopics).
+        self.topics = TopicRegistry(engine, config, topic_store)
         self.arrivals = fetch.DataArrivals()
         self.producers = producers.ProducerStates()
         self.groups = GroupCoordinator(self)

@@ -22,6 +22,7 @@ from robustmq.errors import (
     ApiConflict,
     ApiNotFound,
     ConfigError,
+    KafkaInvalidConfig,
     KafkaInvalidPartitions,
     KafkaInvalidTopic,
     KafkaTopicAlreadyExists,
@@ -87,6 +88,8 @@ async def create_topic(ctx: Context, request: web.Request) -> Any:
         raise ApiBadRequest("partitions", exc.message) from None
     except KafkaTopicAlreadyExists as exc:
         raise ApiConflict(exc.message) from None
+    except KafkaInvalidConfig as exc:
+        raise ApiBadRequest("configs", exc.message) from None
     return {"name": topic.name, "partitions": topic.partitions}
 
 

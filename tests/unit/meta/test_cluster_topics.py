@@ -86,9 +86,7 @@ def test_snapshot_round_trip_keeps_topics_and_the_other_tables() -> None:
 
 
 def test_a_snapshot_from_before_the_topics_table_restores_with_it_empty() -> None:
-    old = orjson.dumps(
-        {"v": 1, "group": "cluster", "tables": {"nodes": {}, "config": {"k": 1}}}
-    )
+    old = orjson.dumps({"v": 1, "group": "cluster", "tables": {"nodes": {}, "config": {"k": 1}}})
     sm = ClusterStateMachine()
     sm.restore(old)
     assert sm.tables == {"nodes": {}, "config": {"k": 1}, "topics": {}}
