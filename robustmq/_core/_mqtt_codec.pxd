@@ -149,6 +149,12 @@ cdef class PublishRun(Packet):
     cdef public Py_ssize_t count
     cdef public Py_ssize_t largest
     cdef public int protocol_version
+    cdef public int qos
+
+
+cdef class AckRun(Packet):
+    cdef public int ack_type
+    cdef public list packet_ids
 
 
 cdef class Decoder:
@@ -158,4 +164,4 @@ cdef class Decoder:
     cdef bytes _whole
     cdef object _decode(self, const unsigned char *data, Py_ssize_t end)
     cdef PublishRun _run(self, const unsigned char *data, Py_ssize_t start, Py_ssize_t end,
-                         str topic, Py_ssize_t count, Py_ssize_t largest)
+                         str topic, Py_ssize_t count, Py_ssize_t largest, int first)

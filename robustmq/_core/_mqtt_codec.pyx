@@ -9,7 +9,7 @@ first and writes it once. The property table and the reason-code tables come fro
 """
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
 from libc.string cimport memchr, memcmp, memcpy
@@ -44,6 +44,7 @@ cdef enum:
     T_DISCONNECT = 14
     T_AUTH = 15
     T_PUBLISH_RUN = 16
+    T_ACK_RUN = 17
     V5 = 5
 
 # Property wire types (mqtt_spec.BYTE ...) and flags in _prop_flags.
@@ -206,21 +207,22 @@ cdef class Publish(Packet):
 
 
 cdef class PublishRun(Packet):
-    """Consecutive PUBLISHes of one read with QoS 0, no DUP or RETAIN flag, no properties
-    and the same topic, kept as their wire bytes (``data``) so that a broker can forward
-    them to subscribers of the same protocol family without decoding or encoding each one.
+    """Consecutive PUBLISHes of one read with the same QoS (0 or 1), no DUP or RETAIN flag,
+    no properties and the same topic, kept as their wire bytes (``data``) so that a broker
+    can route them once and forward them without decoding or encoding each one.
     ``largest`` is the size of the largest packet, for Maximum Packet Size checks."""
 
-    _FIELDS = ("topic", "data", "count", "largest", "protocol_version")
+    _FIELDS = ("topic", "data", "count", "largest", "protocol_version", "qos")
     packet_type = T_PUBLISH_RUN
 
     def __init__(self, str topic, bytes data, Py_ssize_t count, Py_ssize_t largest,
-                 int protocol_version):
+                 int protocol_version, int qos=0):
         self.topic = topic
         self.data = data
         self.count = count
         self.largest = largest
         self.protocol_version = protocol_version
+        self.qos = qos
 
     def publishes(self):
         """The run as Publish packets."""
@@ -228,32 +230,134 @@ cdef class PublishRun(Packet):
 
     def wire(self, int protocol_version):
         """The run's packets as a client of ``protocol_version`` receives them: 3.1 and
-        3.1.1 share one form, 5.0 adds an empty property block after the topic."""
+        3.1.1 share one form, 5.0 adds an empty property block after the topic. A QoS 0
+        run only: a QoS 1 run is sent with the receiver's packet identifiers (``wire_ids``)."""
+        if self.qos:
+            raise ValueError("a QoS 1 run is sent with the receiver's packet identifiers")
         if (protocol_version == V5) == (self.protocol_version == V5):
             return self.data
         return _convert_run(self.data, protocol_version == V5)
 
+    def payloads(self):
+        """The payload of each packet, in order."""
+        cdef const unsigned char *src = <const unsigned char *>PyBytes_AS_STRING(self.data)
+        cdef Py_ssize_t end = PyBytes_GET_SIZE(self.data), pos = 0, body, length, skip
+        cdef Py_ssize_t fixed = (2 if self.qos else 0) + (1 if self.protocol_version == V5 else 0)
+        cdef list out = []
+        while pos < end:
+            body = _run_packet(src, pos, &length)
+            skip = 2 + rmq_load_be16(src + body) + fixed
+            out.append(PyBytes_FromStringAndSize(<const char *>src + body + skip, length - skip))
+            pos = body + length
+        return out
+
+    def acks(self):
+        """A QoS 1 run's PUBACKs, in order: the success form, the same in every version."""
+        if self.qos != 1:
+            raise ValueError(f"only a QoS 1 run is acknowledged with PUBACKs, not QoS {self.qos}")
+        cdef const unsigned char *src = <const unsigned char *>PyBytes_AS_STRING(self.data)
+        cdef Py_ssize_t end = PyBytes_GET_SIZE(self.data), pos = 0, body, length, at
+        cdef bytes out = PyBytes_FromStringAndSize(NULL, 4 * self.count)
+        cdef unsigned char *dst = <unsigned char *>PyBytes_AS_STRING(out)
+        while pos < end:
+            body = _run_packet(src, pos, &length)
+            at = body + 2 + rmq_load_be16(src + body)
+            dst[0] = T_PUBACK << 4
+            dst[1] = 2
+            dst[2] = src[at]
+            dst[3] = src[at + 1]
+            dst += 4
+            pos = body + length
+        return out
+
+    def wire_ids(self, int protocol_version, packet_ids):
+        """A QoS 1 run's packets as a client of ``protocol_version`` receives them, each
+        with its identifier from ``packet_ids`` (one per packet, in order) in place of the
+        publisher's."""
+        if self.qos != 1:
+            raise ValueError(f"only a QoS 1 run carries packet identifiers, not QoS {self.qos}")
+        cdef list ids = list(packet_ids)
+        if len(ids) != self.count:
+            raise ValueError(f"{len(ids)} packet identifiers for a run of {self.count}")
+        cdef const unsigned char *src = <const unsigned char *>PyBytes_AS_STRING(self.data)
+        cdef Py_ssize_t end = PyBytes_GET_SIZE(self.data), pos, body, length, n, rest
+        cdef Py_ssize_t size = 0, i
+        cdef int src_props = 1 if self.protocol_version == V5 else 0
+        cdef int dst_props = 1 if protocol_version == V5 else 0
+        cdef long packet_id
+        cdef bytes out = None
+        cdef unsigned char *dst = NULL
+        for phase in range(2):
+            pos = 0
+            i = 0
+            while pos < end:
+                body = _run_packet(src, pos, &length)
+                n = 2 + rmq_load_be16(src + body)  # the topic with its length
+                rest = length - n - 2 - src_props  # the payload
+                if phase == 0:
+                    size += 1 + _varint_size(n + 2 + dst_props + rest) + n + 2 + dst_props + rest
+                else:
+                    packet_id = ids[i]
+                    if not 0 < packet_id <= 0xFFFF:
+                        raise ValueError(f"packet identifier {packet_id} is not in 1..65535")
+                    dst[0] = (T_PUBLISH << 4) | 0x02
+                    dst += 1 + _write_varint(dst + 1, n + 2 + dst_props + rest)
+                    memcpy(dst, src + body, n)
+                    dst[n] = <unsigned char>(packet_id >> 8)
+                    dst[n + 1] = <unsigned char>(packet_id & 0xFF)
+                    dst += n + 2
+                    if dst_props:
+                        dst[0] = 0
+                        dst += 1
+                    memcpy(dst, src + body + n + 2 + src_props, rest)
+                    dst += rest
+                i += 1
+                pos = body + length
+            if phase == 0:
+                out = PyBytes_FromStringAndSize(NULL, size)
+                dst = <unsigned char *>PyBytes_AS_STRING(out)
+        return out
+
+
+cdef class AckRun(Packet):
+    """Consecutive acknowledgements of one type (PUBACK, PUBREC, PUBREL or PUBCOMP) of one
+    read in their two-byte success form, as the packet identifiers they carry."""
+
+    _FIELDS = ("ack_type", "packet_ids")
+    packet_type = T_ACK_RUN
+
+    def __init__(self, int ack_type, list packet_ids):
+        self.ack_type = ack_type
+        self.packet_ids = packet_ids
+
+
+cdef inline Py_ssize_t _run_packet(const unsigned char *src, Py_ssize_t pos,
+                                   Py_ssize_t *length):
+    """Where the body of the run's packet at ``pos`` starts; its length in ``length``
+    (a run holds only whole, validated packets)."""
+    cdef Py_ssize_t body = pos + 1
+    cdef int shift = 0
+    length[0] = 0
+    while True:
+        length[0] |= (<Py_ssize_t>(src[body] & 0x7F)) << shift
+        body += 1
+        if not src[body - 1] & 0x80:
+            return body
+        shift += 7
+
 
 cdef bytes _convert_run(bytes data, bint to_v5):
-    """A run's packets with the empty property block added (to 5.0) or removed (from 5.0)."""
+    """A QoS 0 run's packets with the empty property block added (to 5.0) or removed
+    (from 5.0)."""
     cdef const unsigned char *src = <const unsigned char *>PyBytes_AS_STRING(data)
     cdef Py_ssize_t end = len(data), pos, body, length, n, size = 0, new_length
-    cdef int shift
     cdef bytes out = None
     cdef unsigned char *dst = NULL
     cdef int delta = 1 if to_v5 else -1
     for phase in range(2):
         pos = 0
         while pos < end:
-            length = 0
-            shift = 0
-            body = pos + 1
-            while True:
-                length |= (<Py_ssize_t>(src[body] & 0x7F)) << shift
-                body += 1
-                if not src[body - 1] & 0x80:
-                    break
-                shift += 7
+            body = _run_packet(src, pos, &length)
             n = 2 + rmq_load_be16(src + body)
             new_length = length + delta
             if phase == 0:
@@ -808,7 +912,8 @@ cdef class Decoder:
             raise ValueError(f"max_packet_size must be in [2, {MAX_PACKET_SIZE}]")
         self.protocol_version = protocol_version
         self.max_packet_size = max_packet_size
-        # Hand plain QoS 0 PUBLISHes over as PublishRuns (the broker's forwarding lane).
+        # Hand plain QoS 0/1 PUBLISHes over as PublishRuns and plain acknowledgements as
+        # AckRuns (the broker's batched lanes).
         self.group_publishes = group_publishes
 
     def decode(self, data):
@@ -837,14 +942,19 @@ cdef class Decoder:
 
     cdef object _decode(self, const unsigned char *data, Py_ssize_t end):
         cdef list packets = []
-        cdef Py_ssize_t pos = 0, i, body, length, total, n
-        cdef int ptype, flags, shift
+        cdef Py_ssize_t pos = 0, i, body, length, total, n, ids
+        cdef int ptype, flags, shift, first
         cdef unsigned char byte
         cdef Cursor c
-        # The open run of plain QoS 0 PUBLISHes: its first byte, topic bytes, count, largest.
+        # The open run of plain PUBLISHes: its first packet's offset and first byte, topic
+        # bytes, count and largest packet.
         cdef Py_ssize_t run_start = -1, run_topic_at = 0, run_topic_len = 0
         cdef Py_ssize_t run_count = 0, run_largest = 0
+        cdef int run_first = 0
         cdef str run_topic = None
+        # The open run of acknowledgements: their first byte and packet identifiers.
+        cdef list acks = None
+        cdef int acks_first = 0
         cdef bint v5 = self.protocol_version == V5
         c.data = data
         try:
@@ -859,7 +969,9 @@ cdef class Decoder:
                     if i >= end:
                         if run_start >= 0:
                             packets.append(self._run(data, run_start, pos, run_topic, run_count,
-                                                     run_largest))
+                                                     run_largest, run_first))
+                        if acks is not None:
+                            packets.append(_ack_run(acks_first, acks))
                         return packets, pos
                     byte = data[i]
                     length |= (<Py_ssize_t>(byte & 0x7F)) << shift
@@ -887,10 +999,35 @@ cdef class Decoder:
                     break
                 c.pos = body
                 c.end = body + length
-                if self.group_publishes and data[pos] == 0x30 and length >= 2:
+                first = data[pos]
+                if (self.group_publishes and length == 2 and body == pos + 2
+                        and T_PUBACK <= ptype <= T_PUBCOMP):
                     n = rmq_load_be16(data + body)
-                    if n and n + 2 + v5 <= length and (not v5 or data[body + 2 + n] == 0):
-                        if (run_start >= 0 and n == run_topic_len
+                    if n:  # identifier 0 is an error the plain decoder reports
+                        if acks is not None and first == acks_first:
+                            acks.append(n)
+                            pos = body + length
+                            continue
+                        if run_start >= 0:
+                            packets.append(self._run(data, run_start, pos, run_topic, run_count,
+                                                     run_largest, run_first))
+                            run_start = -1
+                        if acks is not None:
+                            packets.append(_ack_run(acks_first, acks))
+                        acks = [n]
+                        acks_first = first
+                        pos = body + length
+                        continue
+                if self.group_publishes and (first == 0x30 or first == 0x32) and length >= 2:
+                    n = rmq_load_be16(data + body)
+                    ids = 2 if first == 0x32 else 0
+                    if (n and n + 2 + ids + v5 <= length
+                            and (not ids or rmq_load_be16(data + body + 2 + n) != 0)
+                            and (not v5 or data[body + 2 + n + ids] == 0)):
+                        if acks is not None:
+                            packets.append(_ack_run(acks_first, acks))
+                            acks = None
+                        if (run_start >= 0 and first == run_first and n == run_topic_len
                                 and memcmp(data + body + 2, data + run_topic_at, n) == 0):
                             # Same topic as the run's first packet, which was validated.
                             run_count += 1
@@ -901,8 +1038,9 @@ cdef class Decoder:
                         packet = _decode_body(&c, ptype, flags, self.protocol_version, pos)
                         if run_start >= 0:
                             packets.append(self._run(data, run_start, pos, run_topic, run_count,
-                                                     run_largest))
+                                                     run_largest, run_first))
                         run_start = pos
+                        run_first = first
                         run_topic_at = body + 2
                         run_topic_len = n
                         run_topic = (<Publish>packet).topic
@@ -916,22 +1054,31 @@ cdef class Decoder:
                     v5 = self.protocol_version == V5
                 if run_start >= 0:
                     packets.append(self._run(data, run_start, pos, run_topic, run_count,
-                                             run_largest))
+                                             run_largest, run_first))
                     run_start = -1
+                if acks is not None:
+                    packets.append(_ack_run(acks_first, acks))
+                    acks = None
                 packets.append(packet)
                 pos = body + length
         except MqttError:
             if run_start >= 0:
-                packets.append(self._run(data, run_start, pos, run_topic, run_count, run_largest))
+                packets.append(self._run(data, run_start, pos, run_topic, run_count, run_largest,
+                                         run_first))
+            if acks is not None:
+                packets.append(_ack_run(acks_first, acks))
             if packets:
                 return packets, pos
             raise
         if run_start >= 0:
-            packets.append(self._run(data, run_start, pos, run_topic, run_count, run_largest))
+            packets.append(self._run(data, run_start, pos, run_topic, run_count, run_largest,
+                                     run_first))
+        if acks is not None:
+            packets.append(_ack_run(acks_first, acks))
         return packets, pos
 
     cdef PublishRun _run(self, const unsigned char *data, Py_ssize_t start, Py_ssize_t end,
-                         str topic, Py_ssize_t count, Py_ssize_t largest):
+                         str topic, Py_ssize_t count, Py_ssize_t largest, int first):
         cdef PublishRun run = PublishRun.__new__(PublishRun)
         run.topic = topic
         if (start == 0 and self._whole is not None
@@ -942,7 +1089,15 @@ cdef class Decoder:
         run.count = count
         run.largest = largest
         run.protocol_version = self.protocol_version
+        run.qos = (first >> 1) & 0x03
         return run
+
+
+cdef AckRun _ack_run(int first, list packet_ids):
+    cdef AckRun run = AckRun.__new__(AckRun)
+    run.ack_type = first >> 4
+    run.packet_ids = packet_ids
+    return run
 
 
 # ---------------------------------------------------------------------------- encoding
@@ -1309,7 +1464,7 @@ def encode(Packet packet not None, int protocol_version=4):
 
 
 __all__ = [
-    "Auth", "Connack", "Connect", "Decoder", "Disconnect", "Packet", "Pingreq", "Pingresp",
-    "Puback", "Pubcomp", "Publish", "PublishRun", "Pubrec", "Pubrel", "Suback", "Subscribe", "Subscription",
+    "AckRun", "Auth", "Connack", "Connect", "Decoder", "Disconnect", "Packet", "Pingreq",
+    "Pingresp", "Puback", "Pubcomp", "Publish", "PublishRun", "Pubrec", "Pubrel", "Suback", "Subscribe", "Subscription",
     "Unsuback", "Unsubscribe", "Will", "encode", "encode_publish", "encode_publish_split",
 ]

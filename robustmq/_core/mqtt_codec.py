@@ -14,6 +14,7 @@ import struct
 from typing import Any, ClassVar
 
 from robustmq._core.mqtt_spec import (
+    ACK_RUN,
     AUTH,
     BINARY_DATA,
     BOOLEAN_PROPERTIES,
@@ -191,23 +192,30 @@ class Publish(Packet):
 
 
 class PublishRun(Packet):
-    """Consecutive PUBLISHes of one read with QoS 0, no DUP or RETAIN flag, no properties
-    and the same topic, kept as their wire bytes (``data``) so that a broker can forward
-    them to subscribers of the same protocol family without decoding or encoding each one.
+    """Consecutive PUBLISHes of one read with the same QoS (0 or 1), no DUP or RETAIN flag,
+    no properties and the same topic, kept as their wire bytes (``data``) so that a broker
+    can route them once and forward them without decoding or encoding each one.
     ``largest`` is the size of the largest packet, for Maximum Packet Size checks."""
 
-    __slots__ = ("topic", "data", "count", "largest", "protocol_version")
+    __slots__ = ("topic", "data", "count", "largest", "protocol_version", "qos")
     _FIELDS = __slots__
     packet_type = PUBLISH_RUN
 
     def __init__(
-        self, topic: str, data: bytes, count: int, largest: int, protocol_version: int
+        self,
+        topic: str,
+        data: bytes,
+        count: int,
+        largest: int,
+        protocol_version: int,
+        qos: int = 0,
     ) -> None:
         self.topic = topic
         self.data = data
         self.count = count
         self.largest = largest
         self.protocol_version = protocol_version
+        self.qos = qos
 
     def publishes(self) -> list[Publish]:
         """The run as Publish packets."""
@@ -215,13 +223,59 @@ class PublishRun(Packet):
 
     def wire(self, protocol_version: int) -> bytes:
         """The run's packets as a client of ``protocol_version`` receives them: 3.1 and
-        3.1.1 share one form, 5.0 adds an empty property block after the topic."""
+        3.1.1 share one form, 5.0 adds an empty property block after the topic. A QoS 0
+        run only: a QoS 1 run is sent with the receiver's packet identifiers (``wire_ids``)."""
+        if self.qos:
+            raise ValueError("a QoS 1 run is sent with the receiver's packet identifiers")
         if (protocol_version == MQTT_5) == (self.protocol_version == MQTT_5):
             return self.data
         return b"".join(
             encode_publish(p.topic, p.payload, protocol_version=protocol_version)
             for p in self.publishes()
         )
+
+    def payloads(self) -> list[bytes]:
+        """The payload of each packet, in order."""
+        return [p.payload for p in self.publishes()]
+
+    def acks(self) -> bytes:
+        """A QoS 1 run's PUBACKs, in order: the success form, the same in every version."""
+        if self.qos != 1:
+            raise ValueError(f"only a QoS 1 run is acknowledged with PUBACKs, not QoS {self.qos}")
+        return b"".join(bytes((PUBACK << 4, 2)) + _U16.pack(p.packet_id) for p in self.publishes())
+
+    def wire_ids(self, protocol_version: int, packet_ids: Any) -> bytes:
+        """A QoS 1 run's packets as a client of ``protocol_version`` receives them, each
+        with its identifier from ``packet_ids`` (one per packet, in order) in place of the
+        publisher's."""
+        if self.qos != 1:
+            raise ValueError(f"only a QoS 1 run carries packet identifiers, not QoS {self.qos}")
+        ids = list(packet_ids)
+        if len(ids) != self.count:
+            raise ValueError(f"{len(ids)} packet identifiers for a run of {self.count}")
+        out = []
+        for p, packet_id in zip(self.publishes(), ids, strict=True):
+            if not 0 < packet_id <= 0xFFFF:
+                raise ValueError(f"packet identifier {packet_id} is not in 1..65535")
+            out.append(
+                encode_publish(
+                    p.topic, p.payload, 1, packet_id=packet_id, protocol_version=protocol_version
+                )
+            )
+        return b"".join(out)
+
+
+class AckRun(Packet):
+    """Consecutive acknowledgements of one type (PUBACK, PUBREC, PUBREL or PUBCOMP) of one
+    read in their two-byte success form, as the packet identifiers they carry."""
+
+    __slots__ = ("ack_type", "packet_ids")
+    _FIELDS = __slots__
+    packet_type = ACK_RUN
+
+    def __init__(self, ack_type: int, packet_ids: list[int]) -> None:
+        self.ack_type = ack_type
+        self.packet_ids = packet_ids
 
 
 class _Ack(Packet):
@@ -707,6 +761,10 @@ def _decode_body(r: _Reader, ptype: int, flags: int, version: int, header_at: in
     return Disconnect(code, properties) if ptype == DISCONNECT else Auth(code, properties)
 
 
+# First bytes of PUBACK, PUBREC, PUBREL and PUBCOMP (PUBREL's fixed flags are 0b0010).
+_ACK_FIRST_BYTES = frozenset((PUBACK << 4, PUBREC << 4, (PUBREL << 4) | 2, PUBCOMP << 4))
+
+
 class Decoder:
     """Incremental decoder for one connection.
 
@@ -729,7 +787,8 @@ class Decoder:
             raise ValueError(f"max_packet_size must be in [2, {MAX_PACKET_SIZE}]")
         self.protocol_version = protocol_version
         self.max_packet_size = max_packet_size
-        # Hand plain QoS 0 PUBLISHes over as PublishRuns (the broker's forwarding lane).
+        # Hand plain QoS 0/1 PUBLISHes over as PublishRuns and plain acknowledgements as
+        # AckRuns (the broker's batched lanes).
         self.group_publishes = group_publishes
 
     def decode(self, data: bytes | bytearray | memoryview) -> tuple[list[Packet], int]:
@@ -742,40 +801,63 @@ class Decoder:
         end = len(buf)
         pos = 0
         packets: list[Packet] = []
-        run: list[Any] | None = None  # [topic, start, count, largest] of an open run
+        run: list[Any] | None = None  # [topic, start, count, largest, first byte] of a run
+        acks: AckRun | None = None  # an open run of acknowledgements
         while pos < end:
             if end - pos < 2:
                 break
             try:
                 packet, consumed = self._decode_one(buf, pos, end)
             except MqttError:
-                if packets or run:
+                if packets or run or acks:
                     break
                 raise
             if packet is None:
                 break
-            if self.group_publishes and buf[pos] == 0x30 and packet.properties is None:  # type: ignore[attr-defined]
+            first = buf[pos]
+            grouped = self.group_publishes
+            if grouped and first in _ACK_FIRST_BYTES and consumed - pos == 4:
+                if run is not None:
+                    packets.append(self._run(buf, run, pos))
+                    run = None
+                if acks is not None and acks.ack_type != first >> 4:
+                    packets.append(acks)
+                    acks = None
+                if acks is None:
+                    acks = AckRun(first >> 4, [])
+                acks.packet_ids.append(packet.packet_id)  # type: ignore[attr-defined]
+            elif grouped and first in (0x30, 0x32) and packet.properties is None:  # type: ignore[attr-defined]
+                if acks is not None:
+                    packets.append(acks)
+                    acks = None
                 topic = packet.topic  # type: ignore[attr-defined]
-                if run is not None and run[0] != topic:
+                if run is not None and (run[0] != topic or run[4] != first):
                     packets.append(self._run(buf, run, pos))
                     run = None
                 if run is None:
-                    run = [topic, pos, 0, 0]
+                    run = [topic, pos, 0, 0, first]
                 run[2] += 1
                 run[3] = max(run[3], consumed - pos)
             else:
                 if run is not None:
                     packets.append(self._run(buf, run, pos))
                     run = None
+                if acks is not None:
+                    packets.append(acks)
+                    acks = None
                 packets.append(packet)
             pos = consumed
         if run is not None:
             packets.append(self._run(buf, run, pos))
+        if acks is not None:
+            packets.append(acks)
         return packets, pos
 
     def _run(self, buf: bytes, run: list[Any], end: int) -> PublishRun:
-        topic, start, count, largest = run
-        return PublishRun(topic, buf[start:end], count, largest, self.protocol_version)
+        topic, start, count, largest, first = run
+        return PublishRun(
+            topic, buf[start:end], count, largest, self.protocol_version, (first >> 1) & 3
+        )
 
     def _decode_one(self, buf: bytes, pos: int, end: int) -> tuple[Packet | None, int]:
         first = buf[pos]
@@ -1031,6 +1113,7 @@ _ACK_CLASSES: dict[int, type[_Ack]] = {
 }
 
 __all__ = [
+    "AckRun",
     "Auth",
     "Connack",
     "Connect",

@@ -26,9 +26,11 @@ PINGREQ = 12
 PINGRESP = 13
 DISCONNECT = 14
 AUTH = 15
-# Not a wire type: consecutive plain QoS 0 PUBLISHes on one topic that a Decoder built with
-# group_publishes=True hands over as one PublishRun, kept in their wire form.
+# Not wire types: what a Decoder built with group_publishes=True hands over in one piece.
+# Consecutive plain QoS 0 or QoS 1 PUBLISHes on one topic, kept in their wire form:
 PUBLISH_RUN = 16
+# Consecutive acknowledgements of one type in their two-byte success form:
+ACK_RUN = 17
 
 PACKET_NAMES = {
     CONNECT: "CONNECT",

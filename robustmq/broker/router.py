@@ -69,6 +69,7 @@ class Router:
         self._system_retained: set[str] = set()
         self._cache: dict[str, tuple[list[Any], list[Any]]] = {}
         self._plans: dict[str, Plan | None] = {}
+        self._validated_levels = 0  # the max_topic_levels cached topics were checked with
         self._cache_generation = -1
         self._turn: dict[tuple[str, str], int] = {}
         # Internal subscribers (``subscribe_internal``) in a trie of their own: the
@@ -145,9 +146,14 @@ class Router:
 
     def forwarding(self, topic: str, max_levels: int) -> Plan | None:
         """The delivery plan for ``topic`` (see ``_plan``), validating the topic name
-        the first time it is seen: the forwarding lane decodes only a run's first packet."""
+        the first time it is seen: the forwarding lane decodes only a run's first packet.
+        A changed ``max_levels`` (a hot config change) empties the cache, so every topic
+        is checked against the new limit."""
         if self.subscriptions.generation != self._cache_generation:
             self._new_generation()
+        if max_levels != self._validated_levels:
+            self._plans.clear()
+            self._validated_levels = max_levels
         if topic not in self._plans:
             try:
                 trie.validate_topic_name(topic, max_levels)

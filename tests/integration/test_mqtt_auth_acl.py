@@ -159,3 +159,25 @@ def test_denied_qos0_burst_is_dropped_whole_and_counted(broker_factory, files):
     own = raw_connect(b.port, "a9", 4, username="alice", password=b"pw")
     own.send(burst)
     assert [alice.get().payload for _ in range(100)] == [b"%d" % i for i in range(100)]
+
+
+@pytest.mark.parametrize("version, code_sent", [(5, 0x87), (4, 0)])
+def test_denied_qos1_burst_is_acknowledged_per_message_and_counted(
+    broker_factory, files, version, code_sent
+):
+    b = _broker(broker_factory, files)
+    alice = Paho(b.port, "watcher", 4, username="alice", password="pw")
+    alice.subscribe("users/alice/#", 1)
+    bob = raw_connect(b.port, "b4", version, username="bob", password=b"pw")
+    bob.send(
+        b"".join(
+            mqtt_codec.encode_publish(
+                "users/alice/x", b"%d" % i, 1, packet_id=i + 1, protocol_version=version
+            )
+            for i in range(50)
+        )
+    )
+    acks = [bob.expect(mqtt_codec.Puback) for _ in range(50)]
+    assert [(a.packet_id, a.reason_code) for a in acks] == [(i + 1, code_sent) for i in range(50)]
+    alice.expect_nothing()
+    assert b.broker.stats["acl_denied_publish"] == 50

@@ -1,14 +1,18 @@
-"""The forwarding lane: plain QoS 0 PUBLISHes that arrive in one read are routed once per
-topic and forwarded in their wire form. Each test sends a burst in one write (so the
-broker decodes it as runs) and checks that subscribers see exactly what the per-message
-path would give them: every message once, in order, shaped for their protocol version,
-with subscription identifiers, No Local, shared groups, Maximum Packet Size, topic rewrite
-and retained messages in the middle of a burst honoured.
+"""The batched lanes: plain QoS 0 PUBLISHes that arrive in one read are routed once per
+topic and forwarded in their wire form; plain QoS 1 ones are routed once and re-stamped
+with each subscriber's packet identifiers; plain acknowledgements are handled as a run.
+Each test sends a burst in one write (so the broker decodes it as runs) and checks that
+subscribers see exactly what the per-message path would give them: every message once,
+in order, shaped for their protocol version, with subscription identifiers, No Local,
+shared groups, Maximum Packet Size, Receive Maximum, topic rewrite and retained messages
+in the middle of a burst honoured, and every PUBACK in order.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import pytest
 
 from robustmq._core import mqtt_codec
 from tests.integration.clients import Paho, raw_connect, receive_all
@@ -158,3 +162,106 @@ def test_large_bursts_from_several_publishers_arrive_whole(broker):
     got = [(p.topic, p.payload) for p in _raw_received(sub, 600)]
     for i in (0, 1):  # in order per publisher, nothing lost or doubled
         assert [m for m in got if m[0] == f"big/{i}"] == sent[i]
+
+
+def _qos1_burst(version: int, topic: str, count: int, first_id: int = 1) -> bytes:
+    return b"".join(
+        mqtt_codec.encode_publish(
+            topic, b"%d" % i, 1, packet_id=(first_id + i - 1) % 65535 + 1, protocol_version=version
+        )
+        for i in range(count)
+    )
+
+
+@pytest.mark.parametrize("version", [4, 5])
+def test_qos1_burst_reaches_every_kind_of_subscriber_and_is_acknowledged_in_order(broker, version):
+    count = 300
+    fast = {v: raw_connect(broker.port, f"fast{v}", v) for v in (4, 5)}
+    for sub in fast.values():
+        sub.subscribe("q1/#", qos=1)
+    downgraded = raw_connect(broker.port, "qos0", 5)
+    downgraded.subscribe("q1/#", qos=0)
+    # A Receive Maximum smaller than the burst: the run goes message by message, queued.
+    narrow = raw_connect(broker.port, "narrow", 5, properties={"receive_maximum": 7})
+    narrow.subscribe("q1/#", qos=1)
+    publisher = raw_connect(broker.port, f"pub{version}", version)
+    publisher.send(_qos1_burst(version, "q1/t", count, first_id=65535 - 100))
+    acks = [publisher.expect(mqtt_codec.Puback) for _ in range(count)]
+    assert [a.packet_id for a in acks] == [(65535 - 100 + i - 1) % 65535 + 1 for i in range(count)]
+    assert {a.reason_code for a in acks} == {0}
+    for v, sub in fast.items():
+        got = _raw_received(sub, count)
+        assert [(p.topic, p.payload, p.qos) for p in got] == [
+            ("q1/t", b"%d" % i, 1) for i in range(count)
+        ], v
+        assert len({p.packet_id for p in got}) == count
+        sub.send(b"".join(mqtt_codec.encode(mqtt_codec.Puback(p.packet_id), v) for p in got))
+    got = _raw_received(downgraded, count)
+    assert [(p.payload, p.qos) for p in got] == [(b"%d" % i, 0) for i in range(count)]
+    received = []
+    while len(received) < count:
+        batch = _raw_received(narrow, 7 if count - len(received) >= 7 else count - len(received))
+        received += batch
+        narrow.send(b"".join(mqtt_codec.encode(mqtt_codec.Puback(p.packet_id), 5) for p in batch))
+    assert [p.payload for p in received] == [b"%d" % i for i in range(count)]
+    narrow.quiet()
+    sessions = broker.broker.sessions
+    assert broker.run(lambda: [len(sessions[f"fast{v}"].inflight) for v in (4, 5)]) == [0, 0]
+
+
+def test_acknowledged_runs_free_the_window_for_the_next_burst(broker):
+    sub = raw_connect(broker.port, "window", 5, properties={"receive_maximum": 50})
+    sub.subscribe("w/#", qos=1)
+    publisher = raw_connect(broker.port, "pub", 4)
+    for round_ in range(4):
+        publisher.send(_qos1_burst(4, "w/x", 50))
+        assert len([publisher.expect(mqtt_codec.Puback) for _ in range(50)]) == 50
+        got = _raw_received(sub, 50)
+        assert [p.payload for p in got] == [b"%d" % i for i in range(50)], round_
+        sub.quiet(0.1)  # nothing beyond the window
+        sub.send(b"".join(mqtt_codec.encode(mqtt_codec.Puback(p.packet_id), 5) for p in got))
+
+
+def test_qos1_burst_without_subscribers_gets_no_matching_subscribers_on_5(broker):
+    for version, code_sent in ((5, 0x10), (4, 0)):
+        publisher = raw_connect(broker.port, f"lonely{version}", version)
+        publisher.send(_qos1_burst(version, "nobody/here", 20))
+        acks = [publisher.expect(mqtt_codec.Puback) for _ in range(20)]
+        assert [(a.packet_id, a.reason_code) for a in acks] == [
+            (i + 1, code_sent) for i in range(20)
+        ]
+
+
+def test_qos1_burst_to_an_offline_persistent_session_is_queued_in_order(broker):
+    sub = raw_connect(broker.port, "away", 4, clean_start=False)
+    sub.subscribe("away/#", qos=1)
+    sub.close()
+    publisher = raw_connect(broker.port, "pub", 4)
+    publisher.send(_qos1_burst(4, "away/x", 100))
+    assert len([publisher.expect(mqtt_codec.Puback) for _ in range(100)]) == 100
+    back = raw_connect(broker.port, "away", 4, clean_start=False)
+    assert [p.payload for p in _raw_received(back, 100)] == [b"%d" % i for i in range(100)]
+
+
+def test_qos2_acknowledgement_runs_complete_every_flow(broker):
+    sub = raw_connect(broker.port, "q2sub", 5)
+    sub.subscribe("q2/#", qos=2)
+    publisher = raw_connect(broker.port, "q2pub", 5)
+    publisher.send(
+        b"".join(
+            mqtt_codec.encode_publish("q2/x", b"%d" % i, 2, packet_id=i + 1, protocol_version=5)
+            for i in range(40)
+        )
+    )
+    recs = [publisher.expect(mqtt_codec.Pubrec) for _ in range(40)]
+    publisher.send(b"".join(mqtt_codec.encode(mqtt_codec.Pubrel(r.packet_id), 5) for r in recs))
+    comps = [publisher.expect(mqtt_codec.Pubcomp) for _ in range(40)]
+    assert [(c.packet_id, c.reason_code) for c in comps] == [(i + 1, 0) for i in range(40)]
+    got = _raw_received(sub, 40)
+    assert [p.payload for p in got] == [b"%d" % i for i in range(40)]
+    sub.send(b"".join(mqtt_codec.encode(mqtt_codec.Pubrec(p.packet_id), 5) for p in got))
+    rels = [sub.expect(mqtt_codec.Pubrel) for _ in range(40)]
+    assert [r.packet_id for r in rels] == [p.packet_id for p in got]
+    sub.send(b"".join(mqtt_codec.encode(mqtt_codec.Pubcomp(r.packet_id), 5) for r in rels))
+    sub.quiet()
+    assert broker.run(lambda: len(broker.broker.sessions["q2sub"].inflight)) == 0

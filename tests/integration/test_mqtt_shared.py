@@ -84,3 +84,18 @@ def test_one_publisher_sticks_to_one_member(broker_factory, strategy):
 
 def test_random_strategy_delivers_each_message_once(broker_factory):
     _spread(broker_factory(shared_subscription_strategy="random"), ["p1", "p2"])
+
+
+def test_groups_that_come_and_go_leave_no_round_robin_state(broker):
+    pub = Paho(broker.port, "pub", 5)
+    for i in range(20):
+        members = [Paho(broker.port, f"g{i}m{j}", 5) for j in range(2)]
+        for m in members:
+            m.subscribe(f"$share/g{i}/rr/{i}", 0)
+        for k in range(4):
+            pub.publish(f"rr/{i}", b"%d" % k, 0)
+        got = sorted(p.payload for m in members for p in [m.get(), m.get()])
+        assert got == [b"0", b"1", b"2", b"3"]  # round robin: two each
+        for m in members:
+            m.disconnect()
+    assert broker.run(lambda: len(broker.broker.router._turn)) == 0

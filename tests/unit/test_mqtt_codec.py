@@ -1388,15 +1388,28 @@ def outcome(
         rest = rest[consumed:]
 
 
+ACK_CLASSES = {4: "Puback", 5: "Pubrec", 6: "Pubrel", 7: "Pubcomp"}
+
+
 def check_reencodes(m: ModuleType, version: int, packets: list[Any]) -> None:
     """Whatever the decoder accepted, the encoder writes and the decoder reads back."""
     for packet in packets:
         if isinstance(packet, m.PublishRun):
             expanded = packet.publishes()
             assert len(expanded) == packet.count
-            assert all(p.qos == 0 and not p.retain and p.properties is None for p in expanded)
+            assert all(
+                p.qos == packet.qos and not p.retain and p.properties is None for p in expanded
+            )
             assert {p.topic for p in expanded} == {packet.topic}
             assert b"".join(m.encode(p, version) for p in expanded) == packet.data
+            continue
+        if isinstance(packet, m.AckRun):
+            ack_class = ACK_CLASSES[packet.ack_type]
+            assert packet.packet_ids
+            acks = b"".join(m.encode(getattr(m, ack_class)(i), version) for i in packet.packet_ids)
+            assert m.Decoder(version).decode(acks)[0] == [
+                getattr(m, ack_class)(i) for i in packet.packet_ids
+            ]
             continue
         if isinstance(packet, m.Connect):
             version = packet.protocol_version
@@ -1703,25 +1716,79 @@ def test_runs_group_consecutive_plain_publishes_on_one_topic(
 
 
 @pytest.mark.parametrize(
-    "other",
+    ("other", "kind"),
     [
-        lambda m, v: _pub(m, v, "a", qos=1, packet_id=7),
-        lambda m, v: _pub(m, v, "a", retain=True),
-        lambda m, v: m.encode(m.Pingreq(), v),
-        lambda m, v: m.encode(m.Puback(3), v),
+        (lambda m, v: _pub(m, v, "a", qos=1, packet_id=7), "PublishRun"),  # a QoS 1 run
+        (lambda m, v: _pub(m, v, "a", retain=True), "Publish"),
+        (lambda m, v: m.encode(m.Pingreq(), v), "Pingreq"),
+        (lambda m, v: m.encode(m.Puback(3), v), "AckRun"),
     ],
     ids=["qos1", "retain", "pingreq", "puback"],
 )
-def test_runs_end_at_any_other_packet(codec: ModuleType, other: Any) -> None:
+def test_runs_end_at_any_other_packet(codec: ModuleType, other: Any, kind: str) -> None:
     plain = _pub(codec, 4, "a")
     wire = plain + plain + other(codec, 4) + plain
     packets, _ = codec.Decoder(4, group_publishes=True).decode(wire)
-    assert [type(p).__name__ for p in packets] == [
-        "PublishRun",
-        type(codec.Decoder(4).decode(other(codec, 4))[0][0]).__name__,
-        "PublishRun",
-    ]
+    assert [type(p).__name__ for p in packets] == ["PublishRun", kind, "PublishRun"]
     assert [p.count for p in (packets[0], packets[2])] == [2, 1]
+    assert [p.qos for p in (packets[0], packets[2])] == [0, 0]
+
+
+@pytest.mark.parametrize("version", [3, 4, 5])
+def test_qos1_runs_keep_identifiers_and_restamp_them(codec: ModuleType, version: int) -> None:
+    payloads = [b"", b"x", b"y" * 122, b"z" * 124, b"v" * 20000]
+    wire = b"".join(
+        _pub(codec, version, "t/1", p, qos=1, packet_id=i + 10) for i, p in enumerate(payloads)
+    )
+    [run], consumed = codec.Decoder(version, group_publishes=True).decode(wire)
+    assert consumed == len(wire) and (run.qos, run.count) == (1, len(payloads))
+    assert run.payloads() == payloads
+    assert run.acks() == b"".join(bytes((0x40, 2, 0, i + 10)) for i in range(len(payloads)))
+    for target in (3, 4, 5):
+        ids = [65535, 1, 2, 300, 7]
+        assert run.wire_ids(target, ids) == b"".join(
+            _pub(codec, target, "t/1", p, qos=1, packet_id=i)
+            for p, i in zip(payloads, ids, strict=True)
+        )
+    with pytest.raises(ValueError, match="packet identifiers for a run of 5"):
+        run.wire_ids(version, [1])
+    with pytest.raises(ValueError, match="not in 1..65535"):
+        run.wire_ids(version, [1, 2, 3, 4, 0])
+    with pytest.raises(ValueError, match="receiver's packet identifiers"):
+        run.wire(version)
+
+
+def test_qos0_runs_have_no_acks(codec: ModuleType) -> None:
+    [run], _ = codec.Decoder(4, group_publishes=True).decode(_pub(codec, 4, "a"))
+    with pytest.raises(ValueError, match="not QoS 0"):
+        run.acks()
+    with pytest.raises(ValueError, match="not QoS 0"):
+        run.wire_ids(4, [1])
+
+
+@pytest.mark.parametrize("version", [3, 4, 5])
+def test_acknowledgements_group_by_type(codec: ModuleType, version: int) -> None:
+    acks = [codec.Puback(1), codec.Puback(2), codec.Pubrec(3), codec.Pubrel(4), codec.Pubrel(5)]
+    with_reason = codec.Puback(6, 0x10) if version == 5 else codec.Pingreq()
+    wire = b"".join(codec.encode(a, version) for a in [*acks, with_reason, codec.Pubcomp(7)])
+    packets, consumed = codec.Decoder(version, group_publishes=True).decode(wire)
+    assert consumed == len(wire)
+    assert packets == [
+        codec.AckRun(4, [1, 2]),
+        codec.AckRun(5, [3]),
+        codec.AckRun(6, [4, 5]),
+        with_reason,
+        codec.AckRun(7, [7]),
+    ]
+
+
+def test_an_acknowledgement_with_identifier_0_is_still_an_error(codec: ModuleType) -> None:
+    decoder = codec.Decoder(4, group_publishes=True)
+    packets, consumed = decoder.decode(b"\x40\x02\x00\x01\x40\x02\x00\x00")
+    assert packets == [codec.AckRun(4, [1])] and consumed == 4
+    with pytest.raises(MqttError) as info:
+        decoder.decode(b"\x40\x02\x00\x00")
+    assert info.value.reason_code == PROTOCOL_ERROR
 
 
 def test_v5_publishes_with_properties_are_not_grouped(codec: ModuleType) -> None:
@@ -1775,54 +1842,82 @@ def test_run_wire_form_for_each_protocol_version(
 
 
 publish_specs = st.lists(
-    st.tuples(
-        st.sampled_from(["a", "a/b", "c", "a"]),
-        st.binary(max_size=300),
-        st.sampled_from([0, 0, 0, 1]),
-        st.booleans(),
-        st.sampled_from([None, None, None, {"content_type": "x"}]),
+    st.one_of(
+        st.tuples(
+            st.sampled_from(["a", "a/b", "c", "a"]),
+            st.binary(max_size=300),
+            st.sampled_from([0, 0, 0, 1]),
+            st.booleans(),
+            st.sampled_from([None, None, None, {"content_type": "x"}]),
+            st.integers(1, 65535),
+        ),
+        # An acknowledgement: (type, packet identifier, reason code).
+        st.tuples(
+            st.sampled_from([4, 4, 5, 6, 7]), st.integers(1, 65535), st.sampled_from([0, 0, 0x10])
+        ),
     ),
     max_size=20,
 )
 
 
-@settings(ROUNDTRIP, max_examples=200)
+def _spec_wire(codec: ModuleType, version: int, spec: tuple[Any, ...]) -> bytes:
+    if len(spec) == 3:
+        ack_type, packet_id, code = spec
+        ack_class = getattr(codec, ACK_CLASSES[ack_type])
+        return codec.encode(ack_class(packet_id, code if ack_type == 4 else 0), version)
+    topic, payload, qos, retain, props, packet_id = spec
+    return _pub(
+        codec,
+        version,
+        topic,
+        payload,
+        qos=qos,
+        packet_id=packet_id if qos else 0,
+        retain=retain and qos == 0,
+        properties=props,
+    )
+
+
+@settings(ROUNDTRIP, max_examples=300)
 @given(version=st.sampled_from([3, 4, 5]), specs=publish_specs)
 def test_runs_expand_to_what_the_plain_decoder_returns(
     codec: ModuleType, version: int, specs: list[Any]
 ) -> None:
-    wire = b"".join(
-        _pub(
-            codec,
-            version,
-            topic,
-            payload,
-            qos=qos,
-            packet_id=qos,
-            retain=retain and qos == 0,
-            properties=props,
-        )
-        for topic, payload, qos, retain, props in specs
-    )
+    wire = b"".join(_spec_wire(codec, version, spec) for spec in specs)
     grouped, consumed = codec.Decoder(version, group_publishes=True).decode(wire)
     plain, plain_consumed = codec.Decoder(version).decode(wire)
     assert consumed == plain_consumed == len(wire)
-    expanded = []
+    expanded: list[Any] = []
+    other = 4 if version == 5 else 5
     for packet in grouped:
         if isinstance(packet, codec.PublishRun):
-            assert packet.largest == max(len(codec.encode(p, version)) for p in packet.publishes())
-            expanded += packet.publishes()
-            other = 4 if version == 5 else 5
-            assert packet.wire(other) == b"".join(
-                codec.encode(p, other) for p in packet.publishes()
-            )
+            publishes = packet.publishes()
+            assert packet.largest == max(len(codec.encode(p, version)) for p in publishes)
+            assert packet.payloads() == [p.payload for p in publishes]
+            expanded += publishes
+            if packet.qos:
+                ids = [p.packet_id % 65535 + 1 for p in publishes]
+                assert packet.wire_ids(other, ids) == b"".join(
+                    codec.encode(codec.Publish(p.topic, p.payload, 1, packet_id=i), other)
+                    for p, i in zip(publishes, ids, strict=True)
+                )
+                assert packet.acks() == b"".join(
+                    codec.encode(codec.Puback(p.packet_id), version) for p in publishes
+                )
+            else:
+                assert packet.wire(other) == b"".join(codec.encode(p, other) for p in publishes)
+        elif isinstance(packet, codec.AckRun):
+            ack_class = getattr(codec, ACK_CLASSES[packet.ack_type])
+            expanded += [ack_class(i) for i in packet.packet_ids]
         else:
             expanded.append(packet)
     assert expanded == plain
-    # Runs are maximal: two neighbouring runs never share a topic.
+    # Runs are maximal: neighbouring runs never share a topic and QoS, or an ack type.
     for before, after in zip(grouped, grouped[1:], strict=False):
         if isinstance(before, codec.PublishRun) and isinstance(after, codec.PublishRun):
-            assert before.topic != after.topic
+            assert (before.topic, before.qos) != (after.topic, after.qos)
+        if isinstance(before, codec.AckRun) and isinstance(after, codec.AckRun):
+            assert before.ack_type != after.ack_type
 
 
 # --- 9. encode_publish_split: one encoding for every QoS 1/2 delivery -------------------

@@ -124,6 +124,14 @@ class WebSocketTransport(asyncio.Transport):
         self.reading.set()
 
 
+def listener_of(transport: asyncio.BaseTransport) -> str:
+    """The kind of listener a connection came through: tcp, tls, ws or wss."""
+    tls = transport.get_extra_info("ssl_object") is not None
+    if isinstance(transport, WebSocketTransport):
+        return "wss" if tls else "ws"
+    return "tls" if tls else "tcp"
+
+
 def _websocket_app(broker: MqttBroker) -> web.Application:
     async def handle(request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(protocols=("mqtt",), max_msg_size=broker.config.max_packet_size)

@@ -3,37 +3,76 @@ implementations.
 
 The broker calls a ``SessionStore`` at the few points where durable state changes: a
 persistent session (3.1.1 clean session 0, 5.0 session expiry > 0) is created, connects,
-goes offline, changes a subscription or ends; a retained message is set or cleared; and
-once, at start, to load what survived. ``NullStore`` is today's in-memory broker (the
-``memory`` engine): no IO at all. ``MetaSessionStore`` keeps sessions, subscriptions and
-retained messages in the Meta Service ``mqtt`` group (DESIGN.md, "Metadata") and, because
-that group's session record holds neither the owning user nor when the session went
-offline, a small per-session state record in the storage engine's key-value space. Every
-call only queues the change: a background task proposes queued changes together, so a
-SUBSCRIBE never waits for a Raft commit, and the durability window is the time until the
-next batch commits (docs/durability.md). Clean sessions with no expiry never come here.
-A persistent session's queued QoS 1/2 deliveries go to a storage-engine shard
-``mqtt/queue/<client id>`` (the ``QueueJournal`` half), trimmed as they are acknowledged;
-while such appends are under way the broker holds back its writes, so a publisher's
-PUBACK/PUBREC leaves only once the message is in the engine.
+goes offline, changes a subscription or its will, or ends; a QoS 1/2 delivery to it
+starts or completes; a QoS 2 exchange with it as publisher advances; a retained message is
+set or cleared; a delayed publish is accepted or fires; and once, at start, to load what
+survived. ``NullStore`` is today's in-memory broker (the ``memory`` engine): no IO at all.
+``MetaSessionStore`` keeps sessions, subscriptions and retained messages in the Meta
+Service ``mqtt`` group (DESIGN.md, "Metadata"), and the rest in the storage engine. Every
+call only queues the change: a background task writes queued changes together, so a
+packet handler never waits for a Raft commit or a disk write (docs/durability.md). Clean
+sessions with no expiry never come here. While a write that an acknowledgement promises
+is under way (``appending``), the broker holds back its writes, so a SUBACK, UNSUBACK,
+PUBACK, PUBREC, PUBREL or PUBCOMP leaves only once the state it stands for is committed
+or in the engine; a persistent session's CONNECT is the one change answered before it is
+written (its CONNACK does not wait).
+
+On-disk format, version 2 (``JOURNAL_VERSION``, stored at key ``mqtt/journal-version``;
+a store refuses to load a newer one; version 1 had only delivery records, which version
+2 reads as they are):
+
+* shard ``mqtt/queue/<client id>``, the session's journal, one record per QoS 1/2
+  delivery not yet acknowledged (online in flight or queued), oldest first: key = topic
+  (UTF-8), value = payload, headers ``qos`` and ``retain`` (ASCII digits), optional
+  ``properties`` (JSON: bytes as ``{"base64": ...}``, user properties as pairs),
+  ``sub_ids`` (JSON list), ``pid`` (the packet identifier it was sent with, when it
+  was sent at once) and ``origin`` (below). Marker records (no key, empty value) refer
+  to earlier deliveries by offset: header ``sent`` = ``<offset>:<packet id>:<count>``
+  (``count`` queued deliveries at consecutive offsets from ``offset`` went out with
+  consecutive packet ids from ``packet id``, 65535 wrapping to 1) and ``released`` =
+  ``<offset>`` (its PUBREC arrived and the PUBREL went out, so a restart resends the
+  PUBREL, not the PUBLISH), ASCII digits.
+  A restart resends what was sent with its original packet id (MQTT 3.1.1 §4.4). The
+  shard is trimmed (``delete_before``) up to its oldest delivery not done.
+* key ``mqtt/session/<client id>``: JSON ``{"owner", "offline_since"}`` (wall-clock
+  seconds, null while connected), what the ``mqtt`` group's session record lacks.
+* key ``mqtt/will/<client id>``: JSON ``{"id", "topic", "payload" (base64), "qos",
+  "retain", "properties"}``: the will of a connected persistent session, or its delayed
+  will pending after the connection went (MQTT 5 §3.1.3.2.2).
+* key ``mqtt/qos2/<client id>``: JSON ``{"n", "ids"}``: the session's inbound QoS 2
+  packet ids awaiting PUBREL, as of its ``n``-th QoS 2 PUBLISH received.
+* key ``mqtt/delayed/<due ms, 16 digits>-<sequence>``: JSON ``{"topic", "payload",
+  "qos", "retain", "properties", "sender"}``: a ``$delayed/...`` publish not yet fired.
+
+Records in several places cannot be written atomically, so a delivery record names what
+produced it in its ``origin`` header, and loading reconciles: ``q:<n>:<packet id>:<client
+id>`` (the ``n``-th QoS 2 PUBLISH of that publisher: if its ``mqtt/qos2`` record does not
+count it yet, the crash came before the PUBREC, so the publisher will resend it, and its
+deliveries are voided by a marker record, header ``void`` = ``<offset>``, written before
+the broker serves), ``d:<key>`` (a delayed publish that fired: its record is gone even if
+its delete was lost) and ``w:<id>`` (a will that was published). The second write of
+each pair always follows the first, in the same writer round. A ``mqtt/qos2`` record
+outlives its session (with no ids), so that a publisher's count never goes back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
+import os
 import time
-from collections import OrderedDict
-from collections.abc import Callable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import orjson
 
 from robustmq.broker.mqtt.message import Message
 from robustmq.broker.mqtt.session import Delivery, Session, SubscriptionOptions
-from robustmq.errors import MetaError, StorageError
+from robustmq.errors import Corrupted, MetaError, StorageError
 from robustmq.storage.engine import Record, ShardConfig
 
 if TYPE_CHECKING:
@@ -42,8 +81,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GROUP = "mqtt"
-# The key-value record of a session's state the mqtt group does not hold.
+JOURNAL_VERSION = 2
+_VERSION_KEY = b"mqtt/journal-version"
 _STATE_PREFIX = b"mqtt/session/"
+_WILL_PREFIX = b"mqtt/will/"
+_QOS2_PREFIX = b"mqtt/qos2/"
+_DELAYED_PREFIX = b"mqtt/delayed/"
 # After a failed retriable proposal, wait this long before the next batch.
 _RETRY_DELAY = 0.2
 QUEUE_PREFIX = "mqtt/queue/"
@@ -62,6 +105,16 @@ class MetaProposer(Protocol):
     async def read(self, group: str, key: str) -> Any: ...
 
 
+class StoredWill(NamedTuple):
+    """A will as loaded at start; it has the attributes of a CONNECT's will."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    properties: dict[str, Any] | None
+
+
 @dataclass(slots=True)
 class StoredSession:
     """A persistent session as loaded at start; ``offline_since`` is wall-clock seconds,
@@ -72,35 +125,70 @@ class StoredSession:
     expiry_interval: int
     offline_since: float | None
     subscriptions: dict[str, SubscriptionOptions] = field(default_factory=dict)
-    # QoS 1/2 deliveries queued and not acknowledged, oldest first.
+    # QoS 1/2 deliveries not acknowledged, oldest first; the packet id each was sent
+    # with (0: never sent); the indexes of the QoS 2 ones whose PUBREL went out.
     queued: list[Delivery] = field(default_factory=list)
+    packet_ids: list[int] = field(default_factory=list)
+    released: set[int] = field(default_factory=set)
+    # Inbound QoS 2 packet ids awaiting PUBREL.
+    qos2_inbound: list[int] = field(default_factory=list)
+    will: StoredWill | None = None
+
+
+class DelayedEntry(NamedTuple):
+    """A delayed publish as loaded at start: due at ``due`` (wall-clock seconds)."""
+
+    key: str
+    due: float
+    message: Message
 
 
 class QueueJournal(Protocol):
-    """Where a session writes its queued QoS 1/2 deliveries until they are done."""
+    """Where a persistent session writes its QoS 1/2 state until it is done."""
 
-    def message_queued(self, session: Session, delivery: Delivery) -> None: ...
+    def message_queued(self, session: Session, delivery: Delivery, packet_id: int = 0) -> None:
+        """A QoS 1/2 delivery to ``session`` begins: sent with ``packet_id``, or queued (0)."""
+
+    def message_sent(self, session: Session, delivery: Delivery, packet_id: int) -> None:
+        """A queued delivery went out with ``packet_id``."""
 
     def message_done(self, session: Session, delivery: Delivery) -> None:
         """Acknowledged, expired or dropped: it need not survive a restart any more."""
 
+    def message_released(self, session: Session, delivery: Delivery) -> None:
+        """Its PUBREC arrived and a PUBREL goes out: a restart resends the PUBREL."""
+
+    def qos2_publish(self, session: Session, packet_id: int, publish: Callable[[], int]) -> int:
+        """Routes a QoS 2 PUBLISH ``session`` sent (``publish`` returns its PUBREC code);
+        its packet id is stored, with the deliveries it queued, before the PUBREC."""
+
+    def qos2_released(self, session: Session) -> None:
+        """A PUBREL removed an inbound packet id; stored before the PUBCOMP."""
+
 
 class SessionStore(Protocol):
-    # True while queued deliveries are being written: the broker holds back its writes
-    # (PUBACKs among them) until ``after_appends`` calls back.
+    # True while writes that acknowledgements promise are under way: the broker holds
+    # back its writes (PUBACKs among them) until ``after_appends`` calls back.
     appending: bool
 
     def journal(self) -> QueueJournal | None:
-        """The journal for persistent sessions' queues; None when queues are not kept."""
+        """The journal of persistent sessions; None when their state is not kept."""
 
     def after_appends(self, callback: Callable[[], None]) -> None:
-        """Calls ``callback`` once every delivery queued so far is written."""
+        """Calls ``callback`` once everything an acknowledgement waits for is written."""
 
     def session_set(self, client_id: str, owner: str | None, expiry_interval: int) -> None:
         """A persistent session was created, or its expiry interval changed; it is online."""
 
     def session_online(self, client_id: str, owner: str | None, online: bool) -> None:
         """A persistent session got (``online``) or lost its connection."""
+
+    def session_will(self, client_id: str, will: Any) -> None:
+        """The will of a persistent session (a CONNECT's will, or None): the connected
+        client's, or the delayed one pending after its connection went."""
+
+    def will_published(self, client_id: str) -> contextlib.AbstractContextManager[None]:
+        """Around publishing ``client_id``'s will: afterwards it is not stored any more."""
 
     def session_deleted(self, client_id: str) -> None:
         """A persistent session ended (clean start, expiry, or expiry set to 0)."""
@@ -116,8 +204,18 @@ class SessionStore(Protocol):
 
     def retained_deleted(self, topic: str) -> None: ...
 
+    def delayed_set(self, due: float, message: Message) -> str | None:
+        """A delayed publish of ``message`` due at ``due`` (wall clock) was accepted;
+        returns its key (None: not stored)."""
+
+    def delayed_published(self, key: str | None) -> contextlib.AbstractContextManager[None]:
+        """Around publishing a delayed message: afterwards it is not stored any more."""
+
     async def load(self) -> tuple[list[StoredSession], list[Message]]:
         """What survived: persistent sessions and retained messages."""
+
+    async def load_delayed(self) -> list[DelayedEntry]:
+        """Delayed publishes not fired yet (after ``load``)."""
 
     async def close(self) -> None:
         """Writes out every queued change, then stops."""
@@ -140,6 +238,12 @@ class NullStore:
     def session_online(self, client_id: str, owner: str | None, online: bool) -> None:
         pass
 
+    def session_will(self, client_id: str, will: Any) -> None:
+        pass
+
+    def will_published(self, client_id: str) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
     def session_deleted(self, client_id: str) -> None:
         pass
 
@@ -157,8 +261,17 @@ class NullStore:
     def retained_deleted(self, topic: str) -> None:
         pass
 
+    def delayed_set(self, due: float, message: Message) -> str | None:
+        return None
+
+    def delayed_published(self, key: str | None) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
     async def load(self) -> tuple[list[StoredSession], list[Message]]:
         return [], []
+
+    async def load_delayed(self) -> list[DelayedEntry]:
+        return []
 
     async def close(self) -> None:
         pass
@@ -174,7 +287,7 @@ def _queue_shard(client_id: str) -> str:
     return QUEUE_PREFIX + client_id
 
 
-def _queue_record(delivery: Delivery) -> Record:
+def _queue_record(delivery: Delivery, packet_id: int, origin: bytes | None) -> Record:
     message = delivery.message
     headers: list[tuple[str, bytes]] = [
         ("qos", b"%d" % delivery.qos),
@@ -184,11 +297,73 @@ def _queue_record(delivery: Delivery) -> Record:
         headers.append(("properties", orjson.dumps(_json_properties(message.properties))))
     if delivery.sub_ids:
         headers.append(("sub_ids", orjson.dumps(delivery.sub_ids)))
+    if packet_id:
+        headers.append(("pid", b"%d" % packet_id))
+    if origin is not None:
+        headers.append(("origin", origin))
     return Record(message.payload, message.topic.encode(), tuple(headers))
 
 
-def _queued_delivery(key: bytes | None, value: bytes, headers: Any) -> Delivery:
-    fields = dict(headers)
+def _marker_record(marker: tuple[str, bytes]) -> Record:
+    return Record(b"", None, (marker,))
+
+
+class _Stored:
+    """A session's deliveries in its shard and not done: id(delivery) -> (delivery,
+    offset), and their order, oldest first. The order is cleaned lazily from the front
+    (done ones are usually the oldest), so finding the oldest costs O(1) amortized where
+    a dict's first key costs the number of keys deleted before it."""
+
+    __slots__ = ("entries", "order")
+
+    def __init__(self) -> None:
+        self.entries: dict[int, tuple[Delivery, int]] = {}
+        self.order: deque[Delivery] = deque()
+
+    def add(self, delivery: Delivery, offset: int) -> None:
+        self.entries[id(delivery)] = (delivery, offset)
+        self.order.append(delivery)
+
+    def is_oldest(self, delivery: Delivery) -> bool:
+        return self.first_offset() is not None and self.order[0] is delivery
+
+    def compact(self) -> None:
+        self.order = deque(delivery for delivery, _ in self.entries.values())
+
+    def first_offset(self) -> int | None:
+        order, entries = self.order, self.entries
+        while order:
+            entry = entries.get(id(order[0]))
+            if entry is not None and entry[0] is order[0]:
+                return entry[1]
+            order.popleft()
+        return None
+
+
+class _SentRun:
+    """A ``sent`` marker being built: deliveries drained one after another share one."""
+
+    __slots__ = ("count", "offset", "packet_id")
+
+    def __init__(self, offset: int, packet_id: int) -> None:
+        self.offset = offset
+        self.packet_id = packet_id
+        self.count = 1
+
+    def extend(self, offset: int, packet_id: int) -> bool:
+        """Takes the next delivery if it follows on both counts."""
+        if offset != self.offset + self.count:
+            return False
+        if packet_id != (self.packet_id + self.count - 1) % 65535 + 1:
+            return False
+        self.count += 1
+        return True
+
+    def record(self) -> Record:
+        return _marker_record(("sent", b"%d:%d:%d" % (self.offset, self.packet_id, self.count)))
+
+
+def _queued_delivery(key: bytes | None, value: bytes, fields: dict[str, bytes]) -> Delivery:
     properties = (
         _mqtt_properties(orjson.loads(fields["properties"])) if "properties" in fields else None
     )
@@ -223,9 +398,19 @@ def _mqtt_properties(properties: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _message_json(topic: str, payload: bytes, qos: int, retain: bool, props: Any) -> dict[str, Any]:
+    return {
+        "topic": topic,
+        "payload": base64.b64encode(payload).decode(),
+        "qos": qos,
+        "retain": retain,
+        "properties": _json_properties(props),
+    }
+
+
 class MetaSessionStore:
-    """Sessions, subscriptions and retained messages in the ``mqtt`` group; each
-    session's owner and offline time in ``engine``'s key-value space."""
+    """Sessions, subscriptions and retained messages in the ``mqtt`` group; journals,
+    session state, wills, QoS 2 packet ids and delayed publishes in ``engine``."""
 
     def __init__(self, meta: MetaProposer, engine: StorageEngine, node_id: int) -> None:
         self.meta = meta
@@ -234,20 +419,37 @@ class MetaSessionStore:
         # Changes waiting for the writer, by what they change (a session, a retained
         # topic): changes to one key are written in order, different keys concurrently.
         self._pending: OrderedDict[str, list[bytes]] = OrderedDict()
-        self._states: dict[str, bytes | None] = {}  # client id -> state record, None: delete
-        # Per client id, in order: ("append", [delivery, ...]) and ("drop",).
+        # Engine key-value writes (None: delete), applied after the round's appends.
+        self._puts: dict[bytes, bytes | None] = {}
+        # Per client id, in order: ("append", [delivery or marker, ...]) and ("drop",); a
+        # marker is a header (name, value) of a marker record, or a _SentRun.
         self._shard_ops: dict[str, list[tuple[Any, ...]]] = {}
         # Per client id: id(delivery) -> (delivery, offset) of what is stored and not
         # done, oldest first; what the shard holds before the first is trimmed.
-        self._stored: dict[str, dict[int, tuple[Delivery, int]]] = {}
+        self._stored: dict[str, _Stored] = {}
         self._end: dict[str, int] = {}  # per client id: the offset after its last append
         self._unstored: dict[int, Delivery] = {}  # queued, append not finished
         self._done_early: set[int] = set()  # done before their append finished
+        self._origin: bytes | None = None  # tags the deliveries queued meanwhile
+        self._origins: dict[int, bytes] = {}  # id(delivery) -> origin, until appended
+        self._packet_ids: dict[int, int] = {}  # id(delivery) -> packet id, until appended
+        self._encoded: set[int] = set()  # id(delivery): its record is being appended
+        # Markers for deliveries whose record was being appended: id(delivery) -> the
+        # packet id it was sent with; id(delivery) of those released.
+        self._sent_late: dict[int, int] = {}
+        self._released_late: set[int] = set()
         self._shards: set[str] = set()  # queue shards known to exist
         self._after: list[Callable[[], None]] = []
+        self._hold = False  # a write an acknowledgement waits for was queued
         self._trim_to: dict[str, int] = {}  # per client id: delete its queue before this
         self._trim_handle: asyncio.TimerHandle | None = None
         self._trims_due = False
+        # Inbound QoS 2: per publisher, how many QoS 2 PUBLISHes it sent, and the
+        # sessions whose packet ids changed since the last round.
+        self._qos2_seq: dict[str, int] = {}
+        self._qos2_dirty: dict[str, Session] = {}
+        self._wills: dict[str, bytes] = {}  # client id -> the origin tag of its stored will
+        self._loaded_delayed: list[DelayedEntry] = []
         self.appending = False
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -261,6 +463,12 @@ class MetaSessionStore:
         self._pending.setdefault(key, []).append(command)
         self._kick()
 
+    def _queue_held(self, key: str, command: bytes) -> None:
+        """A change the client's acknowledgement (SUBACK, UNSUBACK, a retained PUBLISH's
+        PUBACK) promises: the broker's writes wait for its commit."""
+        self._pending.setdefault(key, []).append(command)
+        self._held()
+
     def _kick(self) -> None:
         self._idle.clear()
         self._wake.set()
@@ -268,6 +476,12 @@ class MetaSessionStore:
             self._task = asyncio.get_running_loop().create_task(
                 self._writer(), name="mqtt-session-store"
             )
+
+    def _held(self) -> None:
+        """Something an acknowledgement promises was queued: hold writes until written."""
+        self._hold = True
+        self.appending = True
+        self._kick()
 
     def session_set(self, client_id: str, owner: str | None, expiry_interval: int) -> None:
         self._queue(
@@ -282,19 +496,52 @@ class MetaSessionStore:
         self.session_online(client_id, owner, True)
 
     def session_online(self, client_id: str, owner: str | None, online: bool) -> None:
-        self._states[client_id] = orjson.dumps(
+        self._puts[_STATE_PREFIX + client_id.encode()] = orjson.dumps(
             {"owner": owner, "offline_since": None if online else time.time()}
         )
         self._kick()
 
+    def session_will(self, client_id: str, will: Any) -> None:
+        key = _WILL_PREFIX + client_id.encode()
+        if will is None:
+            if self._wills.pop(client_id, None) is not None:
+                self._puts[key] = None
+                self._kick()
+            return
+        will_id = os.urandom(8).hex()
+        self._wills[client_id] = b"w:" + will_id.encode()
+        record = _message_json(will.topic, will.payload, will.qos, will.retain, will.properties)
+        self._puts[key] = orjson.dumps({"id": will_id, **record})
+        self._kick()
+
+    @contextlib.contextmanager
+    def will_published(self, client_id: str) -> Iterator[None]:
+        origin = self._wills.get(client_id)
+        if origin is None:
+            yield
+            return
+        self._origin = origin
+        try:
+            yield
+        finally:
+            self._origin = None
+            self.session_will(client_id, None)
+
     def session_deleted(self, client_id: str) -> None:
         self._queue("s/" + client_id, _command("session.delete", client_id=client_id))
-        self._states[client_id] = None
+        encoded = client_id.encode()
+        self._puts[_STATE_PREFIX + encoded] = None
+        self._puts[_WILL_PREFIX + encoded] = None
+        self._wills.pop(client_id, None)
+        seq = self._qos2_seq.get(client_id)
+        if seq is not None:  # the count stays: deliveries tagged with it may outlive it
+            self._puts[_QOS2_PREFIX + encoded] = orjson.dumps({"n": seq, "ids": []})
+        self._qos2_dirty.pop(client_id, None)
         self._trim_to.pop(client_id, None)  # offsets of a queue about to go
         self._shard_ops.setdefault(client_id, []).append(("drop",))
         self._kick()
 
-    # ------------------------------------------------------------------ queues
+    # ------------------------------------------------------------------ journals
 
     def journal(self) -> QueueJournal | None:
         return self
@@ -305,15 +552,42 @@ class MetaSessionStore:
         else:
             callback()
 
-    def message_queued(self, session: Session, delivery: Delivery) -> None:
-        ops = self._shard_ops.setdefault(session.client_id, [])
+    def _shard_append(self, client_id: str, item: Delivery | tuple[str, bytes] | _SentRun) -> None:
+        ops = self._shard_ops.setdefault(client_id, [])
         if ops and ops[-1][0] == "append":
-            ops[-1][1].append(delivery)
+            ops[-1][1].append(item)
         else:
-            ops.append(("append", [delivery]))
-        self._unstored[id(delivery)] = delivery
-        self.appending = True
-        self._kick()
+            ops.append(("append", [item]))
+        self._held()
+
+    def message_queued(self, session: Session, delivery: Delivery, packet_id: int = 0) -> None:
+        key = id(delivery)
+        self._unstored[key] = delivery
+        if packet_id:
+            self._packet_ids[key] = packet_id
+        if self._origin is not None:
+            self._origins[key] = self._origin
+        self._shard_append(session.client_id, delivery)
+
+    def message_sent(self, session: Session, delivery: Delivery, packet_id: int) -> None:
+        key = id(delivery)
+        if key in self._unstored:
+            if key in self._encoded:  # a marker follows once the record has its offset
+                self._sent_late[key] = packet_id
+            else:  # its record is not written yet: it takes the id
+                self._packet_ids[key] = packet_id
+            return
+        entry = self._stored_entry(session.client_id, key)
+        if entry is not None:
+            self._mark_sent(session.client_id, entry[1], packet_id)
+
+    def _mark_sent(self, client_id: str, offset: int, packet_id: int) -> None:
+        ops = self._shard_ops.get(client_id)
+        if ops and ops[-1][0] == "append":
+            last = ops[-1][1][-1]
+            if isinstance(last, _SentRun) and last.extend(offset, packet_id):
+                return  # a queue drained in order costs one marker
+        self._shard_append(client_id, _SentRun(offset, packet_id))
 
     def message_done(self, session: Session, delivery: Delivery) -> None:
         key = id(delivery)
@@ -321,17 +595,62 @@ class MetaSessionStore:
             self._done_early.add(key)
             return
         stored = self._stored.get(session.client_id)
-        if not stored or key not in stored:
+        if stored is None or key not in stored.entries:
             return
-        oldest = next(iter(stored)) == key
-        del stored[key]
+        oldest = stored.is_oldest(delivery)
+        del stored.entries[key]
         if oldest:
             self._trim(session.client_id)
+        elif len(stored.order) > 2 * len(stored.entries) + 64:
+            stored.compact()  # an old delivery not done holds the front
+
+    def _stored_entry(self, client_id: str, key: int) -> tuple[Delivery, int] | None:
+        stored = self._stored.get(client_id)
+        return None if stored is None else stored.entries.get(key)
+
+    def message_released(self, session: Session, delivery: Delivery) -> None:
+        key = id(delivery)
+        if key in self._unstored:  # sent by a timer before its record was written
+            self._released_late.add(key)
+            return
+        entry = self._stored_entry(session.client_id, key)
+        if entry is not None:  # else its append failed: nothing to mark
+            self._shard_append(session.client_id, ("released", b"%d" % entry[1]))
+
+    def qos2_publish(self, session: Session, packet_id: int, publish: Callable[[], int]) -> int:
+        client_id = session.client_id
+        seq = self._qos2_seq.get(client_id, 0) + 1
+        self._qos2_seq[client_id] = seq
+        self._origin = b"q:%d:%d:%s" % (seq, packet_id, client_id.encode())
+        try:
+            code = publish()
+        finally:
+            self._origin = None
+        self._qos2_dirty[client_id] = session
+        self._held()
+        return code
+
+    def qos2_released(self, session: Session) -> None:
+        self._qos2_dirty[session.client_id] = session
+        self._held()
+
+    def _qos2_records(self) -> dict[bytes, bytes | None]:
+        """The ``mqtt/qos2`` records of the sessions changed, as of now."""
+        dirty, self._qos2_dirty = self._qos2_dirty, {}
+        records: dict[bytes, bytes | None] = {}
+        for client_id, session in dirty.items():
+            ids = list(session.qos2_inbound)
+            records[_QOS2_PREFIX + client_id.encode()] = orjson.dumps(
+                {"n": self._qos2_seq.get(client_id, 0), "ids": ids}
+            )
+        return records
 
     def _trim(self, client_id: str) -> None:
         """Trims the shard up to its oldest delivery not done."""
         stored = self._stored.get(client_id)
-        first = next(iter(stored.values()))[1] if stored else self._end.get(client_id)
+        first = stored.first_offset() if stored is not None else None
+        if first is None:
+            first = self._end.get(client_id)
         if first is not None:
             self._trim_to[client_id] = first
             self._schedule_trims()
@@ -369,26 +688,57 @@ class MetaSessionStore:
             except StorageError as exc:
                 log.warning("session store: %s of %s failed: %s", op[0], shard, exc)
                 if op[0] == "append":
-                    for delivery in op[1]:
-                        self._unstored.pop(id(delivery), None)
-                        self._done_early.discard(id(delivery))
+                    for item in op[1]:
+                        key = id(item)
+                        self._unstored.pop(key, None)
+                        self._done_early.discard(key)
+                        self._origins.pop(key, None)
+                        self._packet_ids.pop(key, None)
+                        self._encoded.discard(key)
+                        self._sent_late.pop(key, None)
+                        self._released_late.discard(key)
 
-    async def _append(self, client_id: str, shard: str, deliveries: list[Delivery]) -> None:
+    async def _append(
+        self, client_id: str, shard: str, items: list[Delivery | tuple[str, bytes] | _SentRun]
+    ) -> None:
         if shard not in self._shards:
             if shard not in await self.engine.list_shards(shard):
                 await self.engine.create_shard(shard, _QUEUE_SHARD)
             self._shards.add(shard)
-        offsets = await self.engine.append(shard, [_queue_record(d) for d in deliveries])
-        stored = self._stored.setdefault(client_id, {})
+        origins, packet_ids = self._origins, self._packet_ids
+        records = []
+        for item in items:
+            if isinstance(item, Delivery):
+                key = id(item)
+                self._encoded.add(key)
+                records.append(_queue_record(item, packet_ids.pop(key, 0), origins.pop(key, None)))
+            elif isinstance(item, _SentRun):
+                records.append(item.record())
+            else:
+                records.append(_marker_record(item))
+        offsets = await self.engine.append(shard, records)
+        stored = self._stored.get(client_id)
+        if stored is None:
+            stored = self._stored[client_id] = _Stored()
         early = False
-        for delivery, offset in zip(deliveries, offsets, strict=True):
-            key = id(delivery)
+        for item, offset in zip(items, offsets, strict=True):
+            if not isinstance(item, Delivery):
+                continue
+            key = id(item)
             self._unstored.pop(key, None)
+            self._encoded.discard(key)
+            late = self._sent_late.pop(key, None)
             if key in self._done_early:
                 self._done_early.discard(key)
+                self._released_late.discard(key)
                 early = True
-            else:
-                stored[key] = (delivery, offset)
+                continue
+            stored.add(item, offset)
+            if late is not None:
+                self._mark_sent(client_id, offset, late)
+            if key in self._released_late:
+                self._released_late.discard(key)
+                self._shard_append(client_id, ("released", b"%d" % offset))
         self._end[client_id] = offsets.stop
         if early:
             self._trim(client_id)
@@ -396,7 +746,7 @@ class MetaSessionStore:
     def subscription_set(
         self, client_id: str, topic_filter: str, options: SubscriptionOptions
     ) -> None:
-        self._queue(
+        self._queue_held(
             "s/" + client_id,
             _command(
                 "subscription.set",
@@ -412,13 +762,13 @@ class MetaSessionStore:
         )
 
     def subscription_deleted(self, client_id: str, topic_filter: str) -> None:
-        self._queue(
+        self._queue_held(
             "s/" + client_id,
             _command("subscription.delete", client_id=client_id, filter=topic_filter),
         )
 
     def retained_set(self, message: Message) -> None:
-        self._queue(
+        self._queue_held(
             "r/" + message.topic,
             _command(
                 "retained.set",
@@ -430,19 +780,48 @@ class MetaSessionStore:
         )
 
     def retained_deleted(self, topic: str) -> None:
-        self._queue("r/" + topic, _command("retained.delete", topic=topic))
+        self._queue_held("r/" + topic, _command("retained.delete", topic=topic))
+
+    # ------------------------------------------------------------------ delayed publishes
+
+    def delayed_set(self, due: float, message: Message) -> str | None:
+        # Unique across restarts; sorts by when it is due.
+        key = f"{int(due * 1000):016d}-{os.urandom(4).hex()}"
+        record = _message_json(
+            message.topic, message.payload, message.qos, message.retain, message.properties
+        )
+        record["sender"] = message.sender
+        self._puts[_DELAYED_PREFIX + key.encode()] = orjson.dumps(record)
+        self._held()
+        return key
+
+    @contextlib.contextmanager
+    def delayed_published(self, key: str | None) -> Iterator[None]:
+        if key is None:
+            yield
+            return
+        self._origin = b"d:" + key.encode()
+        try:
+            yield
+        finally:
+            self._origin = None
+            self._puts[_DELAYED_PREFIX + key.encode()] = None
+            self._kick()
 
     # ------------------------------------------------------------------ the writer
 
     async def _writer(self) -> None:
-        """Proposes what is queued, one batch at a time: every key's changes start
-        together, so the Raft host commits them in one group commit."""
+        """Writes what is queued, one batch at a time: every key's changes start
+        together, so the Raft host commits them in one group commit; engine key-value
+        writes follow the batch's appends (the file header says why)."""
         while True:
             await self._wake.wait()
             self._wake.clear()
             pending, self._pending = self._pending, OrderedDict()
-            states, self._states = self._states, {}
             shard_ops, self._shard_ops = self._shard_ops, {}
+            puts, self._puts = self._puts, {}
+            puts.update(self._qos2_records())
+            holding, self._hold = self._hold, False
             trims: dict[str, int] = {}
             if self._trims_due or self._closing:
                 self._trims_due = False
@@ -452,14 +831,8 @@ class MetaSessionStore:
                 for client_id in trims:
                     del self._trim_to[client_id]
             try:
-                _, _, retry, _ = await asyncio.gather(
-                    asyncio.gather(
-                        *(
-                            self._run_shard_ops(client_id, ops)
-                            for client_id, ops in shard_ops.items()
-                        )
-                    ),
-                    self._write_states(states),
+                _, retry, _ = await asyncio.gather(
+                    self._write_engine(shard_ops, puts),
                     self._propose_all(pending),
                     self._apply_trims(trims),
                 )
@@ -467,9 +840,7 @@ class MetaSessionStore:
                 # The writer must outlive any failure: the broker's writes wait on it.
                 log.exception("session store: a batch of changes was not written")
                 retry = [[] for _ in pending]
-            if self.appending and not any(
-                op[0] == "append" for ops in self._shard_ops.values() for op in ops
-            ):
+            if holding and not self._hold:
                 self.appending = False
                 after, self._after = self._after, []
                 for callback in after:
@@ -490,8 +861,23 @@ class MetaSessionStore:
                 self._schedule_trims()  # those left for a later batch
             if self._trim_to and self._closing:
                 self._wake.set()
-            elif not self._pending and not self._states and not self._shard_ops:
+            elif not (self._pending or self._puts or self._shard_ops or self._qos2_dirty):
                 self._idle.set()
+
+    async def _write_engine(
+        self, shard_ops: dict[str, list[tuple[Any, ...]]], puts: dict[bytes, bytes | None]
+    ) -> None:
+        await asyncio.gather(
+            *(self._run_shard_ops(client_id, ops) for client_id, ops in shard_ops.items())
+        )
+        try:
+            for key, value in puts.items():
+                if value is None:
+                    await self.engine.delete(key)
+                else:
+                    await self.engine.put(key, value)
+        except StorageError as exc:
+            log.warning("session store: key-value records not written: %s", exc)
 
     async def _propose_all(self, pending: OrderedDict[str, list[bytes]]) -> list[list[bytes]]:
         return await asyncio.gather(
@@ -512,26 +898,33 @@ class MetaSessionStore:
                 log.warning("session store: %s refused: %s", key, exc)
         return []
 
-    async def _write_states(self, states: dict[str, bytes | None]) -> None:
-        try:
-            for client_id, record in states.items():
-                key = _STATE_PREFIX + client_id.encode()
-                if record is None:
-                    await self.engine.delete(key)
-                else:
-                    await self.engine.put(key, record)
-        except StorageError as exc:
-            log.warning("session store: session state not written: %s", exc)
-
     # ------------------------------------------------------------------ lifecycle
 
-    async def load(self) -> tuple[list[StoredSession], list[Message]]:
-        records = await self.meta.read(GROUP, "sessions") or {}
-        states = {
-            key[len(_STATE_PREFIX) :].decode(): orjson.loads(value)
-            for key, value in await self.engine.scan(_STATE_PREFIX)
+    async def _scan_json(self, prefix: bytes) -> dict[str, Any]:
+        return {
+            key[len(prefix) :].decode(): orjson.loads(value)
+            for key, value in await self.engine.scan(prefix)
         }
+
+    async def _check_version(self) -> None:
+        stored = await self.engine.get(_VERSION_KEY)
+        if stored is not None and int(stored) > JOURNAL_VERSION:
+            raise Corrupted(
+                f"MQTT journal format version {int(stored)} is newer than this broker's "
+                f"({JOURNAL_VERSION}); upgrade the broker",
+                _VERSION_KEY.decode(),
+            )
+        if stored is None or int(stored) < JOURNAL_VERSION:
+            await self.engine.put(_VERSION_KEY, b"%d" % JOURNAL_VERSION)
+
+    async def load(self) -> tuple[list[StoredSession], list[Message]]:
+        await self._check_version()
+        records = await self.meta.read(GROUP, "sessions") or {}
+        states = await self._scan_json(_STATE_PREFIX)
+        wills = await self._scan_json(_WILL_PREFIX)
+        qos2 = await self._scan_json(_QOS2_PREFIX)
         queues = set(await self.engine.list_shards(QUEUE_PREFIX))
+        origins: set[bytes] = set()
         sessions = []
         for client_id, record in records.items():
             state = states.get(client_id, {})
@@ -553,10 +946,27 @@ class MetaSessionStore:
             if shard in queues:
                 queues.discard(shard)
                 self._shards.add(shard)
-                await self._load_queue(stored, shard)
+                await self._load_queue(stored, shard, origins, qos2)
+            will = wills.get(client_id)
+            if will is not None:
+                stored.will = StoredWill(
+                    will["topic"],
+                    base64.b64decode(will["payload"]),
+                    will["qos"],
+                    will["retain"],
+                    _mqtt_properties(will.get("properties") or {}),
+                )
+                self._wills[client_id] = b"w:" + will["id"].encode()
             sessions.append(stored)
         for shard in queues:  # a session that ended while its queue was being written
             await self.engine.delete_shard(shard)
+        self._restore_qos2(sessions, qos2)
+        for stored in sessions:
+            tag = self._wills.get(stored.client_id)
+            if tag is not None and tag in origins:  # published; its delete was lost
+                stored.will = None
+                self.session_will(stored.client_id, None)
+        await self._read_delayed(origins)
         retained = [
             Message(
                 topic,
@@ -569,28 +979,115 @@ class MetaSessionStore:
         ]
         return sessions, retained
 
-    async def _load_queue(self, stored: StoredSession, shard: str) -> None:
+    async def _load_queue(
+        self, stored: StoredSession, shard: str, origins: set[bytes], qos2: dict[str, Any]
+    ) -> None:
         offset = await self.engine.earliest_offset(shard)
         end = await self.engine.latest_offset(shard)
-        entries: dict[int, tuple[Delivery, int]] = {}
+        loaded: list[tuple[int, Delivery, int]] = []  # (offset, delivery, packet id)
+        released: set[int] = set()
+        sent: dict[int, int] = {}  # offset -> packet id
+        voided: set[int] = set()
+        unacknowledged: list[int] = []
         while offset < end:
             for record in await self.engine.read(shard, offset):
-                delivery = _queued_delivery(record.key, record.value, record.headers)
-                stored.queued.append(delivery)
-                entries[id(delivery)] = (delivery, record.offset)
                 offset = record.offset + 1
+                fields = dict(record.headers)
+                if record.key is None:  # a marker
+                    if "released" in fields:
+                        released.add(int(fields["released"]))
+                    elif "sent" in fields:
+                        first, packet_id, count = map(int, fields["sent"].split(b":"))
+                        for k in range(count):
+                            sent[first + k] = (packet_id + k - 1) % 65535 + 1
+                    elif "void" in fields:
+                        voided.add(int(fields["void"]))
+                    continue
+                origin = fields.get("origin")
+                if origin is not None:
+                    origins.add(origin)
+                    if origin.startswith(b"q:") and self._qos2_unacknowledged(origin, qos2):
+                        unacknowledged.append(record.offset)
+                delivery = _queued_delivery(record.key, record.value, fields)
+                loaded.append((record.offset, delivery, int(fields.get("pid", 0))))
+        new_voids = [at for at in unacknowledged if at not in voided]
+        if new_voids:
+            # Written before the broker serves: a later record for the publisher must not
+            # make these count as acknowledged.
+            written = await self.engine.append(
+                shard, [_marker_record(("void", b"%d" % at)) for at in new_voids]
+            )
+            end = written.stop
+            log.info(
+                "session %s: %d stored deliveries of QoS 2 PUBLISHes never acknowledged "
+                "voided (their publishers resend them)",
+                stored.client_id,
+                len(new_voids),
+            )
+        voided.update(new_voids)
+        entries = _Stored()
+        for at, delivery, packet_id in loaded:
+            if at in voided:
+                continue
+            if at in released:
+                stored.released.add(len(stored.queued))
+            stored.queued.append(delivery)
+            stored.packet_ids.append(sent.get(at, packet_id))
+            entries.add(delivery, at)
         self._stored[stored.client_id] = entries
         self._end[stored.client_id] = end
+
+    def _qos2_unacknowledged(self, origin: bytes, qos2: dict[str, Any]) -> bool:
+        """Whether the QoS 2 PUBLISH a delivery came from was never acknowledged: its
+        deliveries were stored, its packet id record was not (the crash came between
+        the two, and the PUBREC waited for both). Its publisher resends it; the
+        deliveries are voided so that the resend reaches every subscriber once."""
+        _, seq_text, _, client = origin.split(b":", 3)
+        client_id, seq = client.decode(), int(seq_text)
+        self._qos2_seq[client_id] = max(seq, self._qos2_seq.get(client_id, 0))
+        return seq > qos2.get(client_id, {}).get("n", 0)
+
+    def _restore_qos2(self, sessions: list[StoredSession], records: dict[str, Any]) -> None:
+        """Inbound packet ids awaiting PUBREL; how many QoS 2 PUBLISHes each publisher
+        sent (kept after its session ends, so that the count never goes back)."""
+        for client_id, record in records.items():
+            self._qos2_seq[client_id] = max(record["n"], self._qos2_seq.get(client_id, 0))
+        for stored in sessions:
+            record = records.get(stored.client_id)
+            stored.qos2_inbound = sorted(record["ids"]) if record else []
+
+    async def _read_delayed(self, origins: set[bytes]) -> None:
+        self._loaded_delayed = []
+        for key, value in await self.engine.scan(_DELAYED_PREFIX):
+            name = key[len(_DELAYED_PREFIX) :].decode()
+            if b"d:" + name.encode() in origins:  # fired; its delete was lost
+                self._puts[key] = None
+                self._kick()
+                continue
+            record = orjson.loads(value)
+            message = Message(
+                record["topic"],
+                base64.b64decode(record["payload"]),
+                record["qos"],
+                record["retain"],
+                _mqtt_properties(record.get("properties") or {}),
+                record.get("sender", ""),
+            )
+            self._loaded_delayed.append(DelayedEntry(name, int(name.split("-")[0]) / 1000, message))
+
+    async def load_delayed(self) -> list[DelayedEntry]:
+        entries, self._loaded_delayed = self._loaded_delayed, []
+        return entries
 
     async def close(self) -> None:
         self._closing = True
         if self._trim_handle is not None:
             self._trim_handle.cancel()
             self._trim_handle = None
-        if self._task is None:
-            return
         if self._trim_to:
             self._kick()
+        if self._task is None:
+            return
         await self._idle.wait()
         self._task.cancel()
         self._task = None

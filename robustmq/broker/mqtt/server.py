@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from robustmq._core import trie
-from robustmq._core.mqtt_spec import ReasonCode
+from robustmq._core.mqtt_spec import ACK_RUN, ReasonCode
 from robustmq.broker.auth.enhanced import AuthMethods
 from robustmq.broker.auth.security import Security
 from robustmq.broker.mqtt.connection import MqttConnection
@@ -30,7 +30,6 @@ from robustmq.broker.mqtt.persistence import NullStore, SessionStore, StoredSess
 from robustmq.broker.mqtt.rewrite import TopicRewriter
 from robustmq.broker.mqtt.session import (
     NEVER_EXPIRES,
-    Delivery,
     Inflight,
     Session,
     SubscriptionOptions,
@@ -38,6 +37,8 @@ from robustmq.broker.mqtt.session import (
 from robustmq.broker.mqtt.sys_topics import is_sys_topic, sys_topics_loop
 from robustmq.broker.router import Router
 from robustmq.errors import ConfigError, MqttError
+from robustmq.observability.counters import MqttCounters
+from robustmq.observability.latency import LatencyHistogram
 
 if TYPE_CHECKING:
     from robustmq.config import AuthConfig, MqttConfig
@@ -79,15 +80,22 @@ class MqttBroker:
         self.reading = False  # inside a connection's data_received
         self.pending_flush: list[MqttConnection] = []  # written to during this read
         self.stats: Counter[str] = Counter()
+        # By packet type, QoS and drop reason, exported on scrape (observability/metrics.py).
+        self.counters = MqttCounters(self.stats)
+        # Handler time by packet type, one call in 64 timed (connection._handle_packets).
+        self.handler_latency = LatencyHistogram(ACK_RUN + 1, 64)
         self.started_at = time.time()
         self.auth_methods: AuthMethods = {}  # MQTT 5 enhanced authentication, by name
         # Users, authenticators, ACL and abuse limits ([auth]); counters go to self.stats.
         self.security = Security.from_config(auth, self.stats)
         self.auth_methods.update(self.security.enhanced_auth_methods())
         self.rewriter = TopicRewriter(config.rewrite)
-        self.auto_subscribe = _auto_subscriptions(config.auto_subscribe)
+        self.auto_subscribe = auto_subscriptions(config.auto_subscribe)
         self.delayed = DelayedPublisher(
-            config.max_delayed_seconds, config.max_delayed_messages, self.publish_internal
+            config.max_delayed_seconds,
+            config.max_delayed_messages,
+            self.publish_internal,
+            self.store,
         )
         self._servers: list[Any] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -136,9 +144,13 @@ class MqttBroker:
             self.router.retained.set(message.topic, message)
         self.router.store = self.store
         now = time.time()
+        loop = asyncio.get_running_loop()
+        wills_due = []
         for stored in sessions:
             remaining = self._remaining_expiry(stored, now)
             if remaining is not None and remaining <= 0:
+                if stored.will is not None:  # its session ended while the broker was down
+                    wills_due.append((stored.will, stored.client_id))
                 self.store.session_deleted(stored.client_id)
                 continue
             session = Session(
@@ -147,10 +159,12 @@ class MqttBroker:
                 self.config.queue_drop_policy == "drop_oldest",
             )
             session.owner = stored.owner
+            session.drops = self.counters
             session.expiry_interval = stored.expiry_interval
             session.persisted = True
             session.journal = self.store.journal()
-            _restore_queue(session, stored.queued, self.config.max_queued_messages)
+            _restore_queue(session, stored, self.config.max_queued_messages)
+            session.qos2_inbound = dict.fromkeys(stored.qos2_inbound)
             for topic_filter, options in stored.subscriptions.items():
                 self.router.subscribe(session, topic_filter, options)
                 session.subscriptions[topic_filter] = options
@@ -158,9 +172,17 @@ class MqttBroker:
             if stored.offline_since is None:
                 self.store.session_online(stored.client_id, stored.owner, False)
             if remaining is not None:
-                session.expiry_handle = asyncio.get_running_loop().call_later(
-                    remaining, self.end_session, session
+                session.expiry_handle = loop.call_later(remaining, self.end_session, session)
+            if stored.will is not None:  # MQTT 5 §3.1.3.2.2, counted from going offline
+                delay = (stored.will.properties or {}).get("will_delay_interval", 0)
+                offline_since = now if stored.offline_since is None else stored.offline_since
+                session.pending_will = (stored.will, stored.client_id)
+                session.will_handle = loop.call_later(
+                    max(0.0, offline_since + delay - now), self._fire_will, session
                 )
+        for will, client_id in wills_due:
+            self.publish_will(will, client_id)
+        self.delayed.recover(await self.store.load_delayed())
         if sessions or retained:
             log.info(
                 "recovered %d persistent sessions and %d retained messages",
@@ -240,6 +262,7 @@ class MqttBroker:
                 self.config.queue_drop_policy == "drop_oldest",
             )
             session.owner = conn.username
+            session.drops = self.counters
             self.sessions[conn.client_id] = session
         for handle in (session.expiry_handle, session.will_handle):
             if handle is not None:
@@ -259,6 +282,8 @@ class MqttBroker:
             self.store.session_deleted(conn.client_id)
             session.persisted = False
             session.journal = None
+        if session.persisted:
+            self.store.session_will(conn.client_id, conn.will)
         session.expiry_interval = expiry_interval
         conn.session = session
         return session, present
@@ -277,7 +302,12 @@ class MqttBroker:
         assert session is not None
         session.connection = None
         # Unacknowledged shared-subscription messages go to another member of the group.
-        kept = [d for d in session.take_shared() if not self.router.redistribute(d, session)]
+        kept = []
+        for delivery in session.take_shared():
+            if not self.router.redistribute(delivery, session):
+                kept.append(delivery)
+            elif session.journal is not None:
+                session.journal.message_done(session, delivery)
         if kept and session_continues:
             session.requeue(kept)
         will, conn.will = conn.will, None
@@ -292,6 +322,8 @@ class MqttBroker:
                 session.will_handle = loop.call_later(delay, self._fire_will, session)
         if session.persisted and session_continues:
             self.store.session_online(session.client_id, session.owner, False)
+            pending = session.pending_will
+            self.store.session_will(session.client_id, pending[0] if pending else None)
         if not session_continues:
             self.end_session(session)
         elif session.expiry_interval != NEVER_EXPIRES:
@@ -325,9 +357,10 @@ class MqttBroker:
 
     def publish_will(self, will: Any, client_id: str) -> None:
         props = {k: v for k, v in (will.properties or {}).items() if k in _WILL_MESSAGE_PROPERTIES}
-        self.publish_internal(
-            Message(will.topic, will.payload, will.qos, will.retain, props, client_id)
-        )
+        with self.store.will_published(client_id):
+            self.publish_internal(
+                Message(will.topic, will.payload, will.qos, will.retain, props, client_id)
+            )
 
     def publish_internal(self, message: Message) -> None:
         """A message the broker publishes itself (a will, a delayed publish coming due)."""
@@ -367,24 +400,32 @@ class MqttBroker:
         return self.router.unsubscribe(session, topic_filter)
 
 
-def _restore_queue(session: Session, queued: list[Delivery], max_queued: int) -> None:
-    """Deliveries stored for ``session`` before a restart: they may have reached the
-    client before it, so they are resent as in flight (DUP set, MQTT 5 §4.4), as many as
-    packet identifiers allow; the rest wait in the queue. A session holds at most that
-    many in flight and ``max_queued`` queued: older entries are ones the queue dropped
-    whose trim had not reached the disk."""
-    limit = 65535
-    dropped = len(queued) - (limit + max_queued)
+def _restore_queue(session: Session, stored: StoredSession, max_queued: int) -> None:
+    """Deliveries stored for ``session`` before a restart. Those sent may have reached
+    the client, so they go back in flight under their packet identifiers, to be resent
+    with DUP set (a PUBREL for QoS 2 ones released), MQTT 3.1.1 §4.4, MQTT 5 §4.4; the
+    rest wait in the queue, in order. At most ``max_queued`` wait: older entries are ones
+    the queue dropped whose trim had not reached the disk."""
+    inflight = session.inflight
+    queued = []
+    for i, (delivery, packet_id) in enumerate(zip(stored.queued, stored.packet_ids, strict=True)):
+        if not packet_id:
+            queued.append(delivery)
+            continue
+        older = inflight.pop(packet_id, None)  # the id was reused: the older one was acked
+        if older is not None and session.journal is not None:
+            session.journal.message_done(session, older.delivery)
+        entry = inflight[packet_id] = Inflight(delivery)
+        entry.released = i in stored.released
+        session._next_packet_id = packet_id
+    dropped = len(queued) - max_queued
     if dropped > 0:
         if session.journal is not None:
             for delivery in queued[:dropped]:
                 session.journal.message_done(session, delivery)
         queued = queued[dropped:]
-    for packet_id, delivery in enumerate(queued[:limit], 1):
-        session.inflight[packet_id] = Inflight(delivery)
-    session._next_packet_id = min(len(queued), limit)
-    if len(queued) > limit:
-        session.queue = deque(queued[limit:])
+    if queued:
+        session.queue = deque(queued)
 
 
 def _flush_all(connections: list[MqttConnection]) -> None:
@@ -392,7 +433,7 @@ def _flush_all(connections: list[MqttConnection]) -> None:
         conn._flush()
 
 
-def _auto_subscriptions(entries: list[dict[str, Any]]) -> list[tuple[str, int]]:
+def auto_subscriptions(entries: list[dict[str, Any]]) -> list[tuple[str, int]]:
     """Validated (filter template, qos) pairs from ``mqtt.auto_subscribe``."""
     subscriptions = []
     for i, entry in enumerate(entries):

@@ -16,10 +16,12 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from robustmq.broker.mqtt.message import Message
+from robustmq.observability.counters import EXPIRED, OFFLINE, QUEUE_FULL
 
 if TYPE_CHECKING:
     from robustmq.broker.mqtt.connection import MqttConnection
     from robustmq.broker.mqtt.persistence import QueueJournal
+    from robustmq.observability.counters import MqttCounters
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,7 @@ class Session:
         "max_queued",
         "drop_oldest",
         "dropped",
+        "drops",
         "expiry_handle",
         "will_handle",
         "pending_will",
@@ -93,13 +96,14 @@ class Session:
         self.max_queued = max_queued
         self.drop_oldest = drop_oldest
         self.dropped = 0
+        self.drops: MqttCounters | None = None  # the broker's, counting drops by reason
         self.expiry_handle: asyncio.TimerHandle | None = None
         self.will_handle: asyncio.TimerHandle | None = None
         self.pending_will: tuple[Any, str] | None = None  # (will, client id) awaiting its delay
         # In the broker's SessionStore (a persistent session): its changes are stored.
         self.persisted = False
-        # Where its queued QoS 1/2 deliveries are written until acknowledged (a
-        # persistent session with a persistent storage engine), else None.
+        # Where its QoS 1/2 deliveries, queued and in flight, are written until
+        # acknowledged (a persistent session with a persistent storage engine), else None.
         self.journal: QueueJournal | None = None
         self._next_packet_id = 0
         # At least the number of in-flight entries waiting to be resent (sent=False): an
@@ -115,6 +119,8 @@ class Session:
         if delivery.qos == 0:
             if conn is not None:
                 conn.send_publish(delivery, 0)
+            elif self.drops is not None:
+                self.drops.drop(OFFLINE, 0)
             return
         if (
             conn is not None
@@ -122,7 +128,11 @@ class Session:
             and not conn.paused  # a client not reading: queue (bounded), don't buffer
             and len(self.inflight) < conn.send_quota
         ):
-            self._send(conn, delivery)
+            packet_id = self._send(conn, delivery)
+            # In flight survives a restart too (unless the client's Maximum Packet Size
+            # discarded it).
+            if self.journal is not None and packet_id in self.inflight:
+                self.journal.message_queued(self, delivery, packet_id)
         else:
             self._enqueue(delivery)
 
@@ -140,15 +150,19 @@ class Session:
                     "oldest" if self.drop_oldest else "newest",
                 )
             if not self.drop_oldest or not self.queue:
+                if self.drops is not None:
+                    self.drops.drop(QUEUE_FULL, delivery.qos)
                 return
             dropped = self.queue.popleft()
+            if self.drops is not None:
+                self.drops.drop(QUEUE_FULL, dropped.qos)
             if self.journal is not None:
                 self.journal.message_done(self, dropped)
         self.queue.append(delivery)
         if self.journal is not None:
             self.journal.message_queued(self, delivery)
 
-    def _send(self, conn: MqttConnection, delivery: Delivery) -> None:
+    def _send(self, conn: MqttConnection, delivery: Delivery) -> int:
         packet_id = self._next_packet_id % 65535 + 1
         if packet_id in self.inflight:
             packet_id = self._allocate_packet_id()
@@ -156,6 +170,32 @@ class Session:
             self._next_packet_id = packet_id
         self.inflight[packet_id] = Inflight(delivery)
         conn.send_publish(delivery, packet_id)
+        return packet_id
+
+    def send_run(self, conn: MqttConnection, messages: list[Message]) -> list[int] | None:
+        """Puts QoS 1 ``messages`` in flight together and returns their packet ids, for
+        the caller to send in one write; None, with nothing done, when they must go one by
+        one: something is queued ahead of them, the client is not reading, its Receive
+        Maximum has no room for all of them, or they are journaled."""
+        inflight = self.inflight
+        if (
+            self.queue
+            or self.journal is not None
+            or conn.paused
+            or len(inflight) + len(messages) > conn.send_quota
+        ):
+            return None
+        packet_ids = []
+        packet_id = self._next_packet_id
+        for message in messages:
+            packet_id = packet_id % 65535 + 1
+            if packet_id in inflight:
+                self._next_packet_id = packet_id
+                packet_id = self._allocate_packet_id()
+            inflight[packet_id] = Inflight(Delivery(message, 1, False, ()))
+            packet_ids.append(packet_id)
+        self._next_packet_id = packet_id
+        return packet_ids
 
     def _allocate_packet_id(self) -> int:
         for _ in range(65535):
@@ -173,10 +213,14 @@ class Session:
         while self.queue and len(self.inflight) < conn.send_quota and not conn.paused:
             delivery = self.queue.popleft()
             if delivery.message.expired(now):
+                if self.drops is not None:
+                    self.drops.drop(EXPIRED, delivery.qos)
                 if self.journal is not None:
                     self.journal.message_done(self, delivery)
                 continue
-            self._send(conn, delivery)
+            packet_id = self._send(conn, delivery)
+            if self.journal is not None:  # a restart resends it with this id (§4.4)
+                self.journal.message_sent(self, delivery, packet_id)
 
     def acknowledge(self, packet_id: int) -> bool:
         """PUBACK or PUBCOMP: the delivery is complete."""
