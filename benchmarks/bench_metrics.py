@@ -1,15 +1,20 @@
 """What metrics cost the broker: the per-request counter the Kafka dispatch keeps, the
-sampled handler timing of the MQTT packet loop, the storage engine's metering wrapper, a
+sampled handler timing of the MQTT packet loop and what counting packets by type there
+would add, the counts kept per QoS 1 run, the storage engine's metering wrapper, a
 ``/metrics`` scrape (run on the event loop, so it holds up everything else while it runs)
-as sessions and connections grow, and end to end, the MQTT message rate of a real
-robustmq-server with and without a scraper reading /metrics ten times a second.
+as sessions, connections and subscriptions grow, and end to end, the MQTT message rate of
+a real robustmq-server with and without a scraper reading /metrics ten times a second.
 
     python benchmarks/bench_metrics.py [--e2e]
 
 prints nanoseconds per Kafka request for the by-API counter, nanoseconds per packet the
-handler sampling adds to the packet loop, microseconds per append with and without the
-storage metering, milliseconds per scrape with the share of one core it takes at a 15 s
-scrape interval and, with ``--e2e``, the robustmq-bench QoS 1 rates in alternating
+handler sampling adds to the packet loop; the medians (of runs alternating, as the machine
+may be busy) of nanoseconds per packet of that loop without and with one list add per
+packet, which is why the loop's packets are counted by its sampling countdown instead
+(``LatencyHistogram.calls``: nothing added), and of nanoseconds per QoS 1 message without
+and with the counts connection.py keeps per run; microseconds per append with and without
+the storage metering, milliseconds per scrape with the share of one core it takes at a
+15 s scrape interval and, with ``--e2e``, the robustmq-bench QoS 1 rates in alternating
 rounds. Figures only; no threshold.
 """
 
@@ -20,6 +25,7 @@ import json
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,9 +35,10 @@ import timeit
 import urllib.request
 from collections import Counter
 from types import SimpleNamespace
+from typing import Any
 
 from robustmq.broker.mqtt.server import MqttBroker
-from robustmq.broker.mqtt.session import Session
+from robustmq.broker.mqtt.session import Session, SubscriptionOptions
 from robustmq.config import MqttConfig
 from robustmq.observability.latency import LatencyHistogram
 from robustmq.observability.metrics import exposition, registry_for
@@ -42,14 +49,22 @@ from robustmq.storage.metered import MeteredEngine
 SCRAPE_INTERVAL = 15.0  # Prometheus' default
 
 
+class _Transport:
+    """A plain TCP transport, as far as a scrape can tell."""
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return default
+
+
 class _Connection:
     """What a scrape reads of a connection."""
 
-    __slots__ = ("connected", "version")
+    __slots__ = ("connected", "version", "transport")
 
     def __init__(self, version: int) -> None:
         self.connected = True
         self.version = version
+        self.transport = _Transport()
 
 
 def kafka_counter_ns() -> float:
@@ -88,6 +103,43 @@ for packet in packets:
 """
 
 
+def _sampled_loop(packets: list[Any], handlers: Any, latency: LatencyHistogram) -> None:
+    """_SAMPLED_LOOP with its names local, as they are in _handle_packets."""
+    countdown = latency.countdown
+    for packet in packets:
+        kind = packet.packet_type
+        handler = handlers.get(kind)
+        left = countdown[kind] - 1
+        countdown[kind] = left
+        if left:
+            handler(None, packet)
+        else:
+            countdown[kind] = latency.every
+            start = time.perf_counter_ns()
+            handler(None, packet)
+            latency.record(kind, time.perf_counter_ns() - start)
+
+
+def _counted_loop(
+    packets: list[Any], handlers: Any, latency: LatencyHistogram, received: list[int]
+) -> None:
+    """_sampled_loop with a packets-by-type count of one list add per packet."""
+    countdown = latency.countdown
+    for packet in packets:
+        kind = packet.packet_type
+        handler = handlers.get(kind)
+        received[kind] += 1
+        left = countdown[kind] - 1
+        countdown[kind] = left
+        if left:
+            handler(None, packet)
+        else:
+            countdown[kind] = latency.every
+            start = time.perf_counter_ns()
+            handler(None, packet)
+            latency.record(kind, time.perf_counter_ns() - start)
+
+
 def handler_sampling_ns() -> tuple[float, float]:
     """(ns per packet of the plain loop, ns per packet of the sampled one)."""
     latency = LatencyHistogram(18, 64)
@@ -105,6 +157,67 @@ def handler_sampling_ns() -> tuple[float, float]:
         times = timeit.repeat(loop, globals=names, number=runs // 10, repeat=10)
         best.append(min(times) / (runs // 10) / len(packets) * 1e9)
     return best[0], best[1]
+
+
+def packet_count_ns(rounds: int = 21) -> tuple[float, float]:
+    """Medians of (ns per packet of the sampled loop, the same with the packet count),
+    the two measured in alternation so that load from elsewhere hits both alike."""
+    latency = LatencyHistogram(18, 64)
+    packets = [SimpleNamespace(packet_type=3)] * 1000
+    handlers = {3: lambda conn, packet: None}
+    received = [0] * 18
+    number = 100
+    runs: tuple[list[float], list[float]] = ([], [])
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(number):
+            _sampled_loop(packets, handlers, latency)
+        runs[0].append((time.perf_counter() - start) / number / len(packets) * 1e9)
+        start = time.perf_counter()
+        for _ in range(number):
+            _counted_loop(packets, handlers, latency, received)
+        runs[1].append((time.perf_counter() - start) / number / len(packets) * 1e9)
+    return statistics.median(runs[0]), statistics.median(runs[1])
+
+
+class _Conn:
+    __slots__ = ("broker",)
+
+    def __init__(self, broker: MqttBroker) -> None:
+        self.broker = broker
+
+
+def _qos1_run_uncounted(self: _Conn, run: Any, acks: Any) -> None:
+    broker = self.broker
+    if broker is None or run.qos != 1:
+        raise AssertionError
+
+
+def _qos1_run_counted(self: _Conn, run: Any, acks: Any) -> None:
+    """What connection.py adds per QoS 1 run: the run's PUBLISHes on the publisher's side
+    (also its messages and PUBACKs, see counters.py), the PUBACKs on the subscriber's."""
+    broker = self.broker
+    broker.counters.run_publishes[run.qos] += run.count
+    self.broker.counters.packets_received[acks.ack_type] += len(acks.packet_ids)
+    if broker is None or run.qos != 1:
+        raise AssertionError
+
+
+def qos1_run_counts_ns(run_size: int = 10, rounds: int = 21) -> tuple[float, float]:
+    """Medians of ns per QoS 1 message (in runs of ``run_size``, one subscriber) without
+    and with the counting connection.py does per run, measured in alternation."""
+    conn = _Conn(MqttBroker(MqttConfig()))
+    run = SimpleNamespace(qos=1, count=run_size)
+    acks = SimpleNamespace(ack_type=4, packet_ids=list(range(run_size)))
+    number = 20_000
+    runs: tuple[list[float], list[float]] = ([], [])
+    for _ in range(rounds):
+        for function, out in zip((_qos1_run_uncounted, _qos1_run_counted), runs, strict=True):
+            start = time.perf_counter()
+            for _ in range(number):
+                function(conn, run, acks)
+            out.append((time.perf_counter() - start) / number / run_size * 1e9)
+    return statistics.median(runs[0]), statistics.median(runs[1])
 
 
 def storage_append_us() -> tuple[float, float]:
@@ -137,6 +250,10 @@ def scrape_ms(sessions: int) -> float:
             conn = _Connection((3, 4, 5)[i % 3])
             session.connection = conn  # type: ignore[assignment]
             broker.connections.add(conn)  # type: ignore[arg-type]
+        # one subscription each, one in ten shared: the scrape walks them all
+        topic_filter = f"$share/g{i % 100}/t/{i}" if i % 10 == 0 else f"t/{i}/#"
+        broker.router.subscribe(session, topic_filter, SubscriptionOptions(0, False, False, 0))
+        session.persisted = i % 4 == 0
     kafka = SimpleNamespace(
         stats=Counter({f"api {k} 0": 10 for k in range(23)}),
         request_latency=LatencyHistogram(100, 1),
@@ -266,6 +383,17 @@ def main() -> None:
         f"mqtt packet loop: {plain:.1f} ns per packet plain, {sampled:.1f} ns sampled "
         f"(+{sampled - plain:.1f} ns per packet for the handler-time histogram)"
     )
+    uncounted, counted = packet_count_ns()
+    print(
+        f"mqtt packet loop, medians of alternating runs: {uncounted:.1f} ns per packet, "
+        f"{counted:.1f} ns with a list add per packet ({counted - uncounted:+.1f} ns per "
+        f"packet; not done: the sampling countdown counts them)"
+    )
+    uncounted, counted = qos1_run_counts_ns()
+    print(
+        f"mqtt QoS 1 runs of 10, medians of alternating runs: {uncounted:.1f} ns per message, "
+        f"{counted:.1f} ns with the per-run counts ({counted - uncounted:+.1f} ns per message)"
+    )
     bare, metered = storage_append_us()
     print(
         f"memory engine append: {bare:.2f} us bare, {metered:.2f} us metered "
@@ -275,7 +403,8 @@ def main() -> None:
         ms = scrape_ms(sessions)
         share = ms / 1e3 / SCRAPE_INTERVAL * 100
         print(
-            f"scrape with {sessions:>7} sessions ({sessions // 2} connected): "
+            f"scrape with {sessions:>7} sessions ({sessions // 2} connected, one subscription "
+            f"each): "
             f"{ms:7.2f} ms, {share:.3f}% of the loop at one scrape per {SCRAPE_INTERVAL:.0f} s"
         )
 

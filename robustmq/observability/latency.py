@@ -4,8 +4,9 @@ A ``LatencyHistogram`` holds, per kind (an MQTT packet type, a Kafka API key, a 
 operation), a fixed list of bucket counts and a sum of nanoseconds. A hot path times only
 a sample: it counts calls down in ``countdown[kind]`` and, when that reaches zero, resets
 it to ``every`` and times that one call with ``time.perf_counter_ns``; ``record`` buckets
-the result. The Prometheus histograms are built from these lists on scrape
-(``metrics.py``); nothing here knows Prometheus, the broker or the engines.
+the result. The countdown doubles as a call counter (``calls``), so a hot path that samples
+also counts its calls at no cost. The Prometheus histograms are built from these lists on
+scrape (``metrics.py``); nothing here knows Prometheus, the broker or the engines.
 """
 
 from __future__ import annotations
@@ -51,3 +52,9 @@ class LatencyHistogram:
     def sampled(self, kind: int) -> bool:
         """Whether any call of ``kind`` has been timed."""
         return any(self.buckets[kind])
+
+    def calls(self, kind: int) -> int:
+        """Calls of ``kind`` counted down so far: each timed call closed a round of
+        ``every`` calls, and the open round has used ``every - countdown[kind]`` (a call
+        that raised while timed records no sample: its round goes uncounted)."""
+        return sum(self.buckets[kind]) * self.every + self.every - self.countdown[kind]

@@ -1,10 +1,10 @@
 """Prometheus metrics, built on scrape from the counters the hot path keeps.
 
-The brokers count in plain integers (``MqttBroker.stats``, ``KafkaBroker.stats``) and
-keep their gauges as the sizes of their own structures; nothing here runs per message.
-``NodeCollector`` turns them into ``robustmq_*`` metrics when ``/metrics`` is read, at a
-cost that grows with the number of connections and sessions (see
-benchmarks/bench_metrics.py). ``METRICS`` lists every metric with its type, labels and
+The brokers count in plain integers (``MqttBroker.stats``, ``KafkaBroker.stats``, the
+MQTT broker's ``counters``, see counters.py) and keep their gauges as the sizes of their
+own structures; nothing here runs per message. ``NodeCollector`` turns them into
+``robustmq_*`` metrics when ``/metrics`` is read, at a cost that grows with the number of
+connections, sessions and subscriptions (see benchmarks/bench_metrics.py). ``METRICS`` lists every metric with its type, labels and
 meaning: the collector takes its help text from there (so an undocumented metric fails
 the first scrape) and docs/operations.md is generated from it
 (``python -m robustmq.observability.metrics``). Labels are bounded (never a client id).
@@ -26,7 +26,25 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from robustmq._core.kafka_spec import APIS
-from robustmq._core.mqtt_spec import ACK_RUN, PACKET_NAMES, PUBLISH_RUN
+from robustmq._core.mqtt_spec import (
+    ACK_RUN,
+    AUTH,
+    CONNACK,
+    DISCONNECT,
+    PACKET_NAMES,
+    PINGRESP,
+    PUBACK,
+    PUBCOMP,
+    PUBLISH,
+    PUBLISH_RUN,
+    PUBREC,
+    PUBREL,
+    SUBACK,
+    UNSUBACK,
+)
+from robustmq._core.topic_trie import SHARE_PREFIX
+from robustmq.broker.mqtt.listeners import listener_of
+from robustmq.observability.counters import DROP_REASONS
 from robustmq.observability.latency import LatencyHistogram
 from robustmq.storage.metered import OPS, MeteredEngine
 
@@ -53,6 +71,7 @@ _MQTT_COUNTERS = {
     "bytes_sent": "robustmq_mqtt_sent_bytes",
     "protocol_errors": "robustmq_mqtt_protocol_errors",
     "auth_failures": "robustmq_mqtt_auth_failures",
+    "auth_successes": "robustmq_mqtt_auth_successes",
     "acl_denied_publish": "robustmq_mqtt_acl_denied_publish",
     "acl_denied_subscribe": "robustmq_mqtt_acl_denied_subscribe",
     "connect_banned": "robustmq_mqtt_connect_banned",
@@ -67,7 +86,23 @@ _KAFKA_COUNTERS = {
     "protocol_errors": "robustmq_kafka_protocol_errors",
     "internal_errors": "robustmq_kafka_internal_errors",
     "idle_closed": "robustmq_kafka_idle_closed",
+    "group_rebalances": "robustmq_kafka_group_rebalances",
 }
+
+# Packet types the broker sends (MQTT 5.0 §2.1.2, "Server to Client").
+_SENT_BY_BROKER = (
+    CONNACK,
+    PUBLISH,
+    PUBACK,
+    PUBREC,
+    PUBREL,
+    PUBCOMP,
+    SUBACK,
+    UNSUBACK,
+    PINGRESP,
+    DISCONNECT,
+    AUTH,
+)
 
 C, G, H = "counter", "gauge", "histogram"
 METRICS: dict[str, MetricInfo] = {
@@ -77,7 +112,36 @@ METRICS: dict[str, MetricInfo] = {
     "robustmq_mqtt_messages_received": MetricInfo(C, (), "PUBLISH packets received from clients"),
     "robustmq_mqtt_messages_sent": MetricInfo(C, (), "PUBLISH packets sent to clients"),
     "robustmq_mqtt_messages_dropped": MetricInfo(
-        C, (), "messages dropped (slow subscriber, size limit)"
+        C, (), "messages not delivered to a subscriber, all reasons (see _by_reason)"
+    ),
+    "robustmq_mqtt_messages_received_by_qos": MetricInfo(
+        C, ("qos",), "PUBLISH packets received from clients and routed, by their QoS"
+    ),
+    "robustmq_mqtt_messages_sent_by_qos": MetricInfo(
+        C, ("qos",), "PUBLISH packets sent to clients, by the QoS they were sent with"
+    ),
+    "robustmq_mqtt_messages_dropped_by_qos": MetricInfo(
+        C, ("qos",), "messages not delivered to a subscriber, by the QoS of the delivery"
+    ),
+    "robustmq_mqtt_messages_dropped_by_reason": MetricInfo(
+        C,
+        ("reason",),
+        "messages not delivered to a subscriber, by reason: queue_full (the session's "
+        "queue at max_queued_messages), packet_too_large (over the client's Maximum Packet "
+        "Size), slow_client (QoS 0 to a client not reading past backpressure_timeout), "
+        "offline (QoS 0 to a session without a connection), expired (Message Expiry "
+        "Interval reached while queued)",
+    ),
+    "robustmq_mqtt_packets_received": MetricInfo(
+        C,
+        ("packet_type",),
+        "MQTT control packets received, by type (a PUBLISH or acknowledgement that arrived "
+        "in a run counts once per packet)",
+    ),
+    "robustmq_mqtt_packets_sent": MetricInfo(
+        C,
+        ("packet_type",),
+        "MQTT control packets sent, by type (PUBLISH: the messages sent)",
     ),
     "robustmq_mqtt_received_bytes": MetricInfo(C, (), "bytes received from MQTT clients"),
     "robustmq_mqtt_sent_bytes": MetricInfo(C, (), "bytes sent to MQTT clients"),
@@ -86,6 +150,13 @@ METRICS: dict[str, MetricInfo] = {
     ),
     "robustmq_mqtt_auth_failures": MetricInfo(
         C, (), "CONNECTs refused for bad or missing credentials"
+    ),
+    "robustmq_mqtt_auth_successes": MetricInfo(
+        C,
+        (),
+        "clients authenticated: CONNECTs an authenticator (password file, HTTP, JWT), a "
+        "client certificate or an enhanced-authentication exchange accepted, and MQTT 5 "
+        "re-authentications; not counted when no authentication is configured",
     ),
     "robustmq_mqtt_acl_denied_publish": MetricInfo(C, (), "PUBLISHes denied by the ACL"),
     "robustmq_mqtt_acl_denied_subscribe": MetricInfo(C, (), "subscriptions denied by the ACL"),
@@ -115,12 +186,27 @@ METRICS: dict[str, MetricInfo] = {
     "robustmq_mqtt_connections_by_protocol": MetricInfo(
         G, ("protocol_version",), "connected MQTT clients by protocol version (3, 4 = 3.1.1, 5)"
     ),
+    "robustmq_mqtt_connections_by_listener": MetricInfo(
+        G, ("listener",), "connected MQTT clients by listener (tcp, tls, ws, wss)"
+    ),
     "robustmq_mqtt_sessions": MetricInfo(G, (), "sessions, online and offline"),
     "robustmq_mqtt_sessions_online": MetricInfo(G, (), "sessions with a connected client"),
     "robustmq_mqtt_sessions_offline": MetricInfo(
         G, (), "sessions kept for a disconnected client (session expiry not reached)"
     ),
+    "robustmq_mqtt_sessions_persistent": MetricInfo(
+        G,
+        (),
+        "sessions kept in the session store (a session expiry interval above 0), online "
+        "and offline",
+    ),
     "robustmq_mqtt_subscriptions": MetricInfo(G, (), "subscriptions"),
+    "robustmq_mqtt_shared_subscriptions": MetricInfo(
+        G, (), "shared subscription groups: distinct $share/<group>/<filter>"
+    ),
+    "robustmq_mqtt_shared_subscription_members": MetricInfo(
+        G, (), "members of shared subscription groups, all groups together"
+    ),
     "robustmq_mqtt_retained_messages": MetricInfo(
         G, (), "retained messages (including the broker's $SYS ones)"
     ),
@@ -152,6 +238,12 @@ METRICS: dict[str, MetricInfo] = {
         ("api",),
         "time from a decoded Kafka request to its response, by API name (includes a "
         "Fetch's or JoinGroup's wait); every request is timed",
+    ),
+    "robustmq_kafka_group_rebalances": MetricInfo(
+        C,
+        (),
+        "consumer group rebalances completed: a group's generation advanced (members "
+        "joined or left, or the group emptied)",
     ),
     "robustmq_kafka_connections": MetricInfo(G, (), "connected Kafka clients"),
     "robustmq_kafka_topics": MetricInfo(G, (), "Kafka topics"),
@@ -254,6 +346,7 @@ def _mqtt_metrics(b: MqttBroker) -> Iterator[Metric]:
     for key, name in _MQTT_COUNTERS.items():
         yield _metric(name, b.stats[key])
     yield _metric("robustmq_mqtt_retained_rejected", b.router.retained_rejected)
+    yield from _mqtt_counters(b)
     handler = _metric("robustmq_mqtt_handler_seconds")
     for kind, name in (*PACKET_NAMES.items(), (PUBLISH_RUN, "PUBLISH_RUN"), (ACK_RUN, "ACK_RUN")):
         _add_histogram(handler, [name], b.handler_latency, kind)
@@ -264,21 +357,64 @@ def _mqtt_metrics(b: MqttBroker) -> Iterator[Metric]:
     for version in (3, 4, 5):
         by_version.add_metric([str(version)], versions[version])
     yield by_version
-    online = queued = inflight = 0
+    listeners: Counter[str] = Counter(
+        listener_of(c.transport) for c in b.connections if c.connected and c.transport
+    )
+    by_listener = _metric("robustmq_mqtt_connections_by_listener")
+    for listener in ("tcp", "tls", "ws", "wss"):
+        by_listener.add_metric([listener], listeners[listener])
+    yield by_listener
+    online = queued = inflight = persistent = 0
     for session in b.sessions.values():
         if session.connection is not None:
             online += 1
         if session.queue:
             queued += len(session.queue)
         inflight += len(session.inflight)
+        persistent += session.persisted
     yield _metric("robustmq_mqtt_sessions", len(b.sessions))
     yield _metric("robustmq_mqtt_sessions_online", online)
     yield _metric("robustmq_mqtt_sessions_offline", len(b.sessions) - online)
+    yield _metric("robustmq_mqtt_sessions_persistent", persistent)
     yield _metric("robustmq_mqtt_subscriptions", len(b.router.subscriptions))
+    groups: set[str] = set()
+    members = 0
+    for topic_filter, _, _ in b.router.subscriptions.subscriptions():
+        if topic_filter.startswith(SHARE_PREFIX):
+            groups.add(topic_filter)
+            members += 1
+    yield _metric("robustmq_mqtt_shared_subscriptions", len(groups))
+    yield _metric("robustmq_mqtt_shared_subscription_members", members)
     yield _metric("robustmq_mqtt_retained_messages", len(b.router.retained))
     yield _metric("robustmq_mqtt_delayed_messages", len(b.delayed))
     yield _metric("robustmq_mqtt_queued_messages", queued)
     yield _metric("robustmq_mqtt_inflight_messages", inflight)
+
+
+def _mqtt_counters(b: MqttBroker) -> Iterator[Metric]:
+    """The labelled counters the MQTT hot path keeps as integer lists (counters.py)."""
+    counters, looped = b.counters, b.handler_latency
+    received = _metric("robustmq_mqtt_packets_received")
+    for kind, name in PACKET_NAMES.items():
+        received.add_metric([name], counters.packets_received_of(kind, looped.calls(kind)))
+    yield received
+    sent = _metric("robustmq_mqtt_packets_sent")
+    for kind in _SENT_BY_BROKER:
+        sent.add_metric([PACKET_NAMES[kind]], counters.packets_sent_of(kind))
+    yield sent
+    for name, by_qos in (
+        ("robustmq_mqtt_messages_received_by_qos", counters.messages_received_by_qos()),
+        ("robustmq_mqtt_messages_sent_by_qos", counters.messages_sent_by_qos()),
+        ("robustmq_mqtt_messages_dropped_by_qos", counters.messages_dropped_by_qos()),
+    ):
+        family = _metric(name)
+        for qos, count in enumerate(by_qos):
+            family.add_metric([str(qos)], count)
+        yield family
+    dropped = _metric("robustmq_mqtt_messages_dropped_by_reason")
+    for reason, by_qos in zip(DROP_REASONS, counters.dropped, strict=True):
+        dropped.add_metric([reason], sum(by_qos))
+    yield dropped
 
 
 def _kafka_metrics(k: KafkaBroker) -> Iterator[Metric]:

@@ -157,6 +157,15 @@ def test_every_panel_query_returns_data(tmp_path):
         assert not blank, f"panels without data: {blank}"
         offline_now = _query(prom_port, "robustmq_mqtt_sessions_offline")
         assert float(offline_now[0]["value"][1]) >= 1
+        # The labelled series show what the traffic above did, not just zeros.
+        for expr, least in (
+            ("robustmq_mqtt_sessions_persistent", 1),
+            ('robustmq_mqtt_messages_received_by_qos_total{qos="1"}', 150),
+            ('robustmq_mqtt_packets_received_total{packet_type="PUBLISH"}', 150),
+            ('robustmq_mqtt_connections_by_listener{listener="tcp"}', 3),
+            ("robustmq_kafka_group_rebalances_total", 1),
+        ):
+            assert float(_query(prom_port, expr)[0]["value"][1]) >= least, expr
     finally:
         if consumer is not None:
             consumer.close()

@@ -320,6 +320,7 @@ class GroupCoordinator:
             log.info("kafka group %s: member %s did not rejoin in time", group.group_id, member_id)
             del group.members[member_id]
         group.generation += 1
+        self.broker.stats["group_rebalances"] += 1
         if not group.members:
             group.state = EMPTY
             group.leader = group.protocol_name = group.protocol_type = None
@@ -390,6 +391,7 @@ class GroupCoordinator:
                 group.timer = None
             if group.state != EMPTY:
                 group.generation += 1
+                self.broker.stats["group_rebalances"] += 1
             group.state = EMPTY
             group.leader = group.protocol_name = group.protocol_type = None
 
