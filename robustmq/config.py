@@ -10,6 +10,7 @@ value is rejected at start with the key's name, the value and what is allowed
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import sys
@@ -26,6 +27,10 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 ENV_PREFIX = "ROBUSTMQ_"
+# Partitions per Kafka topic: one request must not be able to create millions of shards.
+# Declared here, not in the Kafka broker, so kafka.default_partitions can share the bound
+# without config importing the broker.
+MAX_PARTITIONS = 10_000
 
 
 def option(
@@ -213,7 +218,7 @@ class KafkaConfig:
         1,
         "partitions of an auto-created topic (Kafka num.partitions)",
         min=1,
-        max=100_000,
+        max=MAX_PARTITIONS,
         hot="topics created after the change",
     )
     auto_create_topics: bool = option(
@@ -537,6 +542,10 @@ def _check(key: str, value: Any, kind: Any, meta: Mapping[str, Any]) -> Any:
         ok_type = isinstance(value, origin)
     if not ok_type:
         raise ConfigError(key, value, _describe(kind, meta))
+    # NaN compares false with any bound and inf passes an open upper bound: neither is a
+    # rate, a timeout or a size, whichever source (file, environment, API) it came from.
+    if kind is float and not math.isfinite(value):
+        raise ConfigError(key, value, "a finite " + _describe(kind, meta))
     lo, hi, choices = meta.get("min"), meta.get("max"), meta.get("choices")
     if lo is not None and value < lo or hi is not None and value > hi:
         raise ConfigError(key, value, _describe(kind, meta))

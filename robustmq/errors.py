@@ -142,6 +142,16 @@ class SecurityFileError(ConfigError):
         self.reason = reason
 
 
+class AclFileChanged(RobustMQError):
+    """An ACL rule addressed by its position among the rules in memory while the ACL file
+    on disk holds other rules (edited since it was loaded): the same position there is
+    another rule, so the file is left alone."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"{path}: the rules on disk differ from the rules in memory")
+        self.path = path
+
+
 # --- Storage engine (robustmq/storage) -------------------------------------------------
 # Named like etcd-io/raft's storage errors. No wire codes are registered here yet: the Kafka
 # layer maps them (ShardNotFound -> UNKNOWN_TOPIC_OR_PARTITION, OffsetOutOfRange ->
@@ -492,6 +502,10 @@ def kafka_error_code(exc: BaseException) -> int:
         return KafkaCorruptMessage.code
     if isinstance(exc, StorageError):
         return KafkaStorageError.code
+    if isinstance(exc, MetaCommandError):
+        # The state machine refused the command on every replica: the same request would be
+        # refused again, so the client must not be told to retry.
+        return -1
     if isinstance(exc, MetaError):
         # Committed offsets live in the Meta Service: the client finds the coordinator
         # again and retries.

@@ -55,7 +55,10 @@ def build_app(node: Node, config: HttpConfig) -> web.Application:
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         if config.admin_token and request.path not in _OPEN_PATHS:
             given = request.headers.get("Authorization", "")
-            if not hmac.compare_digest(given, f"Bearer {config.admin_token}"):
+            # Bytes: hmac.compare_digest refuses str holding non-ASCII with a TypeError.
+            # aiohttp passes undecodable header bytes on as surrogates, hence surrogatepass.
+            expected = f"Bearer {config.admin_token}".encode("utf-8", "surrogatepass")
+            if not hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected):
                 return error(401, "unauthorized", "send Authorization: Bearer <admin token>")
         return await handler(request)
 

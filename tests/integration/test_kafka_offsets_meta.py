@@ -390,9 +390,10 @@ def test_commit_batch_is_all_or_nothing() -> None:
     ):
         with pytest.raises(InvalidMetaCommand):
             _apply(sm, "offset.commit_batch", group="g", offsets=bad)
-    with pytest.raises(InvalidMetaCommand):
-        _apply(sm, "offset.commit_batch", group="", offsets=rows)
     assert len(sm.tables["offsets"]) == 2  # nothing of a refused batch was stored
+    # Kafka takes the empty group id (OffsetCommit from coordinator-less clients).
+    assert _apply(sm, "offset.commit_batch", group="", offsets=rows[:1]) == {"committed": 1}
+    assert sm.tables["offsets"]["/t/0"] == {"offset": 3, "metadata": "x"}
 
 
 def test_group_and_topic_delete_match_whole_names() -> None:

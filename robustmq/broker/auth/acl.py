@@ -35,7 +35,7 @@ from typing import Any
 
 from robustmq._core import trie
 from robustmq.broker.auth.ratelog import RateLimitedLog
-from robustmq.errors import MqttError, SecurityFileError
+from robustmq.errors import AclFileChanged, MqttError, SecurityFileError
 
 PUBLISH = 1
 SUBSCRIBE = 2
@@ -101,12 +101,20 @@ def parse_rule(text: str, line: int = 0) -> Rule:
 
 def load_acl_file(path: str) -> list[Rule]:
     """The rules of an ACL file; ``SecurityFileError`` with the line number if bad."""
+    return _parse_acl(path, _read_acl(path))
+
+
+def _read_acl(path: str) -> bytes:
     try:
         with open(path, "rb") as fh:
-            data = fh.read()
+            return fh.read()
     except OSError as exc:
         raise SecurityFileError(path, 0, f"cannot read the ACL file ({exc.strerror})") from None
+
+
+def _parse_acl(path: str, data: bytes) -> list[Rule]:
     rules = []
+    # Lines end at "\n" only: a comment holding a form feed, NEL or U+2028 is one line.
     for number, raw in enumerate(data.split(b"\n"), 1):
         try:
             text = raw.decode("utf-8").strip()
@@ -139,18 +147,31 @@ def format_rule(rule: Rule) -> str:
 
 
 def edit_acl_file(
-    path: str, *, insert: str | None = None, before: int | None = None, remove: int | None = None
+    path: str,
+    *,
+    insert: str | None = None,
+    before: int | None = None,
+    remove: int | None = None,
+    expected: list[Rule] | None = None,
 ) -> list[Rule]:
     """Rewrites the ACL file with rule number ``remove`` (0-based, in file order) taken out
     or the rule line ``insert`` put before rule number ``before`` (at the end when None or
-    past the last); comments and blank lines stay where they are. The new file is written
-    beside the old one, synced and renamed over it, so a crash leaves one or the other;
-    returns the rules read back from it. ``IndexError`` for a rule number that does not
-    exist, ``ValueError`` for a bad rule, ``SecurityFileError`` when the file on disk
-    does not load (it is then left alone)."""
-    load_acl_file(path)
-    with open(path, encoding="utf-8") as fh:
-        lines = fh.read().splitlines()
+    past the last); comments and blank lines stay where they are, byte for byte. The new
+    file is written beside the file a symlink ``path`` leads to, synced and renamed over
+    it, so a crash leaves one or the other and the link stays a link; returns the rules
+    read back. ``expected`` is the rules the numbers refer to (the ones in memory): when
+    the file holds others, ``AclFileChanged``. ``IndexError`` for a rule number that
+    does not exist, ``ValueError`` for a bad rule, ``SecurityFileError`` when the file on
+    disk does not load (it is then left alone)."""
+    real = os.path.realpath(path)
+    data = _read_acl(real)
+    rules = _parse_acl(real, data)
+    if expected is not None and list(map(format_rule, rules)) != list(map(format_rule, expected)):
+        raise AclFileChanged(path)
+    # Split where the loader splits, so rule numbers here are the loader's.
+    lines = data.decode("utf-8").split("\n")
+    if lines[-1] == "":
+        lines.pop()
     numbers = [
         i for i, line in enumerate(lines) if line.strip() and not line.strip().startswith("#")
     ]
@@ -162,19 +183,18 @@ def edit_acl_file(
         parse_rule(insert)
         at = numbers[before] if before is not None and before < len(numbers) else len(lines)
         lines.insert(at, insert)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".acl-")
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(real), prefix=".acl-")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             fh.write("".join(line + "\n" for line in lines))
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
-        os.replace(tmp, path)
+        os.chmod(tmp, stat.S_IMODE(os.stat(real).st_mode))
+        os.replace(tmp, real)
     except BaseException:
         os.unlink(tmp)
         raise
-    return load_acl_file(path)
+    return load_acl_file(real)
 
 
 class Acl:

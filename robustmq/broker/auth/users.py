@@ -67,14 +67,22 @@ def new_user(username: str, password: str) -> User:
 
 def load_password_file(path: str) -> MemoryUserStore:
     """The users of a password file; ``SecurityFileError`` with the line number if bad."""
+    return _parse_password_file(path, _read_password_file(path))
+
+
+def _read_password_file(path: str) -> bytes:
     try:
         with open(path, "rb") as fh:
-            data = fh.read()
+            return fh.read()
     except OSError as exc:
         raise SecurityFileError(
             path, 0, f"cannot read the password file ({exc.strerror})"
         ) from None
+
+
+def _parse_password_file(path: str, data: bytes) -> MemoryUserStore:
     store = MemoryUserStore()
+    # Lines end at "\n" only: a comment holding a form feed, NEL or U+2028 is one line.
     for number, raw in enumerate(data.split(b"\n"), 1):
         try:
             line = raw.decode("utf-8").strip()
@@ -113,25 +121,56 @@ def format_line(user: User) -> str:
 
 def set_password(path: str, username: str, password: str) -> bool:
     """Adds or updates ``username`` in the password file (created if missing); returns
-    whether the user was new. The file is replaced whole: written, synced, renamed."""
+    whether the user was new."""
     user = new_user(username, password)
-    lines: list[str] = []
-    if os.path.exists(path):
-        load_password_file(path)  # refuse to rewrite a file we could not read back
-        with open(path, encoding="utf-8") as fh:
-            lines = fh.read().splitlines()
+    real = os.path.realpath(path)
+    lines = _file_lines(real) if os.path.exists(real) else []
     new = True
     for i, line in enumerate(lines):
-        if line.partition(":")[0] == username and not line.startswith("#"):
+        if _username_of(line) == username:
             lines[i] = format_line(user)
             new = False
     if new:
         lines.append(format_line(user))
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".passwd-")
+    _replace_file(real, lines)
+    return new
+
+
+def remove_user(path: str, username: str) -> bool:
+    """Takes ``username`` out of the password file; returns whether it was there."""
+    real = os.path.realpath(path)
+    lines = _file_lines(real)
+    kept = [line for line in lines if _username_of(line) != username]
+    _replace_file(real, kept)
+    return len(kept) < len(lines)
+
+
+def _file_lines(path: str) -> list[str]:
+    """The lines of a password file that loads (a file we could not read back is never
+    rewritten), split where the loader splits so that comments stay whole."""
+    data = _read_password_file(path)
+    _parse_password_file(path, data)
+    lines = data.decode("utf-8").split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def _username_of(line: str) -> str | None:
+    """The user a line defines, read as the loader reads it (None for a comment or blank)."""
+    text = line.strip()
+    if not text or text.startswith("#"):
+        return None
+    return text.partition(":")[0]
+
+
+def _replace_file(path: str, lines: list[str]) -> None:
+    """The file replaced whole: written beside it, synced, renamed over it (so a crash
+    leaves one or the other), readable by its owner only."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".passwd-")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write("\n".join(lines) + "\n")
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write("".join(line + "\n" for line in lines))
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o600)
@@ -139,7 +178,6 @@ def set_password(path: str, username: str, password: str) -> bool:
     except BaseException:
         os.unlink(tmp)
         raise
-    return new
 
 
 def _check_username(username: str) -> None:

@@ -11,6 +11,7 @@ altered at run time.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,10 @@ RESOURCE_BROKER = 4
 SOURCE_TOPIC = 1
 SOURCE_STATIC_BROKER = 4
 SOURCE_DEFAULT = 5
+
+# What Kafka's ConfigDef reads as an INT or a LONG (Long.parseLong after trim): no "_"
+# separators, no other digits than ASCII ones, which Python's int() would take.
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 
 # DescribeConfigsResponse ConfigType (Kafka's ConfigDef.Type as numbered in the protocol).
 TYPE_BOOLEAN = 1
@@ -138,10 +143,9 @@ def validate(configs: dict[str, str]) -> None:
             if policies != ["delete"]:
                 raise KafkaInvalidConfig(f"{name}={value}: only delete is supported")
             continue
-        try:
-            number = int(value)
-        except ValueError:
-            raise KafkaInvalidConfig(f"{name}={value!r}: not an integer") from None
+        if _INTEGER.fullmatch(value.strip()) is None:
+            raise KafkaInvalidConfig(f"{name}={value!r}: not an integer")
+        number = int(value)
         if not key.low <= number <= key.high:
             raise KafkaInvalidConfig(f"{name}={number}: allowed {key.low} .. {key.high}")
 
@@ -154,9 +158,10 @@ def describe_topic(
     documentation: bool,
 ) -> list[dict[str, Any]]:
     """The DescribeConfigs entries of a topic whose own configs are ``configs``; ``keys``
-    None means every key (names the broker does not know are left out, as Kafka does)."""
+    None or empty means every key, as in Kafka's ConfigHelper (names the broker does not
+    know are left out, as Kafka does)."""
     out = []
-    for name in keys if keys is not None else list(TOPIC_KEYS):
+    for name in keys or list(TOPIC_KEYS):
         key = TOPIC_KEYS.get(name)
         if key is None:
             continue
@@ -179,7 +184,8 @@ def describe_topic(
 def describe_broker(
     kafka: KafkaConfig, node_id: int, keys: list[str] | None, synonyms: bool, documentation: bool
 ) -> list[dict[str, Any]]:
-    """The DescribeConfigs entries of this broker: its ``[kafka]`` section, read-only."""
+    """The DescribeConfigs entries of this broker: its ``[kafka]`` section, read-only;
+    ``keys`` None or empty means every key."""
     builtin = KafkaConfig()
     # (name, type, value, value without a config file, doc)
     table = [
@@ -224,7 +230,7 @@ def describe_broker(
     ]
     out = []
     for name, type_, value, default, doc in table:
-        if keys is not None and name not in keys:
+        if keys and name not in keys:
             continue
         source = SOURCE_DEFAULT if value == default else SOURCE_STATIC_BROKER
         chain = [(name, value, source)]

@@ -21,7 +21,7 @@ import re
 
 from robustmq.broker.kafka import configs as topic_configs
 from robustmq.broker.kafka.topics_store import EngineTopics, Topic, TopicStore
-from robustmq.config import KafkaConfig
+from robustmq.config import MAX_PARTITIONS, KafkaConfig
 from robustmq.errors import (
     KafkaError,
     KafkaInvalidPartitions,
@@ -37,8 +37,6 @@ log = logging.getLogger(__name__)
 
 # Kafka's Topic.validate: at most 249 of [a-zA-Z0-9._-], not "." or "..".
 _LEGAL = re.compile(r"[a-zA-Z0-9._-]{1,249}")
-# Partitions per topic: one request must not be able to create millions of shards.
-MAX_PARTITIONS = 10_000
 # Topic configs that map onto the shard config; the others are kept but have no effect.
 _SHARD_KEYS = {
     "retention.ms": "retention_ms",

@@ -10,8 +10,9 @@ request this broker does not implement closes the connection, with a log line an
 in ``stats``; ApiVersions with too new a version is answered with UNSUPPORTED_VERSION and
 the supported list instead (KIP-511). With SASL configured, a request other than
 ApiVersions, SaslHandshake and SaslAuthenticate before authentication closes the
-connection the same way (``sasl.py``), and after SaslHandshake v0 the next frame is a
-bare SASL token. A connection idle for ``CONNECTIONS_MAX_IDLE`` seconds is closed, as
+connection the same way (``sasl.py``), so does a frame over ``SASL_MAX_RECEIVE_SIZE``
+before authentication, and after SaslHandshake v0 the next frame is a bare SASL token
+(of any size from 0). A connection idle for ``CONNECTIONS_MAX_IDLE`` seconds is closed, as
 Kafka does. What each API does lives in the handler modules; this file does no protocol
 logic of its own.
 """
@@ -48,6 +49,7 @@ from robustmq.config import KafkaConfig
 from robustmq.errors import (
     KafkaError,
     KafkaIllegalSaslState,
+    KafkaInvalidRequest,
     KafkaUnsupportedVersion,
     ShardNotFound,
 )
@@ -110,6 +112,11 @@ RETENTION_INTERVAL = 60.0
 CONNECTIONS_MAX_IDLE = 600.0
 IDLE_SWEEP_INTERVAL = 10.0
 FAILED_AUTHENTICATION_DELAY = 0.1  # seconds; Kafka's connection.failed.authentication.delay.ms
+# Kafka's sasl.server.max.receive.size: the largest frame read from a connection that has
+# not authenticated yet, so a peer without credentials cannot make the broker buffer a
+# Produce-sized frame.
+SASL_MAX_RECEIVE_SIZE = 512 * 1024
+_FRAME_SIZE = struct.Struct(">i")
 
 
 class KafkaBroker:
@@ -233,6 +240,33 @@ class KafkaBroker:
         )
 
 
+def _split_unauthenticated_frames(buf: bytearray) -> tuple[list[memoryview], int]:
+    """Complete size-prefixed frames at the start of ``buf`` of a connection that has not
+    authenticated, and how many bytes they span.
+
+    Unlike ``split_frames`` there is no lower bound: after SaslHandshake v0 a frame is a
+    bare SASL token ("\\0al\\0pw1" is 7 bytes), and a short request frame is refused when
+    its header is read. The upper bound is Kafka's for such connections. Clients send
+    nothing after SaslAuthenticate until its answer, so no frame split here belongs to the
+    authenticated connection."""
+    view = memoryview(buf)
+    frames = []
+    pos = 0
+    while len(view) - pos >= 4:
+        size = _FRAME_SIZE.unpack_from(view, pos)[0]
+        if not 0 <= size <= SASL_MAX_RECEIVE_SIZE:
+            raise KafkaInvalidRequest(
+                f"frame size {size} before SASL authentication is outside "
+                f"[0, {SASL_MAX_RECEIVE_SIZE}] (Kafka's sasl.server.max.receive.size)",
+                pos,
+            )
+        if len(view) - pos - 4 < size:
+            break
+        frames.append(view[pos + 4 : pos + 4 + size])
+        pos += 4 + size
+    return frames, pos
+
+
 class KafkaConnection(asyncio.Protocol):
     def __init__(self, broker: KafkaBroker) -> None:
         self.broker = broker
@@ -280,9 +314,12 @@ class KafkaConnection(asyncio.Protocol):
         self._buf += data
         max_size = self.broker.config.max_request_size
         try:
-            frames, used = kafka.split_frames(
-                self._buf, max_size, min(max_size, MAX_NON_PRODUCE_REQUEST)
-            )
+            if self.sasl.authenticated:
+                frames, used = kafka.split_frames(
+                    self._buf, max_size, min(max_size, MAX_NON_PRODUCE_REQUEST)
+                )
+            else:
+                frames, used = _split_unauthenticated_frames(self._buf)
         except KafkaError as exc:
             self.fail(exc)
             return

@@ -4,7 +4,8 @@
 and members as this node sees them; ``POST``/``DELETE /api/v1/cluster/nodes`` add a meta
 node to every group (learner, then voter once caught up) or remove one, through the
 groups' leaders (``MetaClient``). The
-config is the one the node started with, with secrets (``*_secret``, ``*_token``) masked.
+config is the one the node started with, with secrets (``*_secret``, ``*_token`` and the
+user information of a URL, such as ``auth.http_url``'s ``user:password@``) masked.
 MQTT and Kafka resources are in ``mqtt.py`` and ``kafka.py``.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import time
 from typing import Any
 
@@ -39,6 +41,10 @@ from robustmq.http.api.common import (
 )
 
 MASK = "******"
+# RFC 3986 §3.2.1: "scheme://userinfo@host"; userinfo holds no "/", "?" or "#", and the
+# greedy match runs to the authority's last "@", so an unescaped "@" in a password is
+# masked too.
+_URL_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s]*@")
 # Seconds a new node has to catch up before POST /api/v1/cluster/nodes answers 409 (it
 # stays a learner; adding it again resumes).
 ADD_TIMEOUT = 6.0
@@ -156,14 +162,15 @@ async def add_node(ctx: Context, request: web.Request) -> Any:
     if node_id < 1:
         raise ApiBadRequest("node_id", f"{node_id} is not an integer > 0")
     host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
+    if not host or not (port.isascii() and port.isdecimal()):
         raise ApiBadRequest("address", f"{address!r} is not host:port")
     return await _change_membership(ctx, node_id, address)
 
 
 async def remove_node(ctx: Context, request: web.Request) -> Any:
     text = request.match_info["node_id"]
-    if not text.isdigit() or int(text) < 1:
+    # Not str.isdigit(): it holds for "²", which int() refuses.
+    if not (text.isascii() and text.isdecimal()) or int(text) < 1:
         raise ApiBadRequest("node_id", f"{text!r} is not an integer > 0")
     return await _change_membership(ctx, int(text), "")
 
@@ -181,7 +188,9 @@ def masked(value: Any) -> Any:
         return [masked(v) for v in value]
     if isinstance(value, dict):
         return {str(k): masked(v) for k, v in value.items()}
-    if isinstance(value, (str, int, float, bool)) or value is None:
+    if isinstance(value, str):
+        return _URL_USERINFO.sub(rf"\g<1>{MASK}@", value)
+    if isinstance(value, (int, float, bool)) or value is None:
         return value
     return str(value)  # e.g. a TOML date-time in a blacklist entry
 

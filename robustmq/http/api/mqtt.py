@@ -17,8 +17,6 @@ import asyncio
 import base64
 import binascii
 import ipaddress
-import os
-import tempfile
 import time
 from typing import Any
 
@@ -27,7 +25,13 @@ from aiohttp import web
 from robustmq._core import trie
 from robustmq._core.mqtt_spec import ReasonCode
 from robustmq.broker.auth.limits import BLACKLIST_KINDS
-from robustmq.broker.auth.users import MemoryUserStore, User, load_password_file, set_password
+from robustmq.broker.auth.users import (
+    MemoryUserStore,
+    User,
+    load_password_file,
+    remove_user,
+    set_password,
+)
 from robustmq.broker.mqtt.message import Message
 from robustmq.broker.mqtt.session import Session
 from robustmq.errors import ApiBadRequest, ApiConflict, ApiNotFound, MqttError
@@ -413,26 +417,6 @@ def _write_user(path: str, username: str, password: str) -> User:
     return user
 
 
-def _remove_user(path: str, username: str) -> None:
-    """Runs in a worker thread: the password file without ``username``, replaced whole
-    (written, synced, renamed) as ``users.set_password`` does."""
-    load_password_file(path)  # refuse to rewrite a file we could not read back
-    with open(path, encoding="utf-8") as fh:
-        lines = fh.read().splitlines()
-    kept = [ln for ln in lines if ln.startswith("#") or ln.partition(":")[0] != username]
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".passwd-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write("".join(line + "\n" for line in kept))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def _password(body: dict[str, Any]) -> str:
     password = field_of(body, "password", str)
     if not password:
@@ -481,7 +465,7 @@ async def delete_user(ctx: Context, request: web.Request) -> Any:
     async with ctx.users_lock:
         if store.get(username) is None:
             raise ApiNotFound(f"no user {username!r}")
-        await asyncio.to_thread(_remove_user, path, username)
+        await asyncio.to_thread(remove_user, path, username)
         store.remove(username)
     return None
 

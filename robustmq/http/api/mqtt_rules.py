@@ -7,7 +7,9 @@ client's authorizer is rebuilt from the new rules, its cached decisions with it.
 and auto-subscribe rules come from ``[mqtt]`` in the config; the Meta Service has no
 record kind for them, so a change here lasts until the node restarts (the config file is
 what a restart reads). A rule is addressed by its position, because order decides which
-rule applies. The clients, sessions and users are in ``mqtt.py``.
+rule applies; a position refers to the rules in memory, so when the ACL file was edited on
+disk since, the change is refused (409) and the file's rules take effect. The clients,
+sessions and users are in ``mqtt.py``.
 """
 
 from __future__ import annotations
@@ -19,10 +21,18 @@ from typing import Any
 from aiohttp import web
 
 from robustmq._core import trie
-from robustmq.broker.auth.acl import Acl, Rule, edit_acl_file, format_rule, parse_rule
+from robustmq.broker.auth.acl import (
+    Acl,
+    Rule,
+    edit_acl_file,
+    format_rule,
+    load_acl_file,
+    parse_rule,
+)
 from robustmq.broker.mqtt.rewrite import ACTIONS, TopicRewriter
 from robustmq.broker.mqtt.server import MqttBroker, auto_subscriptions
 from robustmq.errors import (
+    AclFileChanged,
     ApiBadRequest,
     ApiConflict,
     ApiNotFound,
@@ -57,7 +67,8 @@ _INDEX = Param(
 
 def _index(request: web.Request, count: int) -> int:
     text = request.match_info["index"]
-    if not text.isdigit():
+    # Not str.isdigit(): it holds for "²", which int() refuses.
+    if not (text.isascii() and text.isdecimal()):
         raise ApiBadRequest("index", f"{text!r} is not a rule position (0, 1, ...)")
     index = int(text)
     if index >= count:
@@ -204,24 +215,41 @@ async def _edit_acl(ctx: Context, path: str, **edit: Any) -> list[Rule]:
         rules = await asyncio.to_thread(edit_acl_file, path, **edit)
     except SecurityFileError as exc:
         raise ApiConflict(f"the ACL file does not load, so it was left alone: {exc}") from None
+    except AclFileChanged:
+        # The file's rules take effect, as after any change made here, so that listing
+        # again shows the positions the next request may use.
+        try:
+            _apply_acl(ctx, await asyncio.to_thread(load_acl_file, path))
+        except SecurityFileError as exc:
+            raise ApiConflict(f"the ACL file changed on disk and does not load: {exc}") from None
+        raise ApiConflict(
+            f"the ACL file {path} changed on disk, so it was left alone; its rules are now "
+            "in effect: list them again"
+        ) from None
     except IndexError as exc:
         raise ApiNotFound(str(exc)) from None
     except OSError as exc:
         raise ApiConflict(f"cannot rewrite the ACL file {path}: {exc.strerror}") from None
+    _apply_acl(ctx, rules)
+    return rules
+
+
+def _apply_acl(ctx: Context, rules: list[Rule]) -> None:
     acl = ctx.mqtt.security.acl
     assert acl is not None
     acl.rules = rules
     reauthorize(ctx.mqtt)
-    return rules
 
 
 async def add_acl(ctx: Context, request: web.Request) -> Any:
-    _, path = _acl(ctx)
+    acl, path = _acl(ctx)
     body = await json_body(request)
     line = _acl_line(body)
     position = _position(body)
     async with ctx.acl_lock:
-        rules = await _edit_acl(ctx, path, insert=line, before=position)
+        # A position counts the rules in memory, which the file must still hold.
+        expected = None if position is None else list(acl.rules)
+        rules = await _edit_acl(ctx, path, insert=line, before=position, expected=expected)
     last = len(rules) - 1
     index = last if position is None else min(position, last)
     return _rule_json(index, rules[index])
@@ -230,7 +258,8 @@ async def add_acl(ctx: Context, request: web.Request) -> Any:
 async def delete_acl(ctx: Context, request: web.Request) -> Any:
     acl, path = _acl(ctx)
     async with ctx.acl_lock:
-        await _edit_acl(ctx, path, remove=_index(request, len(acl.rules)))
+        index = _index(request, len(acl.rules))
+        await _edit_acl(ctx, path, remove=index, expected=list(acl.rules))
     return None
 
 

@@ -44,10 +44,11 @@ def _offset_commit_batch(sm: StateMachine, cmd: Record) -> Any:
         partition = field(entry, "partition", int)
         offset = field(entry, "offset", int)
         metadata = entry.get("metadata", "")
-        if not group or not topic or "/" in topic or partition < 0 or offset < -1:
+        # The empty group id is one: Kafka still accepts it from clients that commit
+        # offsets without a group coordinator (OffsetCommit v0, the old simple consumer).
+        if not topic or "/" in topic or partition < 0 or offset < -1:
             raise InvalidMetaCommand(
-                "offset.commit_batch needs a group, topics without '/', partition >= 0, "
-                "offset >= -1"
+                "offset.commit_batch needs topics without '/', partition >= 0, offset >= -1"
             )
         if not isinstance(metadata, str):
             raise InvalidMetaCommand("offset.commit_batch: metadata must be a string")
