@@ -207,7 +207,7 @@ cdef class Publish(Packet):
 
 
 cdef class PublishRun(Packet):
-    """Consecutive PUBLISHes of one read with the same QoS (0 or 1), no DUP or RETAIN flag,
+    """Consecutive PUBLISHes of one read with the same QoS, no DUP or RETAIN flag,
     no properties and the same topic, kept as their wire bytes (``data``) so that a broker
     can route them once and forward them without decoding or encoding each one.
     ``largest`` is the size of the largest packet, for Maximum Packet Size checks."""
@@ -231,9 +231,10 @@ cdef class PublishRun(Packet):
     def wire(self, int protocol_version):
         """The run's packets as a client of ``protocol_version`` receives them: 3.1 and
         3.1.1 share one form, 5.0 adds an empty property block after the topic. A QoS 0
-        run only: a QoS 1 run is sent with the receiver's packet identifiers (``wire_ids``)."""
+        run only: a QoS 1/2 run is sent with the receiver's packet identifiers
+        (``wire_ids``)."""
         if self.qos:
-            raise ValueError("a QoS 1 run is sent with the receiver's packet identifiers")
+            raise ValueError("a QoS 1/2 run is sent with the receiver's packet identifiers")
         if (protocol_version == V5) == (self.protocol_version == V5):
             return self.data
         return _convert_run(self.data, protocol_version == V5)
@@ -251,10 +252,24 @@ cdef class PublishRun(Packet):
             pos = body + length
         return out
 
+    def packet_ids(self):
+        """A QoS 1/2 run's packet identifiers, in order."""
+        if not self.qos:
+            raise ValueError("a QoS 0 run has no packet identifiers")
+        cdef const unsigned char *src = <const unsigned char *>PyBytes_AS_STRING(self.data)
+        cdef Py_ssize_t end = PyBytes_GET_SIZE(self.data), pos = 0, body, length
+        cdef list out = []
+        while pos < end:
+            body = _run_packet(src, pos, &length)
+            out.append(rmq_load_be16(src + body + 2 + rmq_load_be16(src + body)))
+            pos = body + length
+        return out
+
     def acks(self):
-        """A QoS 1 run's PUBACKs, in order: the success form, the same in every version."""
-        if self.qos != 1:
-            raise ValueError(f"only a QoS 1 run is acknowledged with PUBACKs, not QoS {self.qos}")
+        """A QoS 1 run's PUBACKs or a QoS 2 run's PUBRECs, in order: the success form, the
+        same in every version."""
+        if not self.qos:
+            raise ValueError("a QoS 0 run is not acknowledged")
         cdef const unsigned char *src = <const unsigned char *>PyBytes_AS_STRING(self.data)
         cdef Py_ssize_t end = PyBytes_GET_SIZE(self.data), pos = 0, body, length, at
         cdef bytes out = PyBytes_FromStringAndSize(NULL, 4 * self.count)
@@ -262,7 +277,7 @@ cdef class PublishRun(Packet):
         while pos < end:
             body = _run_packet(src, pos, &length)
             at = body + 2 + rmq_load_be16(src + body)
-            dst[0] = T_PUBACK << 4
+            dst[0] = (T_PUBACK if self.qos == 1 else T_PUBREC) << 4
             dst[1] = 2
             dst[2] = src[at]
             dst[3] = src[at + 1]
@@ -270,12 +285,12 @@ cdef class PublishRun(Packet):
             pos = body + length
         return out
 
-    def wire_ids(self, int protocol_version, packet_ids):
-        """A QoS 1 run's packets as a client of ``protocol_version`` receives them, each
-        with its identifier from ``packet_ids`` (one per packet, in order) in place of the
-        publisher's."""
-        if self.qos != 1:
-            raise ValueError(f"only a QoS 1 run carries packet identifiers, not QoS {self.qos}")
+    def wire_ids(self, int protocol_version, int qos, packet_ids):
+        """A QoS 1/2 run's packets as a client of ``protocol_version`` receives them at
+        ``qos`` (1 or 2, at most the run's), each with its identifier from ``packet_ids``
+        (one per packet, in order) in place of the publisher's."""
+        if not 0 < qos <= self.qos:
+            raise ValueError(f"a QoS {self.qos} run cannot be sent at QoS {qos}")
         cdef list ids = list(packet_ids)
         if len(ids) != self.count:
             raise ValueError(f"{len(ids)} packet identifiers for a run of {self.count}")
@@ -300,7 +315,7 @@ cdef class PublishRun(Packet):
                     packet_id = ids[i]
                     if not 0 < packet_id <= 0xFFFF:
                         raise ValueError(f"packet identifier {packet_id} is not in 1..65535")
-                    dst[0] = (T_PUBLISH << 4) | 0x02
+                    dst[0] = (T_PUBLISH << 4) | (qos << 1)
                     dst += 1 + _write_varint(dst + 1, n + 2 + dst_props + rest)
                     memcpy(dst, src + body, n)
                     dst[n] = <unsigned char>(packet_id >> 8)
@@ -912,7 +927,7 @@ cdef class Decoder:
             raise ValueError(f"max_packet_size must be in [2, {MAX_PACKET_SIZE}]")
         self.protocol_version = protocol_version
         self.max_packet_size = max_packet_size
-        # Hand plain QoS 0/1 PUBLISHes over as PublishRuns and plain acknowledgements as
+        # Hand plain PUBLISHes over as PublishRuns and plain acknowledgements as
         # AckRuns (the broker's batched lanes).
         self.group_publishes = group_publishes
 
@@ -1018,9 +1033,10 @@ cdef class Decoder:
                         acks_first = first
                         pos = body + length
                         continue
-                if self.group_publishes and (first == 0x30 or first == 0x32) and length >= 2:
+                if (self.group_publishes and (first == 0x30 or first == 0x32 or first == 0x34)
+                        and length >= 2):
                     n = rmq_load_be16(data + body)
-                    ids = 2 if first == 0x32 else 0
+                    ids = 0 if first == 0x30 else 2
                     if (n and n + 2 + ids + v5 <= length
                             and (not ids or rmq_load_be16(data + body + 2 + n) != 0)
                             and (not v5 or data[body + 2 + n + ids] == 0)):

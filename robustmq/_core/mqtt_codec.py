@@ -192,7 +192,7 @@ class Publish(Packet):
 
 
 class PublishRun(Packet):
-    """Consecutive PUBLISHes of one read with the same QoS (0 or 1), no DUP or RETAIN flag,
+    """Consecutive PUBLISHes of one read with the same QoS, no DUP or RETAIN flag,
     no properties and the same topic, kept as their wire bytes (``data``) so that a broker
     can route them once and forward them without decoding or encoding each one.
     ``largest`` is the size of the largest packet, for Maximum Packet Size checks."""
@@ -224,9 +224,10 @@ class PublishRun(Packet):
     def wire(self, protocol_version: int) -> bytes:
         """The run's packets as a client of ``protocol_version`` receives them: 3.1 and
         3.1.1 share one form, 5.0 adds an empty property block after the topic. A QoS 0
-        run only: a QoS 1 run is sent with the receiver's packet identifiers (``wire_ids``)."""
+        run only: a QoS 1/2 run is sent with the receiver's packet identifiers
+        (``wire_ids``)."""
         if self.qos:
-            raise ValueError("a QoS 1 run is sent with the receiver's packet identifiers")
+            raise ValueError("a QoS 1/2 run is sent with the receiver's packet identifiers")
         if (protocol_version == MQTT_5) == (self.protocol_version == MQTT_5):
             return self.data
         return b"".join(
@@ -238,18 +239,26 @@ class PublishRun(Packet):
         """The payload of each packet, in order."""
         return [p.payload for p in self.publishes()]
 
-    def acks(self) -> bytes:
-        """A QoS 1 run's PUBACKs, in order: the success form, the same in every version."""
-        if self.qos != 1:
-            raise ValueError(f"only a QoS 1 run is acknowledged with PUBACKs, not QoS {self.qos}")
-        return b"".join(bytes((PUBACK << 4, 2)) + _U16.pack(p.packet_id) for p in self.publishes())
+    def packet_ids(self) -> list[int]:
+        """A QoS 1/2 run's packet identifiers, in order."""
+        if not self.qos:
+            raise ValueError("a QoS 0 run has no packet identifiers")
+        return [p.packet_id for p in self.publishes()]
 
-    def wire_ids(self, protocol_version: int, packet_ids: Any) -> bytes:
-        """A QoS 1 run's packets as a client of ``protocol_version`` receives them, each
-        with its identifier from ``packet_ids`` (one per packet, in order) in place of the
-        publisher's."""
-        if self.qos != 1:
-            raise ValueError(f"only a QoS 1 run carries packet identifiers, not QoS {self.qos}")
+    def acks(self) -> bytes:
+        """A QoS 1 run's PUBACKs or a QoS 2 run's PUBRECs, in order: the success form, the
+        same in every version."""
+        if not self.qos:
+            raise ValueError("a QoS 0 run is not acknowledged")
+        first = (PUBACK if self.qos == 1 else PUBREC) << 4
+        return b"".join(bytes((first, 2)) + _U16.pack(p.packet_id) for p in self.publishes())
+
+    def wire_ids(self, protocol_version: int, qos: int, packet_ids: Any) -> bytes:
+        """A QoS 1/2 run's packets as a client of ``protocol_version`` receives them at
+        ``qos`` (1 or 2, at most the run's), each with its identifier from ``packet_ids``
+        (one per packet, in order) in place of the publisher's."""
+        if not 0 < qos <= self.qos:
+            raise ValueError(f"a QoS {self.qos} run cannot be sent at QoS {qos}")
         ids = list(packet_ids)
         if len(ids) != self.count:
             raise ValueError(f"{len(ids)} packet identifiers for a run of {self.count}")
@@ -259,7 +268,7 @@ class PublishRun(Packet):
                 raise ValueError(f"packet identifier {packet_id} is not in 1..65535")
             out.append(
                 encode_publish(
-                    p.topic, p.payload, 1, packet_id=packet_id, protocol_version=protocol_version
+                    p.topic, p.payload, qos, packet_id=packet_id, protocol_version=protocol_version
                 )
             )
         return b"".join(out)
@@ -787,7 +796,7 @@ class Decoder:
             raise ValueError(f"max_packet_size must be in [2, {MAX_PACKET_SIZE}]")
         self.protocol_version = protocol_version
         self.max_packet_size = max_packet_size
-        # Hand plain QoS 0/1 PUBLISHes over as PublishRuns and plain acknowledgements as
+        # Hand plain PUBLISHes over as PublishRuns and plain acknowledgements as
         # AckRuns (the broker's batched lanes).
         self.group_publishes = group_publishes
 
@@ -826,7 +835,7 @@ class Decoder:
                 if acks is None:
                     acks = AckRun(first >> 4, [])
                 acks.packet_ids.append(packet.packet_id)  # type: ignore[attr-defined]
-            elif grouped and first in (0x30, 0x32) and packet.properties is None:  # type: ignore[attr-defined]
+            elif grouped and first in (0x30, 0x32, 0x34) and packet.properties is None:  # type: ignore[attr-defined]
                 if acks is not None:
                     packets.append(acks)
                     acks = None

@@ -27,7 +27,7 @@ PINGRESP = 13
 DISCONNECT = 14
 AUTH = 15
 # Not wire types: what a Decoder built with group_publishes=True hands over in one piece.
-# Consecutive plain QoS 0 or QoS 1 PUBLISHes on one topic, kept in their wire form:
+# Consecutive plain PUBLISHes of one QoS on one topic, kept in their wire form:
 PUBLISH_RUN = 16
 # Consecutive acknowledgements of one type in their two-byte success form:
 ACK_RUN = 17

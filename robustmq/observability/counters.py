@@ -12,7 +12,8 @@ little as they can, and what is already counted elsewhere is not counted again:
   those handled outside it (before the CONNACK, or refused) and acknowledgements that
   arrived in a run (``mqtt.AckRun``);
 - a run of PUBLISHes (``mqtt.PublishRun``) is one add to ``run_publishes``: it is also
-  the run's messages received and, at QoS 1, its PUBACKs; the rare runs the lanes pass on
+  the run's messages received and, at QoS 1, its PUBACKs (a QoS 2 run's PUBRECs are
+  counted where they are written); the rare runs the lanes pass on
   to ``handle_publish`` or the ACL refuses are subtracted (``run_publishes_unrouted``, and
   ``run_pubacks_single`` for acknowledgements written one by one);
 - messages sent at QoS 1 are ``MqttBroker.stats["messages_sent"]`` less QoS 0 and 2.
@@ -55,8 +56,8 @@ class MqttCounters:
         self.stats = stats
         self.packets_received = [0] * (ACK_RUN + 1)  # by packet type; see the module doc
         self.packets_sent = [0] * (ACK_RUN + 1)  # by packet type, but PUBLISH and run PUBACKs
-        self.run_publishes = [0, 0]  # PUBLISHes that arrived in runs, by QoS (0 or 1)
-        self.run_publishes_unrouted = [0, 0]  # of those, not routed by the run lanes
+        self.run_publishes = [0, 0, 0]  # PUBLISHes that arrived in runs, by QoS
+        self.run_publishes_unrouted = [0, 0, 0]  # of those, not routed by the run lanes
         self.run_pubacks_single = 0  # QoS 1 run PUBLISHes acknowledged one by one
         self.received_by_qos = [0, 0, 0]  # routed by handle_publish, by QoS
         self.sent_by_qos = [0, 0, 0]  # QoS 0 and 2; index 1 stays 0
@@ -85,7 +86,7 @@ class MqttCounters:
     def messages_received_by_qos(self) -> list[int]:
         """Messages received and routed, by QoS 0, 1, 2."""
         by_qos = self.received_by_qos
-        return [by_qos[0] + self._routed_in_runs(0), by_qos[1] + self._routed_in_runs(1), by_qos[2]]
+        return [by_qos[i] + self._routed_in_runs(i) for i in range(3)]
 
     def messages_sent_by_qos(self) -> list[int]:
         """Messages sent, by QoS 0, 1, 2."""

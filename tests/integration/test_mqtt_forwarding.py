@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from robustmq._core import mqtt_codec
+from robustmq._core.mqtt_spec import PUBREC
 from tests.integration.clients import Paho, raw_connect, receive_all
 
 
@@ -265,3 +266,48 @@ def test_qos2_acknowledgement_runs_complete_every_flow(broker):
     sub.send(b"".join(mqtt_codec.encode(mqtt_codec.Pubcomp(r.packet_id), 5) for r in rels))
     sub.quiet()
     assert broker.run(lambda: len(broker.broker.sessions["q2sub"].inflight)) == 0
+    counters = broker.broker.counters
+    assert broker.run(lambda: counters.messages_received_by_qos()[2]) == 40
+    assert broker.run(lambda: counters.packets_sent_of(PUBREC)) == 40
+    assert broker.run(lambda: counters.messages_sent_by_qos()[2]) == 40
+
+
+def _qos2_burst(version: int, topic: str, ids: list[int], tag: bytes = b"") -> bytes:
+    return b"".join(
+        mqtt_codec.encode_publish(topic, tag + b"%d" % i, 2, packet_id=i, protocol_version=version)
+        for i in ids
+    )
+
+
+@pytest.mark.parametrize("version", [4, 5])
+def test_qos2_burst_is_delivered_once_at_each_subscribers_qos(broker, version):
+    subs = {qos: raw_connect(broker.port, f"q2-{qos}", 5) for qos in (0, 1, 2)}
+    for qos, sub in subs.items():
+        sub.subscribe("q2b/#", qos=qos)
+    publisher = raw_connect(broker.port, f"q2pub{version}", version)
+    publisher.send(_qos2_burst(version, "q2b/x", list(range(1, 31))))
+    recs = [publisher.expect(mqtt_codec.Pubrec) for _ in range(30)]
+    assert [(r.packet_id, r.reason_code) for r in recs] == [(i, 0) for i in range(1, 31)]
+    # Resent before the PUBREL (DUP or not): acknowledged again, never delivered twice.
+    publisher.send(_qos2_burst(version, "q2b/x", list(range(1, 31)), b"again"))
+    assert [publisher.expect(mqtt_codec.Pubrec).packet_id for _ in range(30)] == list(range(1, 31))
+    for qos, sub in subs.items():
+        got = _raw_received(sub, 30)
+        assert [(p.payload, p.qos) for p in got] == [(b"%d" % i, qos) for i in range(1, 31)]
+        sub.quiet(0.2)
+    publisher.send(b"".join(mqtt_codec.encode(mqtt_codec.Pubrel(i), version) for i in range(1, 31)))
+    comps = [publisher.expect(mqtt_codec.Pubcomp) for _ in range(30)]
+    assert [(c.packet_id, c.reason_code) for c in comps] == [(i, 0) for i in range(1, 31)]
+    assert broker.run(lambda: len(broker.broker.sessions[f"q2pub{version}"].qos2_inbound)) == 0
+
+
+def test_qos2_burst_over_the_receive_maximum_is_refused_at_the_packet_that_exceeds_it(
+    broker_factory,
+):
+    b = broker_factory(receive_maximum=10)
+    publisher = raw_connect(b.port, "greedy", 5)
+    assert publisher.connack.properties["receive_maximum"] == 10
+    publisher.send(_qos2_burst(5, "rm/x", list(range(1, 12))))
+    packets = publisher.packets_until_closed()
+    assert [p.packet_id for p in packets if isinstance(p, mqtt_codec.Pubrec)] == list(range(1, 11))
+    assert isinstance(packets[-1], mqtt_codec.Disconnect) and packets[-1].reason_code == 0x93

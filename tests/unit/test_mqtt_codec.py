@@ -1746,24 +1746,47 @@ def test_qos1_runs_keep_identifiers_and_restamp_them(codec: ModuleType, version:
     assert run.acks() == b"".join(bytes((0x40, 2, 0, i + 10)) for i in range(len(payloads)))
     for target in (3, 4, 5):
         ids = [65535, 1, 2, 300, 7]
-        assert run.wire_ids(target, ids) == b"".join(
+        assert run.wire_ids(target, 1, ids) == b"".join(
             _pub(codec, target, "t/1", p, qos=1, packet_id=i)
             for p, i in zip(payloads, ids, strict=True)
         )
     with pytest.raises(ValueError, match="packet identifiers for a run of 5"):
-        run.wire_ids(version, [1])
+        run.wire_ids(version, 1, [1])
     with pytest.raises(ValueError, match="not in 1..65535"):
-        run.wire_ids(version, [1, 2, 3, 4, 0])
+        run.wire_ids(version, 1, [1, 2, 3, 4, 0])
+    with pytest.raises(ValueError, match="a QoS 1 run cannot be sent at QoS 2"):
+        run.wire_ids(version, 2, [1, 2, 3, 4, 5])
     with pytest.raises(ValueError, match="receiver's packet identifiers"):
         run.wire(version)
 
 
+@pytest.mark.parametrize("version", [3, 4, 5])
+def test_qos2_runs_are_acknowledged_with_pubrecs_and_sent_at_qos_1_or_2(
+    codec: ModuleType, version: int
+) -> None:
+    payloads = [b"a", b"bb" * 70, b""]
+    wire = b"".join(
+        _pub(codec, version, "q2", p, qos=2, packet_id=i + 1) for i, p in enumerate(payloads)
+    )
+    [run], _ = codec.Decoder(version, group_publishes=True).decode(wire)
+    assert (run.qos, run.count, run.payloads()) == (2, 3, payloads)
+    assert run.packet_ids() == [1, 2, 3]
+    assert run.acks() == b"".join(bytes((0x50, 2, 0, i + 1)) for i in range(3))
+    for qos in (1, 2):
+        assert run.wire_ids(5, qos, [9, 8, 7]) == b"".join(
+            _pub(codec, 5, "q2", p, qos=qos, packet_id=i)
+            for p, i in zip(payloads, [9, 8, 7], strict=True)
+        )
+
+
 def test_qos0_runs_have_no_acks(codec: ModuleType) -> None:
     [run], _ = codec.Decoder(4, group_publishes=True).decode(_pub(codec, 4, "a"))
-    with pytest.raises(ValueError, match="not QoS 0"):
+    with pytest.raises(ValueError, match="a QoS 0 run is not acknowledged"):
         run.acks()
-    with pytest.raises(ValueError, match="not QoS 0"):
-        run.wire_ids(4, [1])
+    with pytest.raises(ValueError, match="a QoS 0 run has no packet identifiers"):
+        run.packet_ids()
+    with pytest.raises(ValueError, match="a QoS 0 run cannot be sent at QoS 1"):
+        run.wire_ids(4, 1, [1])
 
 
 @pytest.mark.parametrize("version", [3, 4, 5])
@@ -1846,7 +1869,7 @@ publish_specs = st.lists(
         st.tuples(
             st.sampled_from(["a", "a/b", "c", "a"]),
             st.binary(max_size=300),
-            st.sampled_from([0, 0, 0, 1]),
+            st.sampled_from([0, 0, 0, 1, 2]),
             st.booleans(),
             st.sampled_from([None, None, None, {"content_type": "x"}]),
             st.integers(1, 65535),
@@ -1896,13 +1919,15 @@ def test_runs_expand_to_what_the_plain_decoder_returns(
             assert packet.payloads() == [p.payload for p in publishes]
             expanded += publishes
             if packet.qos:
+                assert packet.packet_ids() == [p.packet_id for p in publishes]
                 ids = [p.packet_id % 65535 + 1 for p in publishes]
-                assert packet.wire_ids(other, ids) == b"".join(
-                    codec.encode(codec.Publish(p.topic, p.payload, 1, packet_id=i), other)
+                assert packet.wire_ids(other, packet.qos, ids) == b"".join(
+                    codec.encode(codec.Publish(p.topic, p.payload, packet.qos, packet_id=i), other)
                     for p, i in zip(publishes, ids, strict=True)
                 )
+                ack_class = codec.Puback if packet.qos == 1 else codec.Pubrec
                 assert packet.acks() == b"".join(
-                    codec.encode(codec.Puback(p.packet_id), version) for p in publishes
+                    codec.encode(ack_class(p.packet_id), version) for p in publishes
                 )
             else:
                 assert packet.wire(other) == b"".join(codec.encode(p, other) for p in publishes)

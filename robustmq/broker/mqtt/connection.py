@@ -744,15 +744,16 @@ class MqttConnection(asyncio.Protocol):
         self.write(self._ack(PUBACK if p.qos == 1 else PUBREC, p.packet_id, code))
 
     def handle_publish_run(self, run: Any) -> None:
-        """Plain QoS 0 or QoS 1 PUBLISHes on one topic (see ``mqtt.PublishRun``): routed
+        """Plain PUBLISHes of one QoS on one topic (see ``mqtt.PublishRun``): routed
         once; QoS 0 is forwarded in its wire form to every subscriber that can take it as
-        it is, QoS 1 re-stamped with each subscriber's packet identifiers in one pass.
+        it is, QoS 1/2 re-stamped with each subscriber's packet identifiers in one pass.
         Anything these lanes do not cover goes through ``handle_publish``."""
         broker = self.broker
         broker.counters.run_publishes[run.qos] += run.count
         plan = None
+        packet_ids = run.packet_ids() if run.qos == 2 else None
         # Rewrites and quotas apply per message; the ACL once per run (one topic).
-        if not broker.rewriter and self.publish_quota is None:
+        if not broker.rewriter and self.publish_quota is None and self._qos2_run_fits(packet_ids):
             plan = broker.router.forwarding(run.topic, broker.config.max_topic_levels)
         if plan is not None and self.authorizer is not None:
             if not self.authorizer.publish_allowed(run.topic, run.qos, False):
@@ -777,7 +778,7 @@ class MqttConnection(asyncio.Protocol):
         if broker.router.internal_subscriptions:  # the MQTT → Kafka bridge
             broker.router.route_run(run.topic, run.publishes(), sender)
         if run.qos:
-            self._publish_qos1_run(run, plan)
+            self._publish_acked_run(run, plan, packet_ids)
             return
         largest = _largest_copies(run)
         for session, no_local, _, _ in plan:
@@ -798,15 +799,37 @@ class MqttConnection(asyncio.Protocol):
             stats["messages_sent"] += count
             broker.counters.sent_by_qos[0] += count
 
-    def _publish_qos1_run(self, run: Any, plan: Any) -> None:
-        """A QoS 1 run: one Message per packet, shared by every subscriber; a subscriber
+    def _qos2_run_fits(self, packet_ids: list[int] | None) -> bool:
+        """Whether a QoS 2 run (its ``packet_ids``; None for QoS 0/1) may take the run
+        lane: none of its identifiers awaits a PUBREL (a resent PUBLISH is acknowledged,
+        not routed again), the 5.0 Receive Maximum has room for all of it, and its
+        identifiers need not be journaled first; otherwise ``handle_publish`` takes each."""
+        if packet_ids is None:
+            return True
+        session = self.session
+        assert session is not None
+        inbound = session.qos2_inbound
+        if session.journal is not None or len(set(packet_ids)) != len(packet_ids):
+            return False
+        if self.version == 5:
+            if len(inbound) + len(packet_ids) > self.broker.config.receive_maximum:
+                return False
+        return inbound.keys().isdisjoint(packet_ids)
+
+    def _publish_acked_run(self, run: Any, plan: Any, packet_ids: list[int] | None) -> None:
+        """A QoS 1/2 run: one Message per packet, shared by every subscriber; a subscriber
         that can take the whole run now (no queue, room in its Receive Maximum, nothing
         to shape per message) gets it in one write, the others message by message. The
-        PUBACKs go out together once every subscriber has its copy."""
+        PUBACKs or PUBRECs go out together once every subscriber has its copy; a QoS 2
+        run's identifiers then await their PUBRELs (``packet_ids``)."""
         sender = self.client_id
         topic = run.topic
-        messages = [Message(topic, payload, 1, False, None, sender) for payload in run.payloads()]
+        run_qos = run.qos
+        messages = [
+            Message(topic, payload, run_qos, False, None, sender) for payload in run.payloads()
+        ]
         largest = _largest_copies(run)[1]
+        counters = self.broker.counters
         delivered = 0
         self.broker.publishing = self  # a slow subscriber may hold this connection back
         try:
@@ -815,29 +838,37 @@ class MqttConnection(asyncio.Protocol):
                     continue
                 delivered += 1
                 conn = session.connection
+                qos = run_qos if run_qos < max_qos else max_qos
                 if (
-                    max_qos
+                    qos
                     and conn is not None
                     and conn.transport is not None
                     and not conn.alias_maximum
                     and largest <= conn.client_max_packet
                 ):
-                    packet_ids = session.send_run(conn, messages)
-                    if packet_ids is not None:
-                        conn.write(run.wire_ids(conn.version, packet_ids))
-                        self.broker.stats["messages_sent"] += len(packet_ids)
+                    sent_ids = session.send_run(conn, messages, qos)
+                    if sent_ids is not None:
+                        conn.write(run.wire_ids(conn.version, qos, sent_ids))
+                        self.broker.stats["messages_sent"] += len(sent_ids)
+                        if qos == 2:
+                            counters.sent_by_qos[2] += len(sent_ids)
                         continue
-                qos = 1 if max_qos else 0
                 for message in messages:
                     session.deliver(Delivery(message, qos, False, ()))
         finally:
             self.broker.publishing = None
+        if packet_ids is not None:  # §4.3.3: each awaits its PUBREL (0x10 is a success)
+            self.session.qos2_inbound.update(dict.fromkeys(packet_ids))  # type: ignore[union-attr]
         if delivered or self.version != 5:
             self.write(run.acks())
+            if run_qos == 2:
+                counters.packets_sent[PUBREC] += run.count
             return
-        self.broker.counters.run_pubacks_single += run.count
+        if run_qos == 1:
+            counters.run_pubacks_single += run.count
+        ack = PUBACK if run_qos == 1 else PUBREC
         for p in run.publishes():
-            self.write(self._ack(PUBACK, p.packet_id, ReasonCode.NO_MATCHING_SUBSCRIBERS))
+            self.write(self._ack(ack, p.packet_id, ReasonCode.NO_MATCHING_SUBSCRIBERS))
 
     def handle_ack_run(self, run: Any) -> None:
         """Acknowledgements of one type in their plain success form (``mqtt.AckRun``)."""

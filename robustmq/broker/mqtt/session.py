@@ -172,8 +172,9 @@ class Session:
         conn.send_publish(delivery, packet_id)
         return packet_id
 
-    def send_run(self, conn: MqttConnection, messages: list[Message]) -> list[int] | None:
-        """Puts QoS 1 ``messages`` in flight together and returns their packet ids, for
+    def send_run(self, conn: MqttConnection, messages: list[Message], qos: int) -> list[int] | None:
+        """Puts ``messages`` in flight together at ``qos`` (1 or 2) and returns their packet
+        ids, for
         the caller to send in one write; None, with nothing done, when they must go one by
         one: something is queued ahead of them, the client is not reading, its Receive
         Maximum has no room for all of them, or they are journaled."""
@@ -192,7 +193,7 @@ class Session:
             if packet_id in inflight:
                 self._next_packet_id = packet_id
                 packet_id = self._allocate_packet_id()
-            inflight[packet_id] = Inflight(Delivery(message, 1, False, ()))
+            inflight[packet_id] = Inflight(Delivery(message, qos, False, ()))
             packet_ids.append(packet_id)
         self._next_packet_id = packet_id
         return packet_ids
