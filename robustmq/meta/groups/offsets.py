@@ -16,43 +16,35 @@ from robustmq.errors import InvalidMetaCommand
 from robustmq.meta.groups.base import Record, StateMachine, field
 
 
-def _offset_commit(sm: StateMachine, cmd: Record) -> Any:
-    group = field(cmd, "group", str)
-    topic = field(cmd, "topic", str)
-    partition = field(cmd, "partition", int)
-    offset = field(cmd, "offset", int)
-    metadata = cmd.get("metadata", "")
-    if "/" in group or "/" in topic or partition < 0 or offset < -1:
-        raise InvalidMetaCommand(
-            "offset.commit needs group and topic without '/', partition >= 0, offset >= -1"
-        )
+def _offset_row(group: str, entry: Record, op: str) -> tuple[str, Record]:
+    """One validated committed position of ``group``: its key and record."""
+    topic = field(entry, "topic", str)
+    partition = field(entry, "partition", int)
+    offset = field(entry, "offset", int)
+    metadata = entry.get("metadata", "")
+    # The empty group id is one: Kafka still accepts it from clients that commit offsets
+    # without a group coordinator (OffsetCommit v0, the old simple consumer). Keys split
+    # from the right, so a group id may hold "/"; a topic name never does.
+    if not topic or "/" in topic or partition < 0 or offset < -1:
+        raise InvalidMetaCommand(f"{op} needs topics without '/', partition >= 0, offset >= -1")
     if not isinstance(metadata, str):
-        raise InvalidMetaCommand("offset.commit: metadata must be a string")
-    key = f"{group}/{topic}/{partition}"
-    sm.tables["offsets"][key] = {"offset": offset, "metadata": metadata}
+        raise InvalidMetaCommand(f"{op}: metadata must be a string")
+    return f"{group}/{topic}/{partition}", {"offset": offset, "metadata": metadata}
+
+
+def _offset_commit(sm: StateMachine, cmd: Record) -> Any:
+    key, row = _offset_row(field(cmd, "group", str), cmd, "offset.commit")
+    sm.tables["offsets"][key] = row
     return {"key": key}
 
 
 def _offset_commit_batch(sm: StateMachine, cmd: Record) -> Any:
     group = field(cmd, "group", str)
-    offsets = field(cmd, "offsets", list)
     rows = []
-    for entry in offsets:  # all checked before any is stored: a refused command changes nothing
+    for entry in field(cmd, "offsets", list):  # all checked first: a refusal changes nothing
         if not isinstance(entry, dict):
             raise InvalidMetaCommand("offset.commit_batch: offsets must be objects")
-        topic = field(entry, "topic", str)
-        partition = field(entry, "partition", int)
-        offset = field(entry, "offset", int)
-        metadata = entry.get("metadata", "")
-        # The empty group id is one: Kafka still accepts it from clients that commit
-        # offsets without a group coordinator (OffsetCommit v0, the old simple consumer).
-        if not topic or "/" in topic or partition < 0 or offset < -1:
-            raise InvalidMetaCommand(
-                "offset.commit_batch needs topics without '/', partition >= 0, offset >= -1"
-            )
-        if not isinstance(metadata, str):
-            raise InvalidMetaCommand("offset.commit_batch: metadata must be a string")
-        rows.append((f"{group}/{topic}/{partition}", {"offset": offset, "metadata": metadata}))
+        rows.append(_offset_row(group, entry, "offset.commit_batch"))
     sm.tables["offsets"].update(rows)
     return {"committed": len(rows)}
 

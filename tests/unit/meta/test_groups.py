@@ -76,7 +76,11 @@ def test_offsets_commit_and_group_delete() -> None:
     assert sm.apply(encode_command("group.delete", group="g")) == {"deleted": 2}
     assert list(sm.read("offsets")) == ["h/t/0"]
     with pytest.raises(InvalidMetaCommand, match="without '/'"):
-        sm.apply(encode_command("offset.commit", group="a/b", topic="t", partition=0, offset=1))
+        sm.apply(encode_command("offset.commit", group="g", topic="a/b", partition=0, offset=1))
+    # A group id may hold "/" (Kafka allows any string): keys split from the right.
+    sm.apply(encode_command("offset.commit", group="a/b", topic="t", partition=0, offset=1))
+    assert sm.apply(encode_command("group.delete", group="a/b")) == {"deleted": 1}
+    assert list(sm.read("offsets")) == ["h/t/0"]
 
 
 @pytest.mark.parametrize("name", sorted(GROUPS))
