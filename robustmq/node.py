@@ -7,7 +7,8 @@ a persistent engine the broker keeps persistent sessions and retained messages i
 ``mqtt`` group (``SessionStore``, docs/durability.md). ``run`` is what
 ``robustmq-server start`` calls: it installs the event loop (uvloop when available),
 opens the listeners, prints one line per listener and the data directory, and shuts down
-gracefully on SIGINT/SIGTERM.
+gracefully on SIGINT/SIGTERM. Once started, a node registers itself in the cluster's node
+registry and heartbeats (``robustmq/meta/registry.py``).
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ import os
 import resource
 import signal
 import sys
+import time
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from robustmq import __version__
 from robustmq.bridge import Bridges
 from robustmq.broker.kafka.offsets import MetaOffsets, OffsetStore
 from robustmq.broker.kafka.server import KafkaBroker
@@ -31,6 +34,7 @@ from robustmq.broker.mqtt.persistence import MetaSessionStore, NullStore, Sessio
 from robustmq.broker.mqtt.server import MqttBroker
 from robustmq.config import Config, StorageConfig
 from robustmq.http.server import start_http
+from robustmq.meta.registry import MetaAccess, NodeInfo, NodeRegistry
 from robustmq.storage import (
     EngineConfig,
     LevelDBConfig,
@@ -41,6 +45,7 @@ from robustmq.storage import (
 )
 
 if TYPE_CHECKING:
+    from robustmq.meta.client import MetaClient
     from robustmq.meta.service import MetaServer
 
 log = logging.getLogger("robustmq")
@@ -54,6 +59,9 @@ class Node:
         self.storage: StorageEngine | None = None
         self.bridges: Bridges | None = None
         self.meta: MetaServer | None = None
+        self.info: NodeInfo | None = None  # what the node registry holds about it
+        self.registry: NodeRegistry | None = None
+        self._registry_client: MetaClient | None = None
         self.http: web.AppRunner | None = None
         self.listeners: list[tuple[str, str, int]] = []  # (name, host, port), once started
         self.ready = False  # every role started (what /ready reports)
@@ -61,6 +69,7 @@ class Node:
     async def start(self) -> list[tuple[str, str, int]]:
         """Starts the roles; returns (listener, host, port) for every open listener."""
         listeners: list[tuple[str, str, int]] = []
+        started_ms = int(time.time() * 1000)
         if "engine" in self.config.node.roles:
             self.storage = await open_engine(
                 engine_config(self.config.storage, self.config.node.data_dir)
@@ -106,8 +115,45 @@ class Node:
             self.http, (host, port) = await start_http(self, self.config.http)
             listeners.append(("http", host, port))
         self.listeners = listeners
+        self._start_registry(started_ms)
         self.ready = True
         return listeners
+
+    def _start_registry(self, started_ms: int) -> None:
+        """Registers this node in the cluster's node registry and heartbeats it
+        (``robustmq/meta/registry.py``): through this node's own one-member group, or
+        through ``MetaClient`` (leader redirect) to the cluster's meta nodes; nowhere when
+        the node reaches no Meta Service."""
+        node_id = self.config.node.id
+        peers = self.config.cluster.peer_addresses()
+        address = ""
+        if self.meta is not None and self.meta.port:
+            address = self.meta.host.addresses[node_id]
+        self.info = NodeInfo(
+            node_id=node_id,
+            address=address,
+            roles=tuple(self.config.node.roles),
+            listeners=tuple(self.listeners),
+            version=__version__,
+            started_ms=started_ms,
+        )
+        others = [a for i, a in peers if i != node_id]
+        meta: MetaAccess
+        if self.meta is not None and not others:
+            meta = self.meta.host
+        elif others:
+            from robustmq.meta.client import MetaClient
+
+            # Short calls: a heartbeat that cannot get through is late, and the next one
+            # is due in an interval anyway.
+            self._registry_client = MetaClient(
+                [address, *others] if address else others, timeout=2.0, retries=3
+            )
+            meta = self._registry_client
+        else:
+            return
+        self.registry = NodeRegistry(self.info, meta)
+        self.registry.start()
 
     def _session_store(self) -> SessionStore:
         """Where the broker keeps persistent sessions and retained messages: nowhere with
@@ -148,6 +194,10 @@ class Node:
 
     async def stop(self) -> None:
         self.ready = False
+        if self.registry is not None:
+            await self.registry.stop()
+        if self._registry_client is not None:
+            await self._registry_client.close()
         if self.bridges is not None:
             await self.bridges.stop()
         if self.http is not None:

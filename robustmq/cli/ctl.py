@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -174,8 +175,32 @@ def cluster_status(api: Api) -> None:
 @cluster.command("nodes")
 @pass_api
 def cluster_nodes(api: Api) -> None:
-    """The nodes of the cluster."""
-    api.show(api.call("GET", "/api/v1/cluster/nodes"))
+    """Every node of the cluster, whether it is alive, and the groups it leads.
+
+    Alive: a heartbeat within the last three intervals (6 s). Also its roles, gRPC
+    address, listeners, version, start time and last heartbeat (UTC)."""
+    result = api.call("GET", "/api/v1/cluster/nodes")
+    if api.output == "json":
+        api.show(result)
+        return
+    api.show([_node_row(node) for node in result])
+
+
+def _node_row(node: dict[str, Any]) -> dict[str, Any]:
+    def utc(seconds: float) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds)) if seconds else ""
+
+    return {
+        "node_id": node["node_id"],
+        "alive": "yes" if node["alive"] else "no",
+        "roles": ",".join(node["roles"]),
+        "address": node["address"],
+        "listeners": ", ".join(f"{x['name']} {x['host']}:{x['port']}" for x in node["listeners"]),
+        "version": node["version"],
+        "started": utc(node["started_at"]),
+        "last_heartbeat": utc(node["last_heartbeat_at"]),
+        "leader_of": ",".join(node["leader_of"]),
+    }
 
 
 @cluster.group("node")
@@ -200,7 +225,7 @@ def cluster_node_add(api: Api, node_id: int, address: str) -> None:
 @click.argument("node_id", type=click.IntRange(min=1))
 @pass_api
 def cluster_node_remove(api: Api, node_id: int) -> None:
-    """Remove node NODE_ID from every group."""
+    """Remove node NODE_ID from every group and from the node registry."""
     api.show(api.call("DELETE", f"/api/v1/cluster/nodes/{node_id}"), f"removed node {node_id}")
 
 

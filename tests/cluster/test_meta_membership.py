@@ -290,7 +290,16 @@ def test_bad_membership_requests_get_a_clear_error(cluster: Processes) -> None:
     status, answer = _http(c, "DELETE", "/api/v1/cluster/nodes/x")
     assert status == 400 and answer["error"]["message"].startswith("node_id")
     # A node that never answers cannot catch up: 409 after the API's wait, and it stays
-    # a learner that a removal takes out again.
+    # a learner that a removal takes out again. Every group has a leader first, or the add
+    # fails for that reason instead.
+    deadline = time.monotonic() + 60
+    while True:
+        status, answer = _http(c, "GET", "/api/v1/cluster/status")
+        groups = answer.get("meta_groups", []) if status == 200 else []
+        if groups and all(g["leader_id"] for g in groups):
+            break
+        assert time.monotonic() < deadline, f"no leader in every group: {answer}"
+        time.sleep(0.2)
     done = subprocess.run(
         [
             *CTL,

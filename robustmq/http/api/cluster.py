@@ -1,9 +1,11 @@
 """``/api/v1/cluster``: the node's status, the list of nodes and the running config.
 
-``nodes`` lists this node; ``meta_groups`` shows each Raft group's leader, term, indexes
+``status`` shows this node; ``nodes`` lists every node of the cluster's node registry
+(``robustmq/meta/registry.py``) with whether it is alive and which groups it leads;
+``meta_groups`` shows each Raft group's leader, term, indexes
 and members as this node sees them; ``POST``/``DELETE /api/v1/cluster/nodes`` add a meta
-node to every group (learner, then voter once caught up) or remove one, through the
-groups' leaders (``MetaClient``). The
+node to every group (learner, then voter once caught up) or remove one (and its registry
+entry), through the groups' leaders (``MetaClient``). The
 config is the one the node started with, with secrets (``*_secret``, ``*_token`` and the
 user information of a URL, such as ``auth.http_url``'s ``user:password@``) masked.
 MQTT and Kafka resources are in ``mqtt.py`` and ``kafka.py``.
@@ -39,6 +41,8 @@ from robustmq.http.api.common import (
     no_extra_fields,
     obj,
 )
+from robustmq.meta.groups import encode_command
+from robustmq.meta.registry import describe, read_nodes
 
 MASK = "******"
 # RFC 3986 §3.2.1: "scheme://userinfo@host"; userinfo holds no "/", "?" or "#", and the
@@ -105,8 +109,71 @@ async def status(ctx: Context, request: web.Request) -> Any:
     }
 
 
+_REGISTERED_NODE = obj(
+    {
+        "node_id": INT,
+        "address": STR,
+        "roles": {"type": "array", "items": STR},
+        "listeners": {"type": "array", "items": _LISTENER},
+        "version": STR,
+        "started_at": NUM,
+        "last_heartbeat_at": NUM,
+        "alive": {"type": "boolean"},
+        "leader_of": {"type": "array", "items": STR},
+    },
+    [
+        "node_id",
+        "address",
+        "roles",
+        "listeners",
+        "version",
+        "started_at",
+        "last_heartbeat_at",
+        "alive",
+        "leader_of",
+    ],
+)
+
+
+async def _leaders(ctx: Context) -> dict[int, list[str]]:
+    """The groups each node leads, as this node's meta role sees them, or as the first
+    meta node that answers does."""
+    from robustmq.meta.client import MetaClient
+
+    meta, registry = ctx.node.meta, ctx.node.registry
+    client = None if registry is None else registry.meta
+    led: list[tuple[str, int]] = []
+    if meta is not None:
+        led = [(g["group"], g["leader_id"]) for g in meta.host.status()]
+    elif isinstance(client, MetaClient):
+        for address in client.addresses:
+            try:
+                _, groups = await client.status(address)
+            except MetaError:
+                continue
+            led = [(g.group, g.leader_id) for g in groups]
+            break
+    leaders: dict[int, list[str]] = {}
+    for group, leader in led:
+        if leader:
+            leaders.setdefault(leader, []).append(group)
+    return leaders
+
+
 async def nodes(ctx: Context, request: web.Request) -> Any:
-    return [_node_status(ctx)]
+    """Every registered node; a node that reaches no Meta Service is the whole cluster."""
+    node = ctx.node
+    now_ms = int(time.time() * 1000)
+    if node.registry is None:
+        info = node.info
+        return describe({} if info is None else {"self": info.record(now_ms)}, now_ms, {})
+    meta = node.meta
+    local = None if meta is None else lambda: meta.host.groups["cluster"].sm.read("nodes")
+    try:
+        table = await read_nodes(node.registry.meta, local)
+    except MetaError as exc:
+        raise ApiConflict(f"{type(exc).__name__}: {exc}") from None
+    return describe(table or {}, now_ms, await _leaders(ctx))
 
 
 _MEMBERSHIP = obj(
@@ -128,7 +195,8 @@ _MEMBERSHIP = obj(
 
 async def _change_membership(ctx: Context, node_id: int, address: str) -> Any:
     """Add (``address`` given) or remove ``node_id`` in every meta group, each at its
-    leader; the membership of each group afterwards."""
+    leader (a removed node leaves the node registry too); the membership of each group
+    afterwards."""
     meta = ctx.node.meta
     if meta is None or not meta.port:
         raise ApiNotFound("this node runs no meta role with a gRPC listener")
@@ -145,6 +213,8 @@ async def _change_membership(ctx: Context, node_id: int, address: str) -> Any:
         else:
             changes = [client.remove_node(g, node_id) for g in names]
         groups = dict(zip(names, await asyncio.gather(*changes), strict=True))
+        if not address:
+            await client.propose("cluster", encode_command("node.remove", id=node_id))
     except MembershipChangeRefused as exc:
         raise ApiBadRequest("node_id", str(exc)) from None  # the last voter
     except MetaError as exc:
@@ -218,9 +288,10 @@ ROUTES = (
         "GET",
         "/api/v1/cluster/nodes",
         nodes,
-        "The nodes of the cluster",
+        "The nodes of the cluster's node registry: listeners, heartbeat, alive, groups led",
         "cluster",
-        {"type": "array", "items": _NODE},
+        {"type": "array", "items": _REGISTERED_NODE},
+        errors=(409,),
     ),
     Route(
         "POST",
@@ -236,7 +307,7 @@ ROUTES = (
         "DELETE",
         "/api/v1/cluster/nodes/{node_id}",
         remove_node,
-        "Remove a meta node from every Raft group",
+        "Remove a node from every Raft group and from the node registry",
         "cluster",
         _MEMBERSHIP,
         params=(Param("node_id", "path", INT, "the node's id", required=True),),

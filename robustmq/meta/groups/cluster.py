@@ -2,9 +2,10 @@
 
 Tables: ``nodes`` (keyed by node id as text: id, address, roles, last heartbeat in
 milliseconds since the epoch, as given by the proposer so that every replica stores the same
-value), ``config`` (key -> JSON value) and ``topics`` (Kafka topics by name: partition
-count and topic configs, written whole by ``topic.set``; the broker's ``TopicRegistry``
-decides what a valid change is). Commands and their encoding are in ``base.py``; who
+value, and, when registered with them, listeners, version and start time), ``config``
+(key -> JSON value) and ``topics`` (Kafka topics by name: partition count and topic
+configs, written whole by ``topic.set``; the broker's ``TopicRegistry`` decides what a
+valid change is). Commands and their encoding are in ``base.py``; who
 proposes heartbeats and when is the node's business, not this module's.
 """
 
@@ -27,12 +28,17 @@ def _node_register(sm: StateMachine, cmd: Record) -> Any:
         raise InvalidMetaCommand("node.register needs id > 0 and roles as a list of strings")
     key = str(node_id)
     replaced = key in sm.tables["nodes"]
-    sm.tables["nodes"][key] = {
+    record = {
         "id": node_id,
         "address": field(cmd, "address", str),
         "roles": roles,
         "heartbeat": field(cmd, "heartbeat", int),
     }
+    # What robustmq/meta/registry.py adds: the node's listeners, version and start time.
+    for name, kind in (("listeners", list), ("version", str), ("started", int)):
+        if name in cmd:
+            record[name] = field(cmd, name, kind)
+    sm.tables["nodes"][key] = record
     return {"replaced": replaced}
 
 

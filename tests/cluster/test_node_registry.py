@@ -1,0 +1,257 @@
+"""The cluster's node registry with real ``robustmq-server`` processes on 127.0.0.1.
+
+One node lists itself alive with the ports it really bound, in the HTTP API and in
+``robustmq-ctl cluster nodes``; in a three-node cluster every node lists all three; a
+SIGKILLed node turns ``alive: false`` within a few heartbeats while the others stay alive,
+and is alive again once restarted; a node without the meta role registers and answers
+through the meta nodes; a node removed with ``robustmq-ctl cluster node remove`` leaves the
+registry. Waits poll the API until a condition holds, with generous deadlines
+(the machine is shared)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from robustmq.meta.registry import ALIVE_INTERVALS, HEARTBEAT_INTERVAL
+from tests.conftest import free_port
+
+SERVER = [sys.executable, "-m", "robustmq.cli.server"]
+CTL = [sys.executable, "-m", "robustmq.cli.ctl"]
+WAIT = 60.0  # seconds any condition below may take on a loaded machine
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(ROBUSTMQ_MQTT_WS_PORT="0", ROBUSTMQ_MQTT_SYS_INTERVAL="0", **extra)
+    return env
+
+
+class Node:
+    """One ``robustmq-server start`` process, its output in a file."""
+
+    def __init__(self, root: Path, name: str, args: list[str], env: dict[str, str]) -> None:
+        self.output = root / f"{name}.log"
+        with self.output.open("w") as out:
+            self.proc = subprocess.Popen(
+                [*SERVER, "start", *args], stdout=out, stderr=subprocess.STDOUT, env=env
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if "robustmq: data directory" in self.output.read_text():
+                return
+            time.sleep(0.05)
+        self.kill()
+        raise AssertionError(f"{name} did not start: {self.output.read_text()}")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def _nodes(http_port: int) -> list[dict[str, Any]]:
+    url = f"http://127.0.0.1:{http_port}/api/v1/cluster/nodes"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        answer: list[dict[str, Any]] = json.loads(response.read())
+    return answer
+
+
+def _wait_for(what: str, check: Callable[[], Any]) -> Any:
+    """``check()``'s first truthy answer; an error from the API counts as not yet."""
+    deadline = time.monotonic() + WAIT
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except OSError as exc:  # a node still starting, or just killed
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(0.2)
+    raise AssertionError(f"{what} within {WAIT} s; last: {last!r}")
+
+
+def _alive(http_port: int) -> dict[int, bool]:
+    return {n["node_id"]: n["alive"] for n in _nodes(http_port)}
+
+
+def _ctl(http_port: int, *args: str) -> str:
+    run = subprocess.run(
+        [*CTL, "--server", f"http://127.0.0.1:{http_port}", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    return run.stdout
+
+
+@pytest.mark.timeout(120)
+def test_one_node_lists_itself_alive_with_its_real_ports(tmp_path: Path) -> None:
+    mqtt, http, grpc = free_port(), free_port(), free_port()
+    node = Node(
+        tmp_path,
+        "n1",
+        [
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--mqtt-port",
+            str(mqtt),
+            "--http-port",
+            str(http),
+            "--grpc-port",
+            str(grpc),
+            "--kafka-port",
+            "0",
+        ],
+        _env(),
+    )
+    try:
+        (me,) = _wait_for("node 1 registered", lambda: _nodes(http))
+        assert me["node_id"] == 1 and me["alive"] is True
+        assert me["address"] == f"127.0.0.1:{grpc}"
+        assert {x["name"]: x["port"] for x in me["listeners"]} == {
+            "mqtt": mqtt,
+            "http": http,
+            "grpc": grpc,
+        }
+        assert set(me["roles"]) == {"meta", "broker", "engine"}
+        assert me["leader_of"] == ["cluster", "mqtt", "offsets"]
+        assert me["version"] == "0.1.0"
+        assert me["started_at"] <= me["last_heartbeat_at"] <= time.time() + 1
+        # Heartbeats move the stored time on.
+        _wait_for(
+            "a heartbeat after the registration",
+            lambda: _nodes(http)[0]["last_heartbeat_at"] > me["last_heartbeat_at"],
+        )
+
+        table = _ctl(http, "cluster", "nodes")
+        header, row = table.splitlines()
+        assert header.split()[:3] == ["NODE_ID", "ALIVE", "ROLES"]
+        assert row.split()[:2] == ["1", "yes"]
+        assert f"mqtt 0.0.0.0:{mqtt}" in row and "cluster,mqtt,offsets" in row
+        (as_json,) = json.loads(_ctl(http, "--output", "json", "cluster", "nodes"))
+        assert as_json["node_id"] == 1 and as_json["alive"] is True
+    finally:
+        node.stop()
+    assert node.proc.returncode == 0, node.output.read_text()
+
+
+class Cluster:
+    """Three members of one config (``[cluster] peers``), each with its own HTTP port."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.grpc = {i: free_port() for i in (1, 2, 3)}
+        self.http = {i: free_port() for i in (1, 2, 3, 4)}
+        self.config = root / "cluster.toml"
+        peers = ", ".join(f'"{i}@127.0.0.1:{p}"' for i, p in self.grpc.items())
+        self.config.write_text(f'[cluster]\npeers = [{peers}]\nbind = "127.0.0.1"\n')
+        self.nodes: dict[int, Node] = {}
+        self.starts: dict[int, int] = {}
+
+    def start(self, node_id: int, **env: str) -> None:
+        self.starts[node_id] = self.starts.get(node_id, 0) + 1
+        args = ["--config", str(self.config), "--node-id", str(node_id)]
+        args += ["--data-dir", str(self.root / f"n{node_id}")]
+        env = _env(
+            ROBUSTMQ_MQTT_PORT="0",
+            ROBUSTMQ_KAFKA_PORT="0",
+            ROBUSTMQ_HTTP_PORT=str(self.http[node_id]),
+            **env,
+        )
+        self.nodes[node_id] = Node(self.root, f"n{node_id}.{self.starts[node_id]}", args, env)
+
+    def stop_all(self) -> None:
+        for node in self.nodes.values():
+            node.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(tmp_path)
+    try:
+        for i in (1, 2, 3):
+            c.start(i)
+        yield c
+    finally:
+        c.stop_all()
+
+
+@pytest.mark.timeout(300)
+def test_three_nodes_list_each_other_and_a_killed_node_turns_not_alive(cluster: Cluster) -> None:
+    c = cluster
+    everyone = {1: True, 2: True, 3: True}
+    for i in (1, 2, 3):
+        _wait_for(f"node {i} lists all three alive", lambda i=i: _alive(c.http[i]) == everyone)
+    listed = _nodes(c.http[2])
+    for n in listed:
+        ports = {x["name"]: x["port"] for x in n["listeners"]}
+        assert ports == {"grpc": c.grpc[n["node_id"]], "http": c.http[n["node_id"]]}
+        assert n["address"] == f"127.0.0.1:{c.grpc[n['node_id']]}"
+    # Each group has one leader, and every node's answer says which.
+    led = [g for n in listed for g in n["leader_of"]]
+    assert sorted(led) == ["cluster", "mqtt", "offsets"]
+
+    started = {n["node_id"]: n["started_at"] for n in listed}
+    killed_at = time.time()
+    c.nodes[3].kill()
+    for i in (1, 2):
+        _wait_for(
+            f"node {i} lists node 3 not alive and the others alive",
+            lambda i=i: _alive(c.http[i]) == {1: True, 2: True, 3: False},
+        )
+    # Not before its last heartbeat was ALIVE_INTERVALS intervals old.
+    assert time.time() - killed_at >= (ALIVE_INTERVALS - 1) * HEARTBEAT_INTERVAL
+
+    c.start(3)
+    for i in (1, 2, 3):
+        _wait_for(f"node {i} lists node 3 alive again", lambda i=i: _alive(c.http[i]) == everyone)
+    again = {n["node_id"]: n for n in _nodes(c.http[1])}
+    assert again[3]["started_at"] > started[3]
+    assert again[1]["started_at"] == started[1]
+
+    # A node without the meta role registers through the meta nodes and reads the registry
+    # from them.
+    c.start(4, ROBUSTMQ_NODE_ROLES="broker")
+    four = {**everyone, 4: True}
+    for i in (1, 4):
+        _wait_for(f"node {i} lists node 4 alive", lambda i=i: _alive(c.http[i]) == four)
+    from_four = {n["node_id"]: n for n in _nodes(c.http[4])}
+    assert from_four[4]["roles"] == ["broker"] and from_four[4]["address"] == ""
+    assert from_four[4]["listeners"] == [{"name": "http", "host": "0.0.0.0", "port": c.http[4]}]
+    assert sorted(g for n in from_four.values() for g in n["leader_of"]) == [
+        "cluster",
+        "mqtt",
+        "offsets",
+    ]
+    c.nodes.pop(4).stop()
+    _wait_for("node 4 not alive once stopped", lambda: _alive(c.http[1]) == {**everyone, 4: False})
+
+    out = json.loads(_ctl(c.http[1], "--output", "json", "cluster", "node", "remove", "3"))
+    assert out["node_id"] == 3
+    # Gone from the registry, and node 3's heartbeats (it still runs) do not bring it back.
+    gone = {1: True, 2: True, 4: False}
+    _wait_for("node 3 gone from node 2's list", lambda: _alive(c.http[2]) == gone)
+    time.sleep(2 * HEARTBEAT_INTERVAL)  # the window an absence is observed over
+    assert _alive(c.http[1]) == gone
