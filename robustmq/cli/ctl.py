@@ -702,12 +702,35 @@ def topic_create(api: Api, name: str, partitions: int | None, configs: tuple[str
     if partitions is not None:
         body["partitions"] = partitions
     if configs:
-        pairs = [c.partition("=") for c in configs]
-        bad = [c for c, (_, sep, _) in zip(configs, pairs, strict=True) if not sep]
-        if bad:
-            raise click.BadParameter(f"{bad[0]!r} is not KEY=VALUE", param_hint="--config")
-        body["configs"] = {k: v for k, _, v in pairs}
+        body["configs"] = _config_pairs(configs)
     api.show(api.call("POST", "/api/v1/kafka/topics", body))
+
+
+@topic.command("alter")
+@click.argument("name")
+@click.option("--partitions", type=click.IntRange(min=1), help="the new, larger count")
+@click.option(
+    "--config", "configs", multiple=True, metavar="KEY=VALUE", help="replaces the topic's configs"
+)
+@pass_api
+def topic_alter(api: Api, name: str, partitions: int | None, configs: tuple[str, ...]) -> None:
+    """Grow a topic's partitions and/or replace its own configs."""
+    body: dict[str, Any] = {}
+    if partitions is not None:
+        body["partitions"] = partitions
+    if configs:
+        body["configs"] = _config_pairs(configs)
+    if not body:
+        raise click.UsageError("give --partitions, --config or both")
+    api.show(api.call("PATCH", f"/api/v1/kafka/topics/{_q(name)}", body))
+
+
+def _config_pairs(configs: tuple[str, ...]) -> dict[str, str]:
+    pairs = [c.partition("=") for c in configs]
+    bad = [c for c, (_, sep, _) in zip(configs, pairs, strict=True) if not sep]
+    if bad:
+        raise click.BadParameter(f"{bad[0]!r} is not KEY=VALUE", param_hint="--config")
+    return {k: v for k, _, v in pairs}
 
 
 @topic.command("describe")

@@ -190,6 +190,22 @@ def test_kafka_topics_and_groups(server: Server):
     assert [p["latest_offset"] for p in described["partitions"]] == [2, 2]  # type: ignore[index]
     assert described["configs"] == {"retention.ms": "60000"}  # type: ignore[index]
     assert "LATEST_OFFSET" in ok(server, "kafka", "topic", "describe", "ctl-t")
+    ok(
+        server,
+        "kafka",
+        "topic",
+        "alter",
+        "ctl-t",
+        "--partitions",
+        "3",
+        "--config",
+        "retention.ms=1",
+    )
+    altered = as_json(server, "kafka", "topic", "describe", "ctl-t")
+    assert len(altered["partitions"]) == 3  # type: ignore[index, arg-type]
+    assert altered["configs"] == {"retention.ms": "1"}  # type: ignore[index]
+    run = ctl(server, "kafka", "topic", "alter", "ctl-t")
+    assert run.returncode != 0 and "give --partitions, --config or both" in run.stderr
 
     consumer = kafka.KafkaConsumer(
         "ctl-t",

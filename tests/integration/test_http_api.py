@@ -530,3 +530,26 @@ def test_schemathesis_finds_no_failure(server: Server, tmp_path):
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     status, _ = server.call("GET", "/health")
     assert status == 200  # still alive after the fuzzing
+
+
+def test_kafka_topic_alter_grows_partitions_and_replaces_configs(server: Server):
+    assert server.call("POST", "/api/v1/kafka/topics", {"name": "alt", "partitions": 1})[0] == 201
+    altered = server.ok(
+        "PATCH", "/api/v1/kafka/topics/alt", {"partitions": 3, "configs": {"retention.ms": "5000"}}
+    )
+    assert altered == {"name": "alt", "partitions": 3, "configs": {"retention.ms": "5000"}}
+    described = server.ok("GET", "/api/v1/kafka/topics/alt")
+    assert [p["partition"] for p in described["partitions"]] == [0, 1, 2]
+    assert described["configs"] == {"retention.ms": "5000"}
+    # Configs are replaced whole, as AlterConfigs does; the count stays when unchanged.
+    again = server.ok("PATCH", "/api/v1/kafka/topics/alt", {"partitions": 3, "configs": {}})
+    assert again == {"name": "alt", "partitions": 3, "configs": {}}
+    for body, field in (
+        ({"partitions": 2}, "partitions"),  # never shrinks
+        ({"configs": {"retention.ms": "soon"}}, "configs"),
+        ({"configs": {"no.such.key": "1"}}, "configs"),
+        ({}, "partitions"),
+    ):
+        status, answer = server.call("PATCH", "/api/v1/kafka/topics/alt", body)
+        assert status == 400 and answer["error"]["message"].startswith(field), (body, answer)
+    assert server.call("PATCH", "/api/v1/kafka/topics/nope", {"partitions": 2})[0] == 404

@@ -66,13 +66,11 @@ async def list_topics(ctx: Context, request: web.Request) -> Any:
     return paged(request, [{"name": n, "partitions": topics[n].partitions} for n in sorted(topics)])
 
 
-async def create_topic(ctx: Context, request: web.Request) -> Any:
-    registry = ctx.kafka.topics
-    body = await json_body(request)
-    no_extra_fields(body, ("name", "partitions", "configs"))
-    name = field_of(body, "name", str)
-    partitions = field_of(body, "partitions", int, registry.config.default_partitions)
-    configs = field_of(body, "configs", dict, {})
+def _configs_of(registry: Any, body: dict[str, Any]) -> dict[str, str] | None:
+    """The body's ``configs`` (None when absent), checked as the shard config takes them."""
+    configs = field_of(body, "configs", dict, None)
+    if configs is None:
+        return None
     for key, value in configs.items():
         if not isinstance(value, str):
             raise ApiBadRequest(f"configs.{key}", "expected a string value")
@@ -80,6 +78,16 @@ async def create_topic(ctx: Context, request: web.Request) -> Any:
         registry.shard_config(configs)
     except (ValueError, ConfigError) as exc:
         raise ApiBadRequest("configs", str(exc)) from None
+    return configs
+
+
+async def create_topic(ctx: Context, request: web.Request) -> Any:
+    registry = ctx.kafka.topics
+    body = await json_body(request)
+    no_extra_fields(body, ("name", "partitions", "configs"))
+    name = field_of(body, "name", str)
+    partitions = field_of(body, "partitions", int, registry.config.default_partitions)
+    configs = _configs_of(registry, body) or {}
     try:
         topic = await registry.create(name, partitions, configs)
     except KafkaInvalidTopic as exc:
@@ -110,6 +118,34 @@ async def describe_topic(ctx: Context, request: web.Request) -> Any:
             }
         )
     return {"name": name, "partitions": partitions, "configs": dict(topic.configs)}
+
+
+async def alter_topic(ctx: Context, request: web.Request) -> Any:
+    """Grow a topic's partitions and/or replace its own configs (as Kafka's
+    CreatePartitions and AlterConfigs do)."""
+    registry = ctx.kafka.topics
+    name = request.match_info["name"]
+    body = await json_body(request)
+    no_extra_fields(body, ("partitions", "configs"))
+    partitions = field_of(body, "partitions", int, None)
+    configs = _configs_of(registry, body)
+    if partitions is None and configs is None:
+        raise ApiBadRequest("partitions", "give partitions, configs or both")
+    topic = registry.get(name)
+    if topic is None:
+        raise ApiNotFound(f"no topic {name!r}")
+    try:
+        if partitions is not None and partitions != topic.partitions:
+            topic = await registry.add_partitions(name, partitions)
+        if configs is not None:
+            topic = await registry.alter_configs(name, configs)
+    except KafkaUnknownTopicOrPartition:
+        raise ApiNotFound(f"no topic {name!r}") from None
+    except KafkaInvalidPartitions as exc:
+        raise ApiBadRequest("partitions", exc.message) from None
+    except KafkaInvalidConfig as exc:
+        raise ApiBadRequest("configs", exc.message) from None
+    return {"name": name, "partitions": topic.partitions, "configs": dict(topic.configs)}
 
 
 async def delete_topic(ctx: Context, request: web.Request) -> Any:
@@ -239,6 +275,30 @@ ROUTES = (
         _TOPIC_DETAIL,
         (_NAME,),
         errors=(404,),
+    ),
+    Route(
+        "PATCH",
+        "/api/v1/kafka/topics/{name}",
+        alter_topic,
+        "Grow a topic's partitions (never shrink) and/or replace its own configs",
+        "kafka",
+        obj(
+            {
+                "name": STR,
+                "partitions": INT,
+                "configs": {"type": "object", "additionalProperties": STR},
+            },
+            ["name", "partitions", "configs"],
+        ),
+        (_NAME,),
+        body=obj(
+            {
+                "partitions": {"type": "integer", "minimum": 1, "maximum": MAX_PARTITIONS},
+                "configs": {"type": "object", "additionalProperties": STR},
+            },
+            [],
+        ),
+        errors=(400, 404),
     ),
     Route(
         "DELETE",
