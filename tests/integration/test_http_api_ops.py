@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from robustmq._core import mqtt_codec
-from tests.integration.clients import Paho, code, raw_connect
+from tests.integration.clients import Paho, code, props, raw_connect
 from tests.integration.test_cli import _stop
 from tests.integration.test_http_api import Server, q, start_server
 from tests.unit.test_auth_jwt import hs256
@@ -441,8 +441,10 @@ def test_handler_request_and_storage_latency_metrics(server: Server):
         "robustmq_mqtt_handler_seconds_count",
         packet_type="PUBLISH",
     )
-    for i in range(130):  # one PUBLISH in 64 is timed (QoS 2: never part of a run)
-        pub.publish("lat/x", b"%d" % i, qos=2)
+    # One PUBLISH in 64 is timed; with a property it is never part of a run.
+    tagged = props("PUBLISH", ContentType="text/plain")
+    for i in range(130):
+        pub.publish("lat/x", b"%d" % i, qos=1, properties=tagged)
     producer = kafka.KafkaProducer(bootstrap_servers=f"127.0.0.1:{server.kafka}")
     producer.send("lat-t", b"v" * 100).get(timeout=10)
     producer.close()
