@@ -459,6 +459,11 @@ def test_metrics_breadth_after_traffic(server: Server):
     )
     offline.subscribe("api/m/#", qos=1)
     offline.client.disconnect()
+    # paho disconnects in the background: the message must find the session offline.
+    deadline = time.monotonic() + 10
+    while server.ok("GET", "/api/v1/mqtt/sessions/api-m-off").get("connected"):
+        assert time.monotonic() < deadline, "the session stayed online"
+        time.sleep(0.05)
     server.ok("POST", "/api/v1/mqtt/publish", {"topic": "api/m/x", "payload": "1", "qos": 1})
     server.ok("POST", "/api/v1/kafka/topics", {"name": "api-mt", "partitions": 3})
     producer = kafka.KafkaProducer(bootstrap_servers=f"127.0.0.1:{server.kafka}")
