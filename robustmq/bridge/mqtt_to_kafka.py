@@ -8,7 +8,9 @@ ids. Each message becomes a record: key = MQTT topic (UTF-8), value = payload, h
 user properties (and ``content-type`` from the Content Type property), timestamp = now.
 Records wait at most ``LINGER`` seconds or ``MAX_BATCH_BYTES`` and are appended as one
 uncompressed record batch v2 per partition through the storage engine, waking the
-broker's waiting fetches as a Produce does. Partitions are chosen like the Java client's
+broker's waiting fetches as a Produce does. At most ``MAX_PENDING_BYTES`` wait: when
+appends fall that far behind the publishers, further messages are dropped, counted and
+logged rather than held without bound. Partitions are chosen like the Java client's
 default partitioner (murmur2 of the key), so the messages of one MQTT topic keep their
 order in one partition. What happens on the Kafka → MQTT side lives in
 ``kafka_to_mqtt.py``.
@@ -22,6 +24,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from robustmq.bridge.records import Headers, OutRecord, encode_batch, partition_for
+from robustmq.broker.auth.ratelog import RateLimitedLog
 from robustmq.config import MqttToKafka
 from robustmq.errors import KafkaError, KafkaTopicAlreadyExists, StorageError
 from robustmq.storage.engine import wall_clock_ms
@@ -32,9 +35,11 @@ if TYPE_CHECKING:
     from robustmq.broker.mqtt.server import MqttBroker
 
 log = logging.getLogger(__name__)
+drop_log = RateLimitedLog(log)
 
 LINGER = 0.005  # seconds a record may wait for others to share its batch
 MAX_BATCH_BYTES = 1 << 20  # a batch holding this much is appended without waiting
+MAX_PENDING_BYTES = 64 << 20  # waiting beyond this, messages are dropped (and counted)
 
 
 class MqttToKafkaBridge:
@@ -73,10 +78,14 @@ class MqttToKafkaBridge:
         """``InternalSubscriber``: queue the messages as records for the next append."""
         now = wall_clock_ms()
         pending = self._pending
-        size = 0
+        size = self._pending_bytes
         key = b""
         topic = None
-        for message in messages:
+        for i, message in enumerate(messages):
+            if size >= MAX_PENDING_BYTES:
+                self._pending_bytes = size
+                self._drop(len(messages) - i)
+                break
             if message.topic != topic:  # a run shares one topic: encode its key once
                 topic = message.topic
                 key = topic.encode()
@@ -90,8 +99,20 @@ class MqttToKafkaBridge:
                     headers.append(("content-type", content_type.encode()))
             pending.append((key, message.payload, headers, now))
             size += len(key) + len(message.payload)
-        self._pending_bytes += size
+        self._pending_bytes = size
         self._wake.set()
+
+    def _drop(self, count: int) -> None:
+        self.stats["mqtt_to_kafka_errors"] += count
+        drop_log.log(
+            logging.WARNING,
+            "bridge %s: %d messages dropped: %d bytes already wait for Kafka topic %r"
+            " (appends are behind the publishers)",
+            self.route.filter,
+            count,
+            self._pending_bytes,
+            self.route.topic,
+        )
 
     async def _ensure_topic(self) -> int:
         """The Kafka topic's partition count, creating it (``kafka.default_partitions``)

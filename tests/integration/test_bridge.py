@@ -9,7 +9,8 @@ Java partitioner picks; wildcard filters; 1,000 messages without loss; a QoS 0 r
 1,000 messages handed to the bridge as lists (the router's internal-subscriber hook) and
 complete and in order in Kafka; the hook's matching rules; Kafka records
 (uncompressed, gzip, snappy, lz4, zstd) delivered byte-exact on templated MQTT topics;
-a batch whose codec package is missing skipped and counted; committed offsets surviving
+a batch whose codec package is missing skipped and counted; messages beyond the bound of
+what may wait for an append dropped and counted; committed offsets surviving
 a restart with the segment engine; bad entries named by ``config-check``; a loop refused.
 """
 
@@ -238,6 +239,29 @@ def test_a_qos0_run_of_a_thousand_messages_reaches_kafka_complete_and_in_order(
     assert {msg.key() for msg in records} == {topic}
     assert sum(handed) == 1000 and max(handed) > 1
     assert node.stats["mqtt_to_kafka_messages"] == 1000
+
+
+def test_messages_beyond_the_pending_bound_are_dropped_and_counted(
+    node_factory: Any, monkeypatch: Any
+) -> None:
+    from robustmq.bridge import mqtt_to_kafka
+    from robustmq.broker.mqtt.message import Message
+
+    monkeypatch.setattr(mqtt_to_kafka, "MAX_PENDING_BYTES", 4096)
+    node = node_factory(mqtt_to_kafka=[{"filter": "cap/#", "topic": "capped"}])
+    bridge = node.node.bridges.mqtt_to_kafka[0]
+    # 100 bytes a message (5-byte key + 95-byte payload), handed over in one call, before
+    # the bridge's task can append any: after the 41st, 4,100 bytes wait.
+    messages = [Message("cap/x", b"%03d" % i + b"." * 92, 0, False, None, "c") for i in range(100)]
+
+    async def hand_over() -> None:
+        bridge.deliver_messages(messages)
+
+    node.call(hand_over())
+    records = _consume(node.bootstrap, "capped", 41)
+    assert [msg.value() for msg in records] == [m.payload for m in messages[:41]]
+    assert node.stats["mqtt_to_kafka_errors"] == 59
+    assert node.stats["mqtt_to_kafka_messages"] == 41
 
 
 def test_router_internal_subscribers() -> None:
