@@ -375,6 +375,62 @@ def test_delete_consumer_groups(kb: KafkaThread):
     assert committed[0].offset < 0
 
 
+def test_a_member_joining_while_a_delete_reads_the_offsets_keeps_the_group(kb: KafkaThread):
+    import asyncio
+
+    from robustmq.errors import KafkaNonEmptyGroup
+
+    a = admin(kb)
+    create(a, "race")
+    produce(kb, "race", 1)
+    config = {
+        "bootstrap.servers": kb.bootstrap,
+        "group.id": "racing",
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+    }
+    c = ck.Consumer(config)
+    c.subscribe(["race"])
+    msg = None
+    deadline = time.monotonic() + TIMEOUT
+    while msg is None and time.monotonic() < deadline:
+        msg = c.poll(0.5)
+    assert msg is not None and not msg.error()
+    c.commit(msg, asynchronous=False)
+    c.close()  # the group is empty, with a committed offset
+    offsets = kb.broker.offsets
+    read = offsets.group_offsets
+    reading = kb.call(_event())
+    release = kb.call(_event())
+
+    async def slow_read(group_id: str) -> Any:
+        reading.set()
+        await release.wait()
+        return await read(group_id)
+
+    offsets.group_offsets = slow_read
+    deletion = asyncio.run_coroutine_threadsafe(kb.broker.groups.delete("racing"), kb.loop)
+    kb.call(reading.wait())
+    joined = ck.Consumer(config)  # joins while the delete waits for the offsets
+    joined.subscribe(["race"])
+    deadline = time.monotonic() + TIMEOUT
+    while not joined.assignment() and time.monotonic() < deadline:
+        joined.poll(0.2)
+    assert joined.assignment()
+    kb.loop.call_soon_threadsafe(release.set)
+    with pytest.raises(KafkaNonEmptyGroup):
+        deletion.result(TIMEOUT)
+    offsets.group_offsets = read
+    assert kb.call(read("racing"))  # the committed offset is still there
+    joined.close()
+
+
+async def _event() -> Any:
+    import asyncio
+
+    return asyncio.Event()
+
+
 # --- OffsetForLeaderEpoch, ApiVersions, transactions --------------------------------
 
 

@@ -396,12 +396,12 @@ class GroupCoordinator:
             group.leader = group.protocol_name = group.protocol_type = None
 
     async def delete(self, group_id: str) -> None:
-        group = self.groups.get(group_id)
         if not group_id:
             raise KafkaInvalidGroupId("empty group id")
-        if group is not None and group.members:
-            raise KafkaNonEmptyGroup(f"group {group_id!r} has {len(group.members)} members")
+        self._check_empty(group_id)
         committed = await self.broker.offsets.group_offsets(group_id)
+        # A member may have joined (or created the group) while the offsets were read.
+        group = self._check_empty(group_id)
         if group is None and not committed:
             raise KafkaGroupIdNotFound(f"group {group_id!r} does not exist")
         if group is not None:
@@ -411,6 +411,12 @@ class GroupCoordinator:
         if committed:
             await self.broker.offsets.delete_group(group_id)
         log.info("kafka group %s: deleted", group_id)
+
+    def _check_empty(self, group_id: str) -> Group | None:
+        group = self.groups.get(group_id)
+        if group is not None and group.members:
+            raise KafkaNonEmptyGroup(f"group {group_id!r} has {len(group.members)} members")
+        return group
 
     async def run_expiry(self) -> None:
         """Drop members whose session timed out (members blocked in JoinGroup or SyncGroup
