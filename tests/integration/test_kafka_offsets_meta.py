@@ -25,7 +25,7 @@ import pytest
 
 from robustmq.broker.kafka.offsets import MIGRATED_KEY, EngineOffsets, MetaOffsets
 from robustmq.config import load_config
-from robustmq.errors import InvalidMetaCommand
+from robustmq.errors import InvalidMetaCommand, MetaTimeout
 from robustmq.meta.groups import OffsetsStateMachine, encode_command
 from tests.conftest import free_port
 
@@ -394,6 +394,33 @@ def test_commit_batch_is_all_or_nothing() -> None:
     # Kafka takes the empty group id (OffsetCommit from coordinator-less clients).
     assert _apply(sm, "offset.commit_batch", group="", offsets=rows[:1]) == {"committed": 1}
     assert sm.tables["offsets"]["/t/0"] == {"offset": 3, "metadata": "x"}
+
+
+def test_a_delete_topics_whose_offsets_cannot_go_keeps_the_topic(node_factory: Any) -> None:
+    node = node_factory()
+    _create_topic(node.bootstrap, "held", 1)
+    _commit(node.bootstrap, "g", [("held", 0, 5)])
+    host = node.node.meta.host
+    propose = host.propose
+    failing = True
+
+    async def flaky(group: str, command: bytes, timeout: float | None = None) -> Any:
+        if failing and group == "offsets":
+            raise MetaTimeout("no quorum (injected)")
+        return await propose(group, command, timeout)
+
+    host.propose = flaky
+    admin = admin_mod.AdminClient({"bootstrap.servers": node.bootstrap})
+    with pytest.raises(ck.KafkaException) as err:
+        admin.delete_topics(["held"])["held"].result(TIMEOUT)
+    assert err.value.args[0].code() == ck.KafkaError.REQUEST_TIMED_OUT
+    # Nothing half done: the topic and its committed offset are both still there.
+    assert node.node.kafka.topics.get("held") is not None
+    assert node.meta_offsets() == {"g/held/0": {"offset": 5, "metadata": ""}}
+    failing = False
+    admin.delete_topics(["held"])["held"].result(TIMEOUT)  # the retry deletes both
+    assert node.node.kafka.topics.get("held") is None
+    assert node.meta_offsets() == {}
 
 
 def test_group_and_topic_delete_match_whole_names() -> None:

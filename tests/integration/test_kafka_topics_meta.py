@@ -192,8 +192,8 @@ def test_each_topic_change_is_one_proposal_in_the_cluster_group(node_factory: An
     assert node.call(engine.shard_info("kafka/t/3")).config.segment_ms == 60000
     assert node.call(engine.scan(ENGINE_KEY)) == []  # the old path holds nothing
     _wait(admin.delete_topics(["t"]))
-    # The topic's own proposal, then its committed offsets' (offsets.py).
-    assert proposals == ["cluster"] * 4 + ["offsets"]
+    # Its committed offsets' proposal (offsets.py), then the topic's own.
+    assert proposals == ["cluster"] * 3 + ["offsets", "cluster"]
     assert _meta_topics(node) == {}
     assert node.call(engine.list_shards("kafka/t/")) == []
 

@@ -33,6 +33,7 @@ from robustmq.errors import (
     KafkaInvalidReplicationFactor,
     KafkaInvalidRequest,
     KafkaOffsetOutOfRange,
+    KafkaRequestTimedOut,
     KafkaTopicAlreadyExists,
     KafkaUnknownTopicOrPartition,
     MetaError,
@@ -82,9 +83,13 @@ async def handle_delete_topics(
     for name in req["topic_names"]:
         topic = broker.topics.get(name)
         try:
+            if topic is not None:
+                # Committed offsets go first: if that fails the topic stays, whole, and
+                # the client's retry deletes both; the other order could leave offsets
+                # behind for a topic of the same name created later.
+                await _delete_offsets(broker, name)
             await broker.topics.delete(name)
             code = 0
-            await broker.offsets.delete_topic(name)  # committed offsets go with it
             for partition in range(topic.partitions if topic else 0):
                 shard = shard_name(name, partition)
                 broker.producers.forget_shard(shard)
@@ -95,6 +100,17 @@ async def handle_delete_topics(
             code = kafka_error_code(exc)
         responses.append({"name": name, "error_code": code})
     return {"responses": responses}
+
+
+async def _delete_offsets(broker: KafkaBroker, topic: str) -> None:
+    try:
+        await broker.offsets.delete_topic(topic)
+    except MetaError as exc:
+        if exc.retriable:
+            raise KafkaRequestTimedOut(
+                f"topic {topic!r}: its committed offsets could not be deleted ({exc}); retry"
+            ) from exc
+        raise
 
 
 async def handle_create_partitions(
