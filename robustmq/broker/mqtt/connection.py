@@ -543,6 +543,10 @@ class MqttConnection(asyncio.Protocol):
         ``username`` then names the client), ``result`` what the authenticator chain said.
         """
         broker, cfg = self.broker, self.broker.config
+        if broker.loading is not None and broker.connect_waits(
+            self, p, lambda: self._accept(p, assigned, exchange, auth_props, result)
+        ):
+            return  # a persistent session, while a cluster node loads them (server.py)
         props = p.properties or {}
         v5 = self.version == 5
         security = broker.security
@@ -858,7 +862,9 @@ class MqttConnection(asyncio.Protocol):
         finally:
             self.broker.publishing = None
         if packet_ids is not None:  # §4.3.3: each awaits its PUBREL (0x10 is a success)
-            self.session.qos2_inbound.update(dict.fromkeys(packet_ids))  # type: ignore[union-attr]
+            own = self.session
+            assert own is not None  # a QoS 2 run only arrives after CONNECT
+            own.qos2_inbound.update(dict.fromkeys(packet_ids))
         if delivered or self.version != 5:
             self.write(run.acks())
             if run_qos == 2:
