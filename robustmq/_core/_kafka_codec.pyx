@@ -178,10 +178,14 @@ cdef class Reader:
     cdef inline int32_t _i32(self) except? -2147483648:
         return <int32_t><uint32_t>self._fixed(4)
 
-    def take(self, Py_ssize_t n):
-        self._need(n)
-        view = self.buf[self._pos : self._pos + n]
-        self._pos += n
+    def take(self, n):
+        # A length read from the wire may not fit a Py_ssize_t: checked as a Python int,
+        # the error the pure twin raises.
+        if n < 0 or n > self.end - self._pos:
+            raise self.fail(f"{n} bytes needed, {self.end - self._pos} left")
+        cdef Py_ssize_t size = n
+        view = self.buf[self._pos : self._pos + size]
+        self._pos += size
         return view
 
     def unpack(self, s):
