@@ -281,6 +281,12 @@ class InvalidMetaCommand(MetaCommandError):
     """The command is not a JSON object, or a field is missing or of the wrong type."""
 
 
+class MetaConflict(MetaCommandError):
+    """A conditional command whose condition no longer holds: the record it creates
+    exists, the record it updates is gone, or the rule list it replaces changed since it
+    was read (another node's change came first). Read again, then retry."""
+
+
 class UnknownMetaGroup(MetaError):
     """No Raft group of that name runs on this node."""
 

@@ -8,7 +8,9 @@ a persistent engine the broker keeps persistent sessions and retained messages i
 ``robustmq-server start`` calls: it installs the event loop (uvloop when available),
 opens the listeners, prints one line per listener and the data directory, and shuts down
 gracefully on SIGINT/SIGTERM. Once started, a node registers itself in the cluster's node
-registry and heartbeats (``robustmq/meta/registry.py``).
+registry and heartbeats (``robustmq/meta/registry.py``). With a persistent engine and a
+Meta Service, the broker's users and rules live in the ``mqtt`` group too
+(``robustmq/broker/mqtt/meta_rules.py``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from robustmq.bridge import Bridges
 from robustmq.broker.kafka.offsets import MetaOffsets, OffsetStore
 from robustmq.broker.kafka.server import KafkaBroker
 from robustmq.broker.kafka.topics_store import MetaTopics, TopicStore
+from robustmq.broker.mqtt.meta_rules import MetaRules
 from robustmq.broker.mqtt.persistence import MetaSessionStore, NullStore, SessionStore
 from robustmq.broker.mqtt.server import MqttBroker
 from robustmq.config import Config, StorageConfig
@@ -45,10 +48,15 @@ from robustmq.storage import (
 )
 
 if TYPE_CHECKING:
+    from robustmq.broker.mqtt.cluster_link import ClusterLink
     from robustmq.meta.client import MetaClient
     from robustmq.meta.service import MetaServer
 
 log = logging.getLogger("robustmq")
+
+RULES_LOAD_WAIT = 30.0
+"""Seconds a single node's start waits for its users and rules (its one-member meta
+group elects itself within a few seconds)."""
 
 
 class Node:
@@ -58,10 +66,14 @@ class Node:
         self.kafka: KafkaBroker | None = None
         self.storage: StorageEngine | None = None
         self.bridges: Bridges | None = None
+        self.rules: MetaRules | None = None  # users and rules from the Meta Service
         self.meta: MetaServer | None = None
         self.info: NodeInfo | None = None  # what the node registry holds about it
         self.registry: NodeRegistry | None = None
+        self.link: ClusterLink | None = None  # publishes to and from the other brokers
+        self._link_client: MetaClient | None = None
         self._registry_client: MetaClient | None = None
+        self._session_client: MetaClient | None = None  # the session store's, in a cluster
         self.http: web.AppRunner | None = None
         self.listeners: list[tuple[str, str, int]] = []  # (name, host, port), once started
         self.ready = False  # every role started (what /ready reports)
@@ -90,10 +102,21 @@ class Node:
             if self.meta.port:
                 listeners.append(("grpc", cluster.bind, self.meta.port))
         if "broker" in self.config.node.roles:
+            self.rules, rules_wait = self._meta_rules()
             self.mqtt = MqttBroker(
-                self.config.mqtt, str(self.config.node.id), self.config.auth, self._session_store()
+                self.config.mqtt,
+                str(self.config.node.id),
+                self.config.auth,
+                self._session_store(),
+                users=self.rules.users if self.rules is not None else None,
             )
+            if self.rules is not None:
+                await self.rules.start(self.mqtt, rules_wait)
+            self.link = self._cluster_link(self.mqtt)
             listeners += await self.mqtt.start()
+            if self.link is not None and self.meta is not None:
+                self.meta.forward_sink = self.link.receive
+                self.link.start()
             if self.config.kafka.port and self.storage is not None:
                 self.kafka = KafkaBroker(
                     self.config.kafka,
@@ -155,33 +178,62 @@ class Node:
         self.registry = NodeRegistry(self.info, meta)
         self.registry.start()
 
+    def _meta_rules(self) -> tuple[MetaRules | None, float]:
+        """The broker's cache of the users and rules in the Meta Service and how long the
+        start waits for it to load: none with the memory engine or without a Meta
+        Service (files and config only, in memory); the full load on a single node,
+        none in a cluster, whose group may get a leader only once its nodes have started
+        (docs/security.md)."""
+        if self.config.storage.engine == "memory":
+            return None, 0.0
+        host = self.meta.host if self.meta is not None else None
+        addresses = [a for i, a in self.config.cluster.peer_addresses() if i != self.config.node.id]
+        auth, mqtt = self.config.auth, self.config.mqtt
+        if host is not None and not addresses:
+            return MetaRules(host, host, auth, mqtt), RULES_LOAD_WAIT
+        if not addresses:
+            return None, 0.0
+        from robustmq.meta.client import MetaClient
+
+        if host is not None and self.meta is not None and self.meta.port:
+            addresses.insert(0, host.addresses[self.config.node.id])
+        client = MetaClient(addresses)
+        return MetaRules(client, host or client, auth, mqtt, own_client=client), 0.0
+
     def _session_store(self) -> SessionStore:
         """Where the broker keeps persistent sessions and retained messages: nowhere with
-        the memory engine (docs/durability.md), else the mqtt group of this node's meta
-        role, or of the cluster's meta nodes over gRPC."""
+        the memory engine (docs/durability.md), else the mqtt group of this node's own
+        one-member meta role, or of the cluster's meta nodes over gRPC (leader redirect,
+        and a cache of the group fed by its watch stream: ``clustered``)."""
         if self.storage is None or self.config.storage.engine == "memory":
             return NullStore()
-        if len(self.config.cluster.peer_addresses()) > 1:
-            # Loading at start needs the group's leader, which a forming cluster may not
-            # have yet (and the node must finish starting for it to form): multi-node
-            # durable sessions come with the Meta Service watch stream (#7).
-            log.warning("sessions are not persisted yet in a multi-node cluster")
-            return NullStore()
-        if self.meta is not None:
-            return MetaSessionStore(self.meta.host, self.storage, self.config.node.id)
-        addresses = [address for _, address in self.config.cluster.peer_addresses()]
-        if not addresses:
+        node_id = self.config.node.id
+        peers = self.config.cluster.peer_addresses()
+        if self.meta is not None and len(peers) <= 1:
+            return MetaSessionStore(self.meta.host, self.storage, node_id)
+        if not peers:
             log.warning("sessions are not persisted: this node has no meta role and no peers")
             return NullStore()
         from robustmq.meta.client import MetaClient
+        from robustmq.meta.groups import MqttStateMachine
 
-        return MetaSessionStore(MetaClient(addresses), self.storage, self.config.node.id)
+        # This node's own meta role first: its watch stream is the nearest.
+        addresses = sorted((address for _, address in peers), key=lambda a: a != self._own())
+        self._session_client = MetaClient(addresses)
+        return MetaSessionStore(
+            self._session_client, self.storage, node_id, cache=MqttStateMachine()
+        )
+
+    def _own(self) -> str:
+        """This node's meta address, or "" without a meta role."""
+        if self.meta is None or not self.meta.port:
+            return ""
+        return self.meta.host.addresses.get(self.config.node.id, "")
 
     def _kafka_stores(self, storage: StorageEngine) -> tuple[OffsetStore | None, TopicStore | None]:
         """Where Kafka committed offsets and topics go: the offsets and cluster groups of
         this node's meta role; None (the storage engine: memory only with the memory
-        engine) when there is no such role, as for sessions in a multi-node cluster (see
-        above)."""
+        engine) when there is no such role, and in a multi-node cluster."""
         if self.config.storage.engine == "memory" or self.meta is None:
             return None, None
         if len(self.config.cluster.peer_addresses()) > 1:
@@ -191,6 +243,40 @@ class Node:
             )
             return None, None
         return MetaOffsets(self.meta.host, storage), MetaTopics(self.meta.host, storage)
+
+    def _cluster_link(self, mqtt: MqttBroker) -> ClusterLink | None:
+        """The forwarding of publishes between the brokers of a cluster
+        (``robustmq/broker/mqtt/cluster_link.py``): on a node with the meta role and
+        peers, which follows the routes through its own replica and serves ``Forward`` on
+        its gRPC listener. A broker without the meta role forwards nothing (logged)."""
+        peers = self.config.cluster.peer_addresses()
+        if len(peers) < 2:
+            return None
+        if self.meta is None:
+            log.warning(
+                "this broker has no meta role: publishes are not forwarded to or from the "
+                "other nodes of the cluster"
+            )
+            return None
+        import grpc
+
+        from robustmq.broker.mqtt.cluster_link import ClusterLink
+        from robustmq.meta.client import CHANNEL_OPTIONS, MetaClient
+
+        host = self.meta.host
+        self._link_client = MetaClient([a for _, a in peers], timeout=5.0, retries=3)
+        link = ClusterLink(
+            self.config.node.id,
+            mqtt.router,
+            mqtt.stats,
+            self._link_client,
+            watch=lambda: host.watch("cluster", 1),
+            routes=lambda: host.groups["cluster"].sm.read("routes"),
+            addresses=lambda: host.addresses,
+            channel=lambda address: grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS),
+        )
+        mqtt.router.link = link
+        return link
 
     async def stop(self) -> None:
         self.ready = False
@@ -204,8 +290,18 @@ class Node:
             await self.http.cleanup()
         if self.kafka is not None:
             await self.kafka.stop()
+        if self.link is not None:
+            if self.meta is not None:
+                self.meta.forward_sink = None
+            await self.link.stop()
+        if self._link_client is not None:
+            await self._link_client.close()
         if self.mqtt is not None:
             await self.mqtt.stop()
+        if self._session_client is not None:
+            await self._session_client.close()
+        if self.rules is not None:
+            await self.rules.stop()
         if self.storage is not None:
             await self.storage.close()
         if self.meta is not None:

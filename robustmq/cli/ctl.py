@@ -412,7 +412,7 @@ def publish(api: Api, topic: str, payload: str, qos: int, retain: bool, is_base6
 
 @mqtt.group()
 def user() -> None:
-    """Users of the password file."""
+    """Users (of auth.password_file, else of the Meta Service)."""
 
 
 def _read_password(password_stdin: bool) -> str:
@@ -531,7 +531,7 @@ _position = click.option(
 
 @mqtt.group()
 def acl() -> None:
-    """ACL rules of auth.acl_file, in the order they are tried."""
+    """ACL rules (of auth.acl_file, else of the Meta Service), in the order they are tried."""
 
 
 @acl.command("list")
@@ -584,7 +584,8 @@ def acl_delete(api: Api, index: int) -> None:
 
 @mqtt.group()
 def rewrite() -> None:
-    """Topic rewrite rules (changes last until the node restarts)."""
+    """Topic rewrite rules (kept in the Meta Service; with the memory engine, changes last
+    until the node restarts)."""
 
 
 @rewrite.command("list")
@@ -633,7 +634,8 @@ def rewrite_delete(api: Api, index: int) -> None:
 
 @mqtt.group("auto-subscribe")
 def auto_subscribe() -> None:
-    """Subscriptions clients get when they connect (changes last until the node restarts)."""
+    """Subscriptions clients get when they connect (kept in the Meta Service; with the
+    memory engine, changes last until the node restarts)."""
 
 
 @auto_subscribe.command("list")

@@ -21,6 +21,10 @@ from robustmq.meta.client import MetaClient
 from robustmq.meta.groups import encode_command
 from tests.conftest import free_port
 
+# Sessions written straight into the mqtt group name a node that runs no broker: the
+# nodes' brokers load (and expire) only the sessions of their own node id.
+NO_BROKER = 99
+
 SERVER = [sys.executable, "-m", "robustmq.cli.server"]
 
 
@@ -131,7 +135,9 @@ async def test_sigkill_the_leader_while_writing_loses_no_acknowledged_write(
 
         async def write(start: int, count: int) -> None:
             for k in range(start, start + count):
-                cmd = encode_command("session.set", client_id=f"c{k}", expiry_interval=k, node_id=1)
+                cmd = encode_command(
+                    "session.set", client_id=f"c{k}", expiry_interval=86400, node_id=NO_BROKER
+                )
                 try:
                     await client.propose("mqtt", cmd)
                 except MetaError:

@@ -37,6 +37,10 @@ from tests.conftest import free_port
 from tests.integration.test_cli import _stop
 from tests.integration.test_http_api import start_server
 
+# Sessions written straight into the mqtt group name a node that runs no broker: the
+# nodes' brokers load (and expire) only the sessions of their own node id.
+NO_BROKER = 99
+
 SERVER = [sys.executable, "-m", "robustmq.cli.server"]
 CTL = [sys.executable, "-m", "robustmq.cli.ctl"]
 
@@ -171,7 +175,7 @@ async def _leader(client: MetaClient, c: Processes, group: str) -> int:
 
 async def _write(client: MetaClient, keys: range, acked: list[str]) -> None:
     for k in keys:
-        cmd = encode_command("session.set", client_id=f"c{k}", expiry_interval=k, node_id=1)
+        cmd = encode_command("session.set", client_id=f"c{k}", expiry_interval=k, node_id=NO_BROKER)
         try:
             await client.propose("mqtt", cmd)
         except MetaError:
@@ -334,7 +338,9 @@ async def test_a_watch_survives_the_sigkill_of_the_node_it_streams_from(
         order = [watched, *(i for i in (1, 2, 3) if i != watched)]
         watcher = MetaClient([c.address(i) for i in order], timeout=3.0, backoff=0.05)
         events: list[WatchEvent] = []
-        last = encode_command("session.set", client_id="c299", expiry_interval=299, node_id=1)
+        last = encode_command(
+            "session.set", client_id="c299", expiry_interval=299, node_id=NO_BROKER
+        )
         streaming = asyncio.Event()
 
         async def consume() -> None:

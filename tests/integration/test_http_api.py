@@ -361,8 +361,11 @@ def test_users_add_change_delete_through_the_password_file(server: Server):
     assert server.call("DELETE", "/api/v1/mqtt/users/bob")[0] == 404
 
 
-def test_users_need_a_password_file(tmp_path):
-    s = start_server(tmp_path, token=None, ROBUSTMQ_AUTH_PASSWORD_FILE="")
+def test_users_need_a_password_file_with_the_memory_engine(tmp_path):
+    # With a persistent engine they live in the Meta Service (tests/integration/test_meta_rules.py).
+    s = start_server(
+        tmp_path, token=None, ROBUSTMQ_AUTH_PASSWORD_FILE="", ROBUSTMQ_STORAGE_ENGINE="memory"
+    )
     try:
         status, body = s.call("POST", "/api/v1/mqtt/users", {"username": "x", "password": "y"})
         assert status == 409 and "password_file" in body["error"]["message"]

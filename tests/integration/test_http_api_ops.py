@@ -180,11 +180,16 @@ def test_acl_file_broken_by_hand_is_left_alone(tmp_path):
         assert _stop(s.proc) == 0
 
 
-def test_acl_without_an_acl_file_is_a_conflict_saying_to_configure_one(server: Server):
-    message = _error(server, "GET", "/api/v1/mqtt/acl", None, 409)
-    assert "acl_file" in message
-    body = {"permission": "allow", "who": "all", "action": "all", "topic": "#"}
-    assert "acl_file" in _error(server, "POST", "/api/v1/mqtt/acl", body, 409)
+def test_acl_without_an_acl_file_or_meta_service_is_a_conflict_saying_to_configure_one(tmp_path):
+    # With a persistent engine the rules live in the Meta Service (test_meta_rules.py).
+    server = start_server(tmp_path, ROBUSTMQ_STORAGE_ENGINE="memory")
+    try:
+        message = _error(server, "GET", "/api/v1/mqtt/acl", None, 409)
+        assert "acl_file" in message
+        body = {"permission": "allow", "who": "all", "action": "all", "topic": "#"}
+        assert "acl_file" in _error(server, "POST", "/api/v1/mqtt/acl", body, 409)
+    finally:
+        assert _stop(server.proc) == 0
 
 
 # ------------------------------------------------------------------ rewrite, auto-subscribe

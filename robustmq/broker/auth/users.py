@@ -5,9 +5,11 @@ A password file has one user per line, ``username:record[:scram]``: ``record`` i
 ``passwords.py`` record (so a ``mosquitto_passwd`` file imports unchanged) and the optional
 ``scram`` field holds the user's SCRAM-SHA-256 credentials (``scram.py``), written when the
 user is created with ``robustmq-server passwd``. Blank lines and lines starting with ``#``
-are skipped. A bad line stops the broker from starting, naming the file and the line. The
-store sits behind a protocol so that it can move to the Meta Service; checking a password
-is ``authn.py``'s job.
+are skipped. A bad line stops the broker from starting, naming the file and the line.
+Without a password file, on a node that reaches a Meta Service, users are records of the
+``mqtt`` group's ``users`` table (``user_record`` / ``user_from_record``), which the
+broker's rule cache (``robustmq/broker/mqtt/meta_rules.py``) keeps in a
+``MemoryUserStore``. Checking a password is ``authn.py``'s job.
 """
 
 from __future__ import annotations
@@ -32,16 +34,22 @@ class User:
 
 
 class UserStore(Protocol):
+    loaded: bool
+    """False while the users are not known yet (a Meta Service not reached so far):
+    authentication then answers "server unavailable" rather than "bad credentials"."""
+
     def get(self, username: str) -> User | None: ...
 
     def __len__(self) -> int: ...
 
 
 class MemoryUserStore:
-    """Users in a dict: what a password file loads into, and what tests fill directly."""
+    """Users in a dict: what a password file loads into, what the Meta Service's users
+    are cached in, and what tests fill directly."""
 
-    def __init__(self, users: list[User] | None = None) -> None:
+    def __init__(self, users: list[User] | None = None, *, loaded: bool = True) -> None:
         self._users = {u.username: u for u in users or ()}
+        self.loaded = loaded
 
     def get(self, username: str) -> User | None:
         return self._users.get(username)
@@ -57,6 +65,24 @@ class MemoryUserStore:
 
     def users(self) -> list[User]:
         return list(self._users.values())
+
+
+def user_record(user: User) -> dict[str, str]:
+    """The fields of the ``mqtt`` group's ``user.set`` for ``user``."""
+    return {
+        "username": user.username,
+        "password_hash": user.password_record,
+        "scram": user.scram.format() if user.scram is not None else "",
+    }
+
+
+def user_from_record(record: dict[str, str]) -> User:
+    """The user a ``users`` record holds, checked as a password-file line is;
+    ``ValueError`` when it is not one."""
+    scram = record.get("scram") or ""
+    return parse_line(
+        f"{record.get('username')}:{record.get('password_hash')}" + (f":{scram}" if scram else "")
+    )
 
 
 def new_user(username: str, password: str) -> User:

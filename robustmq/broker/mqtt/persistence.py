@@ -8,7 +8,11 @@ starts or completes; a QoS 2 exchange with it as publisher advances; a retained 
 set or cleared; a delayed publish is accepted or fires; and once, at start, to load what
 survived. ``NullStore`` is today's in-memory broker (the ``memory`` engine): no IO at all.
 ``MetaSessionStore`` keeps sessions, subscriptions and retained messages in the Meta
-Service ``mqtt`` group (DESIGN.md, "Metadata"), and the rest in the storage engine. Every
+Service ``mqtt`` group (DESIGN.md, "Metadata"), and the rest in the storage engine. In a
+multi-node cluster (``clustered``) every broker shares the group: each keeps a cache of it
+fed by the group's watch stream, loads from it, once caught up with the leader, only the
+sessions whose record names its node (their queues are in its engine), and learns from
+it when another node takes one of them (docs/durability.md, "In a cluster"). Every
 call only queues the change: a background task writes queued changes together, so a
 packet handler never waits for a Raft commit or a disk write (docs/durability.md). Clean
 sessions with no expiry never come here. While a write that an acknowledgement promises
@@ -64,15 +68,21 @@ import logging
 import os
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, cast
 
 import orjson
 
 from robustmq.broker.mqtt.message import Message
 from robustmq.broker.mqtt.session import Delivery, Session, SubscriptionOptions
-from robustmq.errors import Corrupted, MetaError, StorageError
+from robustmq.errors import (
+    Corrupted,
+    MetaCommandError,
+    MetaError,
+    MetaUnavailable,
+    StorageError,
+)
 from robustmq.storage.engine import Record, ShardConfig
 
 if TYPE_CHECKING:
@@ -95,6 +105,13 @@ QUEUE_PREFIX = "mqtt/queue/"
 _TRIM_DELAY = 1.0
 # Small segments: acknowledged messages free their disk a segment at a time.
 _QUEUE_SHARD = ShardConfig(segment_bytes=4 << 20, segment_ms=None)
+# In a cluster: the first and the longest wait (seconds) before asking the mqtt group
+# again for its leader, or before resuming a broken watch stream.
+_BACKOFF = 0.2
+_BACKOFF_MAX = 5.0
+_QUIET_ATTEMPTS = 4  # attempts logged at INFO before the wait is logged as a warning
+# A key of the sessions table read only for its linearizability (its value is unused).
+_BARRIER_KEY = "sessions/$load"
 
 
 class MetaProposer(Protocol):
@@ -103,6 +120,27 @@ class MetaProposer(Protocol):
     async def propose(self, group: str, command: bytes) -> Any: ...
 
     async def read(self, group: str, key: str) -> Any: ...
+
+
+class MetaWatcher(MetaProposer, Protocol):
+    """What a clustered store also needs of ``MetaClient``: the meta nodes, their view
+    of each group, and a group's watch stream."""
+
+    addresses: list[str]
+
+    def watch(self, group: str, from_index: int = 1) -> AsyncIterator[Any]: ...
+
+    async def status(self, address: str) -> tuple[int, list[Any]]: ...
+
+
+class GroupCache(Protocol):
+    """A replica of the ``mqtt`` group's state machine, fed with its applied entries."""
+
+    tables: dict[str, dict[str, Any]]
+
+    def apply(self, command: bytes) -> Any: ...
+
+    def restore(self, data: bytes) -> None: ...
 
 
 class StoredWill(NamedTuple):
@@ -170,6 +208,21 @@ class SessionStore(Protocol):
     # True while writes that acknowledgements promise are under way: the broker holds
     # back its writes (PUBACKs among them) until ``after_appends`` calls back.
     appending: bool
+    # The mqtt group is shared with the other brokers of a cluster: ``load`` waits for
+    # the group's leader (the broker serves meanwhile), and sessions move between nodes.
+    clustered: bool
+
+    def follow(self, moved: Callable[[str], None]) -> None:
+        """Calls ``moved(client_id)`` when another node of the cluster takes or ends a
+        persistent session this node holds."""
+
+    def session_elsewhere(self, client_id: str) -> StoredSession | None:
+        """The persistent session ``client_id`` as another node holds it (owner, expiry,
+        subscriptions; its queue stays there), from the cache; None if there is none."""
+
+    def session_moved(self, client_id: str, left: int) -> None:
+        """Another node took ``client_id``'s session: this node's copy goes (the group's
+        record stays); ``left`` messages queued here are not forwarded."""
 
     def journal(self) -> QueueJournal | None:
         """The journal of persistent sessions; None when their state is not kept."""
@@ -225,6 +278,16 @@ class NullStore:
     """The in-memory broker: nothing is stored, nothing survives a restart."""
 
     appending = False
+    clustered = False
+
+    def follow(self, moved: Callable[[str], None]) -> None:
+        pass
+
+    def session_elsewhere(self, client_id: str) -> StoredSession | None:
+        return None
+
+    def session_moved(self, client_id: str, left: int) -> None:
+        pass
 
     def journal(self) -> QueueJournal | None:
         return None
@@ -363,6 +426,20 @@ class _SentRun:
         return _marker_record(("sent", b"%d:%d:%d" % (self.offset, self.packet_id, self.count)))
 
 
+def _subscriptions(record: dict[str, Any]) -> dict[str, SubscriptionOptions]:
+    """The subscriptions of a session record of the ``mqtt`` group."""
+    subscriptions = {}
+    for topic_filter, sub in record["subscriptions"].items():
+        options = sub.get("options", {})
+        subscriptions[topic_filter] = SubscriptionOptions(
+            sub["qos"],
+            bool(options.get("no_local", False)),
+            bool(options.get("retain_as_published", False)),
+            int(options.get("subscription_id", 0)),
+        )
+    return subscriptions
+
+
 def _queued_delivery(key: bytes | None, value: bytes, fields: dict[str, bytes]) -> Delivery:
     properties = (
         _mqtt_properties(orjson.loads(fields["properties"])) if "properties" in fields else None
@@ -410,12 +487,36 @@ def _message_json(topic: str, payload: bytes, qos: int, retain: bool, props: Any
 
 class MetaSessionStore:
     """Sessions, subscriptions and retained messages in the ``mqtt`` group; journals,
-    session state, wills, QoS 2 packet ids and delayed publishes in ``engine``."""
+    session state, wills, QoS 2 packet ids and delayed publishes in ``engine``. With a
+    ``cache`` of the group (a cluster), ``meta`` must be a ``MetaWatcher``."""
 
-    def __init__(self, meta: MetaProposer, engine: StorageEngine, node_id: int) -> None:
+    def __init__(
+        self,
+        meta: MetaProposer,
+        engine: StorageEngine,
+        node_id: int,
+        *,
+        cache: GroupCache | None = None,
+    ) -> None:
         self.meta = meta
         self.engine = engine
         self.node_id = node_id
+        self.clustered = cache is not None
+        self._cache = cache
+        self._applied = 0  # the index of the group's last entry in the cache
+        self._target: int | None = None  # the index the cache must reach to load
+        self._caught_up = asyncio.Event()
+        self._loaded = False
+        self._follower: asyncio.Task[None] | None = None
+        self._moved: Callable[[str], None] | None = None
+        # Persistent sessions this node holds, and per client id the tag of this node's
+        # latest session.set not yet seen in the watch stream: until it is, another
+        # node's change to that session is older than this node's claim.
+        self._local: set[str] = set()
+        self._claims: dict[str, str] = {}
+        self._new_delayed: set[bytes] = set()  # keys stored before the load ended
+        self.moved_away = 0  # sessions another node took, and messages left here
+        self.left_behind = 0
         # Changes waiting for the writer, by what they change (a session, a retained
         # topic): changes to one key are written in order, different keys concurrently.
         self._pending: OrderedDict[str, list[bytes]] = OrderedDict()
@@ -484,15 +585,16 @@ class MetaSessionStore:
         self._kick()
 
     def session_set(self, client_id: str, owner: str | None, expiry_interval: int) -> None:
-        self._queue(
-            "s/" + client_id,
-            _command(
-                "session.set",
-                client_id=client_id,
-                expiry_interval=expiry_interval,
-                node_id=self.node_id,
-            ),
-        )
+        fields: dict[str, Any] = {
+            "client_id": client_id,
+            "expiry_interval": expiry_interval,
+            "node_id": self.node_id,
+            "owner": owner,
+        }
+        if self.clustered:
+            fields["claim"] = self._claims[client_id] = os.urandom(8).hex()
+            self._local.add(client_id)
+        self._queue("s/" + client_id, _command("session.set", **fields))
         self.session_online(client_id, owner, True)
 
     def session_online(self, client_id: str, owner: str | None, online: bool) -> None:
@@ -528,7 +630,36 @@ class MetaSessionStore:
             self.session_will(client_id, None)
 
     def session_deleted(self, client_id: str) -> None:
-        self._queue("s/" + client_id, _command("session.delete", client_id=client_id))
+        # node_id: other nodes of a cluster tell this node's deletes from their own.
+        self._queue(
+            "s/" + client_id,
+            _command("session.delete", client_id=client_id, node_id=self.node_id),
+        )
+        self._claims.pop(client_id, None)
+        self._local.discard(client_id)
+        self._drop_local(client_id)
+
+    def session_moved(self, client_id: str, left: int) -> None:
+        # Changes of this node's not written yet would change the other node's session.
+        self._pending.pop("s/" + client_id, None)
+        self._claims.pop(client_id, None)
+        self._local.discard(client_id)
+        self._drop_local(client_id)
+        self.moved_away += 1
+        self.left_behind += left
+        if left:
+            log.warning(
+                "session %r moved to another node: %d messages queued here are not "
+                "forwarded (%d so far)",
+                client_id,
+                left,
+                self.left_behind,
+            )
+        else:
+            log.info("session %r moved to another node", client_id)
+
+    def _drop_local(self, client_id: str) -> None:
+        """Removes what this node's engine holds of a session."""
         encoded = client_id.encode()
         self._puts[_STATE_PREFIX + encoded] = None
         self._puts[_WILL_PREFIX + encoded] = None
@@ -792,6 +923,8 @@ class MetaSessionStore:
         )
         record["sender"] = message.sender
         self._puts[_DELAYED_PREFIX + key.encode()] = orjson.dumps(record)
+        if self.clustered and not self._loaded:  # scheduled already: the load skips it
+            self._new_delayed.add(_DELAYED_PREFIX + key.encode())
         self._held()
         return key
 
@@ -919,7 +1052,19 @@ class MetaSessionStore:
 
     async def load(self) -> tuple[list[StoredSession], list[Message]]:
         await self._check_version()
-        records = await self.meta.read(GROUP, "sessions") or {}
+        elsewhere: dict[str, int] = {}  # client id -> the node its record names
+        if self._cache is None:
+            records = await self.meta.read(GROUP, "sessions") or {}
+            retained_records = await self.meta.read(GROUP, "retained") or {}
+        else:
+            await self._catch_up()
+            records = {}
+            for client_id, record in self._cache.tables["sessions"].items():
+                if record["node_id"] == self.node_id:
+                    records[client_id] = record
+                else:
+                    elsewhere[client_id] = record["node_id"]
+            retained_records = dict(self._cache.tables["retained"])
         states = await self._scan_json(_STATE_PREFIX)
         wills = await self._scan_json(_WILL_PREFIX)
         qos2 = await self._scan_json(_QOS2_PREFIX)
@@ -934,14 +1079,7 @@ class MetaSessionStore:
                 record["expiry_interval"],
                 state.get("offline_since"),
             )
-            for topic_filter, sub in record["subscriptions"].items():
-                options = sub.get("options", {})
-                stored.subscriptions[topic_filter] = SubscriptionOptions(
-                    sub["qos"],
-                    bool(options.get("no_local", False)),
-                    bool(options.get("retain_as_published", False)),
-                    int(options.get("subscription_id", 0)),
-                )
+            stored.subscriptions = _subscriptions(record)
             shard = _queue_shard(client_id)
             if shard in queues:
                 queues.discard(shard)
@@ -959,7 +1097,21 @@ class MetaSessionStore:
                 self._wills[client_id] = b"w:" + will["id"].encode()
             sessions.append(stored)
         for shard in queues:  # a session that ended while its queue was being written
+            client_id = shard[len(QUEUE_PREFIX) :]
+            if client_id in elsewhere:
+                left = await self._count_queued(shard)
+                self.moved_away += 1
+                self.left_behind += left
+                log.warning(
+                    "session %r moved to node %d while this node was down: %d messages "
+                    "queued here are not forwarded",
+                    client_id,
+                    elsewhere[client_id],
+                    left,
+                )
             await self.engine.delete_shard(shard)
+        for client_id in elsewhere.keys() & (states.keys() | wills.keys()):
+            self._drop_local(client_id)
         self._restore_qos2(sessions, qos2)
         for stored in sessions:
             tag = self._wills.get(stored.client_id)
@@ -975,9 +1127,177 @@ class MetaSessionStore:
                 True,
                 _mqtt_properties(record.get("properties") or {}),
             )
-            for topic, record in (await self.meta.read(GROUP, "retained") or {}).items()
+            for topic, record in retained_records.items()
         ]
+        if self._cache is not None:
+            sessions = self._still_here(sessions)
         return sessions, retained
+
+    async def _count_queued(self, shard: str) -> int:
+        """Deliveries in a queue shard (some may be acknowledged and not trimmed yet)."""
+        count, offset = 0, await self.engine.earliest_offset(shard)
+        end = await self.engine.latest_offset(shard)
+        while offset < end:
+            records = await self.engine.read(shard, offset)
+            if not records:
+                break
+            count += sum(1 for record in records if record.key is not None)
+            offset = records[-1].offset + 1
+        return count
+
+    # ------------------------------------------------------------------ in a cluster
+
+    def follow(self, moved: Callable[[str], None]) -> None:
+        self._moved = moved
+
+    def session_elsewhere(self, client_id: str) -> StoredSession | None:
+        if self._cache is None or not self._loaded:
+            return None
+        record = self._cache.tables["sessions"].get(client_id)
+        if record is None or record["node_id"] == self.node_id:
+            return None
+        stored = StoredSession(client_id, record.get("owner"), record["expiry_interval"], None)
+        stored.subscriptions = _subscriptions(record)
+        return stored
+
+    async def _catch_up(self) -> None:
+        """Starts following the group's watch stream and waits until the cache holds
+        every change acknowledged before now; retries, with a log line, until the group
+        has a leader."""
+        if self._follower is None:
+            self._follower = asyncio.get_running_loop().create_task(
+                self._follow(), name="mqtt-session-cache"
+            )
+        delay, attempt = _BACKOFF, 0
+        while True:
+            attempt += 1
+            try:
+                self._target = await self._leader_commit()
+                break
+            except MetaError as exc:
+                if not exc.retriable:
+                    raise
+                # A forming cluster elects within seconds: only a longer wait is news.
+                log.log(
+                    logging.INFO if attempt < _QUIET_ATTEMPTS else logging.WARNING,
+                    "sessions not loaded yet: the mqtt group has no leader (attempt %d: %s); "
+                    "retrying in %.1f s",
+                    attempt,
+                    str(exc).splitlines()[0],
+                    delay,
+                )
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, _BACKOFF_MAX)
+        if self._applied < self._target:
+            self._caught_up.clear()
+            await self._caught_up.wait()
+        log.info("sessions: the mqtt group's cache caught up at index %d", self._applied)
+
+    async def _leader_commit(self) -> int:
+        """The commit index of the group's leader after a linearizable read: a leader
+        serves one only once it has committed an entry of its term, so every change
+        acknowledged before the read is at or below it (Raft thesis §6.4). A leader
+        elected between the read and the status may not know its commit index yet:
+        that window of one election is not covered."""
+        watcher = cast(MetaWatcher, self.meta)
+        await watcher.read(GROUP, _BARRIER_KEY)
+        best: tuple[int, int] | None = None  # (term, commit)
+        for address in watcher.addresses:
+            try:
+                _, groups = await watcher.status(address)
+            except MetaError:
+                continue  # a node down: another one leads
+            for group in groups:
+                if group.group == GROUP and group.role == "leader":
+                    if best is None or group.term > best[0]:
+                        best = (group.term, group.commit)
+        if best is None:
+            raise MetaUnavailable(f"no node leads group {GROUP!r}")
+        return best[1]
+
+    async def _follow(self) -> None:
+        """Keeps the cache current from the group's watch stream for as long as the
+        store runs, resuming after the last entry applied when the stream breaks."""
+        watcher = cast(MetaWatcher, self.meta)
+        delay = _BACKOFF
+        while True:
+            try:
+                async for event in watcher.watch(GROUP, self._applied + 1):
+                    self._on_event(event)
+                    delay = _BACKOFF
+            except MetaError as exc:
+                log.warning(
+                    "session store: the mqtt group's watch stream broke after index %d (%s); "
+                    "resuming in %.1f s",
+                    self._applied,
+                    exc,
+                    delay,
+                )
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, _BACKOFF_MAX)
+
+    def _on_event(self, event: Any) -> None:
+        cache = self._cache
+        assert cache is not None
+        if event.kind == "snapshot":
+            cache.restore(event.command)
+            if self._loaded:  # the entries it stands for were not seen one by one
+                self._check_local()
+        elif event.kind == "entry" and event.command and not event.error_kind:
+            try:
+                cache.apply(event.command)
+            except MetaCommandError:
+                pass  # refused by the group as well: every replica applies it alike
+            else:
+                if self._loaded:
+                    self._check_entry(orjson.loads(event.command))
+        self._applied = event.index
+        if self._target is not None and self._applied >= self._target:
+            self._caught_up.set()
+
+    def _check_entry(self, command: dict[str, Any]) -> None:
+        """Another node's session.set or session.delete of a session this node holds
+        means the session moved there (or ended there): ``moved``."""
+        op = command.get("op")
+        if op != "session.set" and op != "session.delete":
+            return
+        client_id = command.get("client_id")
+        if not isinstance(client_id, str) or client_id not in self._local:
+            return
+        if command.get("node_id") == self.node_id:
+            if op == "session.set" and self._claims.get(client_id) == command.get("claim"):
+                del self._claims[client_id]  # this node's latest claim is in the group
+            return
+        if client_id not in self._claims and self._moved is not None:
+            self._moved(client_id)
+
+    def _check_local(self) -> None:
+        assert self._cache is not None
+        sessions = self._cache.tables["sessions"]
+        for client_id in list(self._local):
+            record = sessions.get(client_id)
+            if client_id in self._claims or self._moved is None:
+                continue
+            if record is None or record["node_id"] != self.node_id:
+                self._moved(client_id)
+
+    def _still_here(self, sessions: list[StoredSession]) -> list[StoredSession]:
+        """The loaded sessions whose record still names this node: another node may have
+        taken one while the queues were read (its entry came in meanwhile). From here on,
+        with no wait until the broker has them, changes reach ``moved``."""
+        assert self._cache is not None
+        records = self._cache.tables["sessions"]
+        kept = []
+        for stored in sessions:
+            record = records.get(stored.client_id)
+            if record is not None and record["node_id"] == self.node_id:
+                kept.append(stored)
+            else:
+                self._drop_local(stored.client_id)
+        self._local.update(stored.client_id for stored in kept)
+        self._loaded = True
+        self._new_delayed.clear()
+        return kept
 
     async def _load_queue(
         self, stored: StoredSession, shard: str, origins: set[bytes], qos2: dict[str, Any]
@@ -1059,6 +1379,8 @@ class MetaSessionStore:
     async def _read_delayed(self, origins: set[bytes]) -> None:
         self._loaded_delayed = []
         for key, value in await self.engine.scan(_DELAYED_PREFIX):
+            if key in self._new_delayed:
+                continue
             name = key[len(_DELAYED_PREFIX) :].decode()
             if b"d:" + name.encode() in origins:  # fired; its delete was lost
                 self._puts[key] = None
@@ -1081,6 +1403,11 @@ class MetaSessionStore:
 
     async def close(self) -> None:
         self._closing = True
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follower
+            self._follower = None
         if self._trim_handle is not None:
             self._trim_handle.cancel()
             self._trim_handle = None

@@ -4,7 +4,11 @@
 / ``end_session``, which record persistent sessions, their subscriptions and retained
 messages in a ``SessionStore`` and rebuild them from it at start), the router and the
 broker-wide timers: keep-alive checks, session expiry and delayed wills. Connections call
-into it; it never parses bytes.
+into it; it never parses bytes. In a multi-node cluster (a ``clustered`` store) it loads
+its sessions in the background once the Meta Service can answer, holding back the
+CONNECTs that would resume or create a persistent session until then (at most
+``connect_timeout``), takes over sessions other nodes hold, and lets go of those other
+nodes take (docs/durability.md, "In a cluster").
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -21,6 +26,7 @@ from robustmq._core import trie
 from robustmq._core.mqtt_spec import ACK_RUN, ReasonCode
 from robustmq.broker.auth.enhanced import AuthMethods
 from robustmq.broker.auth.security import Security
+from robustmq.broker.auth.users import UserStore
 from robustmq.broker.mqtt.connection import MqttConnection
 from robustmq.broker.mqtt.delayed import PREFIX as DELAYED_PREFIX
 from robustmq.broker.mqtt.delayed import DelayedPublisher
@@ -58,6 +64,11 @@ _WILL_MESSAGE_PROPERTIES = frozenset(
 )
 
 
+# A CONNECT waiting for a clustered store to load: its connection, the call that accepts
+# it, the timer that refuses it.
+_WaitingConnect = tuple[MqttConnection, Callable[[], None], asyncio.TimerHandle]
+
+
 class MqttBroker:
     def __init__(
         self,
@@ -65,6 +76,7 @@ class MqttBroker:
         node_name: str = "1",
         auth: AuthConfig | None = None,
         store: SessionStore | None = None,
+        users: UserStore | None = None,
     ) -> None:
         self.config = config
         self.store: SessionStore = store if store is not None else NullStore()
@@ -87,7 +99,7 @@ class MqttBroker:
         self.started_at = time.time()
         self.auth_methods: AuthMethods = {}  # MQTT 5 enhanced authentication, by name
         # Users, authenticators, ACL and abuse limits ([auth]); counters go to self.stats.
-        self.security = Security.from_config(auth, self.stats)
+        self.security = Security.from_config(auth, self.stats, users)
         self.auth_methods.update(self.security.enhanced_auth_methods())
         self.rewriter = TopicRewriter(config.rewrite)
         self.auto_subscribe = auto_subscriptions(config.auto_subscribe)
@@ -99,15 +111,24 @@ class MqttBroker:
         )
         self._servers: list[Any] = []
         self._tasks: list[asyncio.Task[None]] = []
+        # While a clustered store loads: the CONNECTs waiting for it. None once loaded.
+        self.loading: list[_WaitingConnect] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> list[tuple[str, str, int]]:
         """Recovers stored sessions and retained messages, then opens the listeners;
-        returns (name, host, port) for each."""
-        await self.recover()
-        self._servers, listeners = await start_listeners(self)
+        returns (name, host, port) for each. In a cluster the listeners open first: the
+        Meta Service may have no leader until this node has started."""
         loop = asyncio.get_running_loop()
+        self.store.follow(self._session_moved)
+        if self.store.clustered:
+            self.loading = []
+            self.router.store = self.store  # retained messages set meanwhile are stored
+            self._tasks.append(loop.create_task(self._recover_in_background()))
+        else:
+            await self.recover()
+        self._servers, listeners = await start_listeners(self)
         self._tasks.append(loop.create_task(self._sweep_keep_alive()))
         if self.config.sys_interval:
             self._tasks.append(
@@ -123,6 +144,8 @@ class MqttBroker:
             server.close()
         for task in self._tasks:
             task.cancel()
+        for _, _, timer in self.loading or ():
+            timer.cancel()
         self.delayed.cancel_all()
         if self.security.authn is not None:
             await self.security.authn.close()
@@ -136,39 +159,91 @@ class MqttBroker:
         await asyncio.sleep(0)
         await self.store.close()
 
+    async def _recover_in_background(self) -> None:
+        """``recover`` while the listeners serve, then lets the CONNECTs waiting for it
+        through."""
+        try:
+            await self.recover()
+        except Exception as exc:  # noqa: BLE001 - the node serves on, without them
+            log.error("persistent sessions not loaded: %s; refusing them", exc)
+            return
+        waiting, self.loading = self.loading, None
+        for conn, accept, timer in waiting or ():
+            timer.cancel()
+            conn._pending_connect = None
+            conn._resume_reading()
+            if conn.closing:
+                continue
+            accept()
+            if conn.connected and not conn.closing:
+                conn._handle_held()
+                self.flush_pending()
+
+    def connect_waits(self, conn: MqttConnection, p: Any, accept: Callable[[], None]) -> bool:
+        """Whether ``conn``'s CONNECT ``p`` waits for the sessions to load: it would
+        resume or create a persistent session (clean sessions never wait). ``accept`` is
+        called once they have; after ``connect_timeout`` it is refused with 0x88 Server
+        unavailable (return code 3 on 3.1/3.1.1)."""
+        if self.loading is None:
+            return False
+        cfg = self.config
+        if conn.version == 5:
+            props = p.properties or {}
+            expiry = min(props.get("session_expiry_interval", 0), cfg.max_session_expiry_interval)
+        else:
+            expiry = 0 if p.clean_start else cfg.max_session_expiry_interval
+        if p.clean_start and expiry == 0:
+            return False
+        # The client's packets behind the CONNECT wait as for an authenticator
+        # (connection._handle_packets); our timer, not the CONNECT timeout, ends the wait.
+        conn._pending_connect = (p, False, None)
+        conn._pause_reading()
+        conn.opened_at = 0.0
+        entry: _WaitingConnect
+
+        def refuse() -> None:
+            if self.loading is not None and entry in self.loading:
+                self.loading.remove(entry)
+            conn._pending_connect = None
+            conn._resume_reading()
+            if conn.closing:
+                return
+            log.warning(
+                "client %r: persistent session refused (server unavailable): sessions "
+                "not loaded after %.1f s (the Meta Service has no leader)",
+                conn.client_id,
+                cfg.connect_timeout,
+            )
+            conn._refuse(ReasonCode.SERVER_UNAVAILABLE, "sessions not loaded yet")
+
+        timer = asyncio.get_running_loop().call_later(cfg.connect_timeout, refuse)
+        entry = (conn, accept, timer)
+        self.loading.append(entry)
+        return True
+
     async def recover(self) -> None:
         """Rebuilds persistent sessions (offline) and retained messages from the store;
         sessions that expired while the broker was down are dropped."""
         sessions, retained = await self.store.load()
         for message in retained:
-            self.router.retained.set(message.topic, message)
+            # In a cluster a message retained while the sessions loaded is newer.
+            if self.router.retained.get(message.topic) is None:
+                self.router.retained.set(message.topic, message)
         self.router.store = self.store
         now = time.time()
         loop = asyncio.get_running_loop()
         wills_due = []
         for stored in sessions:
             remaining = self._remaining_expiry(stored, now)
-            if remaining is not None and remaining <= 0:
+            # In a cluster a clean session may have taken the client id while they loaded.
+            if (remaining is not None and remaining <= 0) or stored.client_id in self.sessions:
                 if stored.will is not None:  # its session ended while the broker was down
                     wills_due.append((stored.will, stored.client_id))
                 self.store.session_deleted(stored.client_id)
                 continue
-            session = Session(
-                stored.client_id,
-                self.config.max_queued_messages,
-                self.config.queue_drop_policy == "drop_oldest",
-            )
-            session.owner = stored.owner
-            session.drops = self.counters
-            session.expiry_interval = stored.expiry_interval
-            session.persisted = True
-            session.journal = self.store.journal()
+            session = self._stored_session(stored)
             _restore_queue(session, stored, self.config.max_queued_messages)
             session.qos2_inbound = dict.fromkeys(stored.qos2_inbound)
-            for topic_filter, options in stored.subscriptions.items():
-                self.router.subscribe(session, topic_filter, options)
-                session.subscriptions[topic_filter] = options
-            self.sessions[stored.client_id] = session
             if stored.offline_since is None:
                 self.store.session_online(stored.client_id, stored.owner, False)
             if remaining is not None:
@@ -189,6 +264,51 @@ class MqttBroker:
                 len(self.sessions),
                 len(retained),
             )
+
+    def _stored_session(self, stored: StoredSession) -> Session:
+        """A persistent session rebuilt from the store, offline, with its subscriptions."""
+        session = Session(
+            stored.client_id,
+            self.config.max_queued_messages,
+            self.config.queue_drop_policy == "drop_oldest",
+        )
+        session.owner = stored.owner
+        session.drops = self.counters
+        session.expiry_interval = stored.expiry_interval
+        session.persisted = True
+        session.journal = self.store.journal()
+        for topic_filter, options in stored.subscriptions.items():
+            self.router.subscribe(session, topic_filter, options)
+            session.subscriptions[topic_filter] = options
+        self.sessions[stored.client_id] = session
+        return session
+
+    def _session_moved(self, client_id: str) -> None:
+        """Another node of the cluster took (or ended) this persistent session: its
+        connection here gets DISCONNECT 0x8E Session taken over (a will without delay is
+        published, as in a takeover here), and this node's copy goes, a delayed will with
+        it (the client reconnected before the delay, MQTT 5 §3.1.3.2.2). Messages queued
+        here stay behind: no queue moves between nodes."""
+        session = self.sessions.get(client_id)
+        if session is None or not session.persisted:
+            return
+        conn = session.connection
+        if conn is not None:
+            log.info("client %r: session taken over by another node", client_id)
+            self._detach(conn, session_continues=True)
+            conn.disconnect(ReasonCode.SESSION_TAKEN_OVER)
+        left = len(session.queue or ()) + len(session.inflight)
+        for handle in (session.expiry_handle, session.will_handle):
+            if handle is not None:
+                handle.cancel()
+        session.expiry_handle = session.will_handle = session.pending_will = None
+        for topic_filter in session.subscriptions:
+            self.router.unsubscribe(session, topic_filter)
+        session.subscriptions.clear()
+        session.persisted = False
+        session.journal = None
+        del self.sessions[client_id]
+        self.store.session_moved(client_id, left)
 
     @staticmethod
     def _remaining_expiry(stored: StoredSession, now: float) -> float | None:
@@ -238,6 +358,16 @@ class MqttBroker:
     ) -> tuple[Session, bool]:
         """Binds ``conn`` to its session: taken over, resumed or new. Returns (session, present)."""
         session = self.sessions.get(conn.client_id)
+        claim = False  # the session comes from another node of the cluster
+        if session is None and self.store.clustered:
+            elsewhere = self.store.session_elsewhere(conn.client_id)
+            if elsewhere is not None and (clean_start or elsewhere.owner != conn.username):
+                # Ended on its node too, which drops it on seeing the delete.
+                self.store.session_deleted(conn.client_id)
+            elif elsewhere is not None:
+                log.info("client %r: session taken over from another node", conn.client_id)
+                session = self._stored_session(elsewhere)
+                claim = True
         if session is not None and session.owner != conn.username and not clean_start:
             # Like Mosquitto: a session is resumed only by the user who made it; another
             # user presenting the same client id gets a new one, not the subscriptions and
@@ -269,7 +399,7 @@ class MqttBroker:
                 handle.cancel()  # a new connection before the will delay: no will (§3.1.3.2.2)
         session.expiry_handle = session.will_handle = session.pending_will = None
         if expiry_interval != 0:
-            if not session.persisted or session.expiry_interval != expiry_interval:
+            if claim or not session.persisted or session.expiry_interval != expiry_interval:
                 self.store.session_set(conn.client_id, session.owner, expiry_interval)
                 for topic_filter, options in session.subscriptions.items():
                     if not session.persisted:  # a clean session resumed as persistent

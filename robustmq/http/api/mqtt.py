@@ -6,9 +6,11 @@ subscription trie and retained tree, ``security``) on the event loop and change 
 through the broker's methods: kicking a client is an MQTT 5 DISCONNECT with reason
 0x98 Administrative action, publishing goes through ``publish_internal``. Users live in
 the security module's user store and, so that they survive a restart, in
-``auth.password_file``; hashing a password and rewriting that file run in a worker
-thread, never on the loop. Cluster and Kafka resources are in ``cluster.py`` and
-``kafka.py``.
+``auth.password_file`` when one is set, else in the Meta Service's ``mqtt`` group (written
+there, and applied by every node's cache, ``broker/mqtt/meta_rules.py``); with neither (the
+memory engine, no Meta Service) they cannot be managed (409). Hashing a password and
+rewriting the file run in a worker thread, never on the loop. Cluster and Kafka resources
+are in ``cluster.py`` and ``kafka.py``.
 """
 
 from __future__ import annotations
@@ -29,12 +31,22 @@ from robustmq.broker.auth.users import (
     MemoryUserStore,
     User,
     load_password_file,
+    new_user,
     remove_user,
     set_password,
+    user_record,
 )
 from robustmq.broker.mqtt.message import Message
+from robustmq.broker.mqtt.meta_rules import MetaRules
 from robustmq.broker.mqtt.session import Session
-from robustmq.errors import ApiBadRequest, ApiConflict, ApiNotFound, MqttError
+from robustmq.errors import (
+    ApiBadRequest,
+    ApiConflict,
+    ApiNotFound,
+    MetaConflict,
+    MetaError,
+    MqttError,
+)
 from robustmq.http.api.common import (
     BOOL,
     INT,
@@ -394,13 +406,29 @@ _USER = obj({"username": STR, "scram": BOOL}, ["username"])
 _USERNAME = Param("username", "path", NONEMPTY, "user name", required=True)
 
 
-def _store(ctx: Context) -> tuple[MemoryUserStore, str]:
-    """The user store and the password file behind it (409 when there is none)."""
+def _store(ctx: Context) -> tuple[MemoryUserStore, str | MetaRules]:
+    """The user store and what keeps it: the password file, or the Meta Service (409
+    when neither)."""
     security = ctx.mqtt.security
     path = security.config.password_file
+    rules = ctx.node.rules
+    if not path and rules is not None and rules.users is not None:
+        _loaded(rules)
+        return rules.users, rules
     if not path or not isinstance(security.users, MemoryUserStore):
-        raise ApiConflict("no auth.password_file is configured: users cannot be managed")
+        raise ApiConflict(
+            "no auth.password_file is configured and no Meta Service keeps users "
+            "(storage engine memory, or no meta role and no peers): users cannot be managed"
+        )
     return security.users, path
+
+
+def _loaded(rules: MetaRules) -> None:
+    """409 until the users are loaded: an empty list would be a wrong answer."""
+    try:
+        rules.check_loaded()
+    except MetaError as exc:
+        raise ApiConflict(str(exc)) from None
 
 
 async def list_users(ctx: Context, request: web.Request) -> Any:
@@ -424,10 +452,24 @@ def _password(body: dict[str, Any]) -> str:
     return password
 
 
-async def _save_user(ctx: Context, username: str, password: str) -> None:
-    store, path = _store(ctx)
+async def _save_user(ctx: Context, username: str, password: str, create: bool) -> None:
+    store, keeper = _store(ctx)
+    if isinstance(keeper, MetaRules):
+        try:
+            user = await asyncio.to_thread(new_user, username, password)
+        except ValueError as exc:
+            raise ApiBadRequest("username", str(exc)) from None
+        try:
+            await keeper.set_user(user_record(user), create)
+        except MetaConflict:
+            if create:
+                raise ApiConflict(f"user {username!r} already exists") from None
+            raise ApiNotFound(f"no user {username!r}") from None
+        except MetaError as exc:
+            raise ApiConflict(f"{type(exc).__name__}: {exc}") from None
+        return
     try:
-        user = await asyncio.to_thread(_write_user, path, username, password)
+        user = await asyncio.to_thread(_write_user, keeper, username, password)
     except ValueError as exc:
         raise ApiBadRequest("username", str(exc)) from None
     store.put(user)
@@ -442,7 +484,7 @@ async def add_user(ctx: Context, request: web.Request) -> Any:
     async with ctx.users_lock:
         if store.get(username) is not None:
             raise ApiConflict(f"user {username!r} already exists")
-        await _save_user(ctx, username, password)
+        await _save_user(ctx, username, password, create=True)
     return {"username": username}
 
 
@@ -455,17 +497,25 @@ async def change_password(ctx: Context, request: web.Request) -> Any:
     async with ctx.users_lock:
         if store.get(username) is None:
             raise ApiNotFound(f"no user {username!r}")
-        await _save_user(ctx, username, password)
+        await _save_user(ctx, username, password, create=False)
     return {"username": username}
 
 
 async def delete_user(ctx: Context, request: web.Request) -> Any:
-    store, path = _store(ctx)
+    store, keeper = _store(ctx)
     username = request.match_info["username"]
     async with ctx.users_lock:
         if store.get(username) is None:
             raise ApiNotFound(f"no user {username!r}")
-        await asyncio.to_thread(remove_user, path, username)
+        if isinstance(keeper, MetaRules):
+            try:
+                deleted = await keeper.delete_user(username)
+            except MetaError as exc:
+                raise ApiConflict(f"{type(exc).__name__}: {exc}") from None
+            if not deleted:
+                raise ApiNotFound(f"no user {username!r}")
+            return None
+        await asyncio.to_thread(remove_user, keeper, username)
         store.remove(username)
     return None
 
@@ -684,7 +734,7 @@ ROUTES = (
         "GET",
         "/api/v1/mqtt/users",
         list_users,
-        "Users of the password file",
+        "Users (of auth.password_file, else of the Meta Service)",
         "mqtt",
         page_of(_USER),
         PAGING,
@@ -694,7 +744,7 @@ ROUTES = (
         "POST",
         "/api/v1/mqtt/users",
         add_user,
-        "Add a user to the password file",
+        "Add a user (to auth.password_file, else to the Meta Service)",
         "mqtt",
         obj({"username": STR}),
         body=obj({"username": NONEMPTY, "password": NONEMPTY}, ["username", "password"]),

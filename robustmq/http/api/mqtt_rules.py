@@ -1,15 +1,19 @@
 """``/api/v1/mqtt/acl``, ``/api/v1/mqtt/rewrite`` and ``/api/v1/mqtt/auto-subscribe``: the
 rules the MQTT broker applies to clients, listed, added and removed at run time.
 
-ACL rules live in ``auth.acl_file``: a change rewrites that file (``acl.edit_acl_file``:
-written beside it, synced, renamed), so a restart keeps it, and then every connected
-client's authorizer is rebuilt from the new rules, its cached decisions with it. Rewrite
-and auto-subscribe rules come from ``[mqtt]`` in the config; the Meta Service has no
-record kind for them, so a change here lasts until the node restarts (the config file is
-what a restart reads). A rule is addressed by its position, because order decides which
-rule applies; a position refers to the rules in memory, so when the ACL file was edited on
-disk since, the change is refused (409) and the file's rules take effect. The clients,
-sessions and users are in ``mqtt.py``.
+ACL rules live in ``auth.acl_file`` when one is set: a change rewrites that file
+(``acl.edit_acl_file``: written beside it, synced, renamed), so a restart keeps it, and
+then every connected client's authorizer is rebuilt from the new rules, its cached
+decisions with it. Without an ACL file, on a node with a Meta Service and a persistent
+engine (``ctx.node.rules``), the ACL rules, and there always the rewrite and
+auto-subscribe rules, are lists in the ``mqtt`` group: a change here replaces the list
+there (``MetaRules.replace``) and every node's cache applies it, re-authorizing its
+clients. Otherwise rewrite and auto-subscribe changes last until the node restarts (the
+config file is what a restart reads) and ACL rules cannot be managed (409). A rule is
+addressed by its position, because order decides which rule applies; a position refers to
+the rules this node holds, so when the ACL file was edited on disk since, or the group's
+list was changed through another node meanwhile, the change is refused (409): list again.
+The clients, sessions and users are in ``mqtt.py``.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from robustmq.broker.auth.acl import (
     load_acl_file,
     parse_rule,
 )
+from robustmq.broker.mqtt.meta_rules import MetaRules, reauthorize
 from robustmq.broker.mqtt.rewrite import ACTIONS, TopicRewriter
 from robustmq.broker.mqtt.server import MqttBroker, auto_subscriptions
 from robustmq.errors import (
@@ -37,6 +42,8 @@ from robustmq.errors import (
     ApiConflict,
     ApiNotFound,
     ConfigError,
+    MetaConflict,
+    MetaError,
     MqttError,
     SecurityFileError,
 )
@@ -127,13 +134,23 @@ _NEW_RULE = obj(
 )
 
 
-def _acl(ctx: Context) -> tuple[Acl, str]:
-    """The broker's ACL and its file (409 when there is no file to keep changes in)."""
+def _acl(ctx: Context) -> tuple[Acl, str | MetaRules]:
+    """The broker's ACL and what keeps its rules: the file, or the Meta Service (409
+    when neither)."""
     security = ctx.mqtt.security
     path = security.config.acl_file
+    rules = ctx.node.rules
+    if not path and rules is not None and rules.manages_acl and security.acl is not None:
+        try:
+            rules.check_loaded()  # until then the rules in force are none of the group's
+        except MetaError as exc:
+            raise ApiConflict(str(exc)) from None
+        return security.acl, rules
     if not path or security.acl is None:
         raise ApiConflict(
-            "no auth.acl_file is configured: set one (it may start empty) to manage ACL rules"
+            "no auth.acl_file is configured and no Meta Service keeps ACL rules (storage "
+            "engine memory, or no meta role and no peers): set one (it may start empty) to "
+            "manage ACL rules"
         )
     return security.acl, path
 
@@ -196,16 +213,16 @@ def _acl_line(body: dict[str, Any]) -> str:
     return line
 
 
-def reauthorize(broker: MqttBroker) -> None:
-    """Every connected client's authorizer rebuilt from the current rules (superusers
-    have none), so a change applies to the next PUBLISH or SUBSCRIBE of each."""
-    acl = broker.security.acl
-    assert acl is not None
-    for conn in broker.connections:
-        if conn.connected and not conn.closing and not conn.superuser:
-            conn.authorizer = acl.authorizer_for(
-                conn.client_id, conn.username, conn.ip, conn.claims
-            )
+async def _replace(rules: MetaRules, kind: str, items: list[Any], revision: int) -> None:
+    """``MetaRules.replace``, its failures as API errors. Callers hold ``ctx.acl_lock``
+    (one change of a rule list at a time on a node), so that no change made here is
+    computed from a list another one made here is replacing."""
+    try:
+        await rules.replace(kind, items, revision)
+    except MetaConflict as exc:
+        raise ApiConflict(str(exc)) from None
+    except MetaError as exc:
+        raise ApiConflict(f"{type(exc).__name__}: {exc}") from None
 
 
 async def _edit_acl(ctx: Context, path: str, **edit: Any) -> list[Rule]:
@@ -247,6 +264,12 @@ async def add_acl(ctx: Context, request: web.Request) -> Any:
     line = _acl_line(body)
     position = _position(body)
     async with ctx.acl_lock:
+        if isinstance(path, MetaRules):
+            lines, revision = path.rule_list("acl")
+            index = len(lines) if position is None else min(position, len(lines))
+            lines.insert(index, line)
+            await _replace(path, "acl", lines, revision)
+            return _rule_json(index, parse_rule(line))
         # A position counts the rules in memory, which the file must still hold.
         expected = None if position is None else list(acl.rules)
         rules = await _edit_acl(ctx, path, insert=line, before=position, expected=expected)
@@ -258,6 +281,11 @@ async def add_acl(ctx: Context, request: web.Request) -> Any:
 async def delete_acl(ctx: Context, request: web.Request) -> Any:
     acl, path = _acl(ctx)
     async with ctx.acl_lock:
+        if isinstance(path, MetaRules):
+            lines, revision = path.rule_list("acl")
+            del lines[_index(request, len(lines))]
+            await _replace(path, "acl", lines, revision)
+            return None
         index = _index(request, len(acl.rules))
         await _edit_acl(ctx, path, remove=index, expected=list(acl.rules))
     return None
@@ -265,7 +293,7 @@ async def delete_acl(ctx: Context, request: web.Request) -> Any:
 
 # ------------------------------------------------------------------ rewrite
 
-_UNTIL_RESTART = " (kept until the node restarts: not persisted)"
+_KEPT = " (kept in the Meta Service; with the memory engine only until the node restarts)"
 _REWRITE = obj(
     {
         "action": {"type": "string", "enum": list(ACTIONS)},
@@ -328,17 +356,27 @@ async def add_rewrite(ctx: Context, request: web.Request) -> Any:
     body = await json_body(request)
     rule = _rewrite_rule(body)
     position = _position(body)
-    rules = ctx.mqtt.rewriter.rules
-    index = len(rules) if position is None else min(position, len(rules))
-    rules.insert(index, rule)
-    _set_rewrite(ctx.mqtt, rules)
+    meta = ctx.node.rules
+    async with ctx.acl_lock:
+        rules, revision = meta.rule_list("rewrite") if meta else (ctx.mqtt.rewriter.rules, 0)
+        index = len(rules) if position is None else min(position, len(rules))
+        rules.insert(index, rule)
+        if meta is not None:
+            await _replace(meta, "rewrite", rules, revision)
+        else:
+            _set_rewrite(ctx.mqtt, rules)
     return {"index": index, **rule}
 
 
 async def delete_rewrite(ctx: Context, request: web.Request) -> Any:
-    rules = ctx.mqtt.rewriter.rules
-    del rules[_index(request, len(rules))]
-    _set_rewrite(ctx.mqtt, rules)
+    meta = ctx.node.rules
+    async with ctx.acl_lock:
+        rules, revision = meta.rule_list("rewrite") if meta else (ctx.mqtt.rewriter.rules, 0)
+        del rules[_index(request, len(rules))]
+        if meta is not None:
+            await _replace(meta, "rewrite", rules, revision)
+        else:
+            _set_rewrite(ctx.mqtt, rules)
     return None
 
 
@@ -381,54 +419,71 @@ async def add_auto_subscribe(ctx: Context, request: web.Request) -> Any:
         raise ApiBadRequest(
             "topic", f"{topic!r} is not a valid topic filter ({exc.allowed})"
         ) from None
-    entries = ctx.mqtt.auto_subscribe
-    index = len(entries) if position is None else min(position, len(entries))
-    ctx.mqtt.auto_subscribe = [*entries[:index], entry, *entries[index:]]
+    meta = ctx.node.rules
+    async with ctx.acl_lock:
+        if meta is not None:
+            items, revision = meta.rule_list("autosub")
+            index = len(items) if position is None else min(position, len(items))
+            items.insert(index, {"topic": topic, "qos": qos})
+            await _replace(meta, "autosub", items, revision)
+            return {"index": index, "topic": topic, "qos": qos}
+        entries = ctx.mqtt.auto_subscribe
+        index = len(entries) if position is None else min(position, len(entries))
+        ctx.mqtt.auto_subscribe = [*entries[:index], entry, *entries[index:]]
     return {"index": index, "topic": topic, "qos": qos}
 
 
 async def delete_auto_subscribe(ctx: Context, request: web.Request) -> Any:
-    entries = list(ctx.mqtt.auto_subscribe)
-    del entries[_index(request, len(entries))]
-    ctx.mqtt.auto_subscribe = entries
+    meta = ctx.node.rules
+    async with ctx.acl_lock:
+        if meta is not None:
+            items, revision = meta.rule_list("autosub")
+            del items[_index(request, len(items))]
+            await _replace(meta, "autosub", items, revision)
+            return None
+        entries = list(ctx.mqtt.auto_subscribe)
+        del entries[_index(request, len(entries))]
+        ctx.mqtt.auto_subscribe = entries
     return None
 
 
 # ------------------------------------------------------------------ the routes
 
-_ACL_ERRORS = (400, 404, 409)
+_RULE_ERRORS = (400, 404, 409)
 ROUTES = (
     Route(
         "GET",
         "/api/v1/mqtt/acl",
         list_acl,
-        "ACL rules of auth.acl_file, in the order they are tried",
+        "ACL rules (of auth.acl_file, else of the Meta Service), in the order they are tried",
         "mqtt",
         page_of(_RULE),
         PAGING,
-        errors=_ACL_ERRORS,
+        errors=_RULE_ERRORS,
     ),
     Route(
         "POST",
         "/api/v1/mqtt/acl",
         add_acl,
-        "Add an ACL rule: written to auth.acl_file, applied to connected clients at once",
+        "Add an ACL rule (to auth.acl_file, else to the Meta Service); applied to "
+        "connected clients at once",
         "mqtt",
         _RULE,
         body=_NEW_RULE,
         status=201,
-        errors=_ACL_ERRORS,
+        errors=_RULE_ERRORS,
     ),
     Route(
         "DELETE",
         "/api/v1/mqtt/acl/{index}",
         delete_acl,
-        "Remove an ACL rule from auth.acl_file; applied to connected clients at once",
+        "Remove an ACL rule (from auth.acl_file, else from the Meta Service); applied to "
+        "connected clients at once",
         "mqtt",
         {},
         (_INDEX,),
         status=204,
-        errors=_ACL_ERRORS,
+        errors=_RULE_ERRORS,
     ),
     Route(
         "GET",
@@ -444,23 +499,23 @@ ROUTES = (
         "POST",
         "/api/v1/mqtt/rewrite",
         add_rewrite,
-        "Add a topic rewrite rule" + _UNTIL_RESTART,
+        "Add a topic rewrite rule" + _KEPT,
         "mqtt",
         _REWRITE_ROW,
         body=_NEW_REWRITE,
         status=201,
-        errors=(400, 404),
+        errors=_RULE_ERRORS,
     ),
     Route(
         "DELETE",
         "/api/v1/mqtt/rewrite/{index}",
         delete_rewrite,
-        "Remove a topic rewrite rule" + _UNTIL_RESTART,
+        "Remove a topic rewrite rule" + _KEPT,
         "mqtt",
         {},
         (_INDEX,),
         status=204,
-        errors=(400, 404),
+        errors=_RULE_ERRORS,
     ),
     Route(
         "GET",
@@ -476,22 +531,22 @@ ROUTES = (
         "POST",
         "/api/v1/mqtt/auto-subscribe",
         add_auto_subscribe,
-        "Add an auto-subscription for clients connecting from now on" + _UNTIL_RESTART,
+        "Add an auto-subscription for clients connecting from now on" + _KEPT,
         "mqtt",
         _AUTO,
         body=_NEW_AUTO,
         status=201,
-        errors=(400, 404),
+        errors=_RULE_ERRORS,
     ),
     Route(
         "DELETE",
         "/api/v1/mqtt/auto-subscribe/{index}",
         delete_auto_subscribe,
-        "Remove an auto-subscription (existing subscriptions stay)" + _UNTIL_RESTART,
+        "Remove an auto-subscription (existing subscriptions stay)" + _KEPT,
         "mqtt",
         {},
         (_INDEX,),
         status=204,
-        errors=(400, 404),
+        errors=_RULE_ERRORS,
     ),
 )

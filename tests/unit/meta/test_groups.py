@@ -58,11 +58,11 @@ def test_mqtt_sessions_keep_subscriptions_when_resumed() -> None:
     with pytest.raises(InvalidMetaCommand, match="qos 3"):
         sm.apply(encode_command("subscription.set", client_id="c1", filter="a", qos=3))
     sm.apply(encode_command("retained.set", topic="t/1", payload="aGk=", qos=1, properties={}))
-    sm.apply(encode_command("user.set", username="u", password_hash="h", superuser=False))
-    sm.apply(encode_command("acl.set", name="deny-all", rule={"permission": "deny"}))
+    sm.apply(encode_command("user.set", username="u", password_hash="h", scram=""))
+    sm.apply(encode_command("acl.replace", rules=["deny all all #"]))
     assert sm.read("retained/t/1")["payload"] == "aGk="
-    assert sm.read("users/u")["superuser"] is False
-    assert sm.read("acl/deny-all") == {"name": "deny-all", "rule": {"permission": "deny"}}
+    assert sm.read("users/u") == {"username": "u", "password_hash": "h", "scram": ""}
+    assert sm.read("acl/rules") == {"name": "rules", "rules": ["deny all all #"], "revision": 1}
     assert sm.apply(encode_command("user.delete", username="u")) == {"deleted": True}
     assert sm.apply(encode_command("user.delete", username="u")) == {"deleted": False}
 

@@ -101,12 +101,12 @@ async def test_follower_proposal_redirects_and_follower_reads_via_read_index(
     leader = await cluster.leader("mqtt")
     follower = next(h for h in cluster.hosts.values() if h is not leader)
     with pytest.raises(NotLeader) as info:
-        await follower.propose("mqtt", encode_command("acl.delete", name="x"))
+        await follower.propose("mqtt", encode_command("user.delete", username="x"))
     assert info.value.leader_id == leader.config.node_id
     assert info.value.leader_address == f"127.0.0.1:{leader.config.node_id}"
-    await leader.propose("mqtt", encode_command("acl.set", name="r", rule={"allow": True}))
+    await leader.propose("mqtt", encode_command("acl.replace", rules=["allow all all #"]))
     # The follower asks the leader for its commit index, then waits to have applied it.
-    assert await follower.read("mqtt", "acl/r") == {"name": "r", "rule": {"allow": True}}
+    assert (await follower.read("mqtt", "acl/rules"))["rules"] == ["allow all all #"]
     with pytest.raises(UnknownMetaGroup):
         await follower.read("nope", "x")
 
