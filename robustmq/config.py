@@ -110,6 +110,11 @@ class MqttConfig:
         min=0,
         max=65535,
     )
+    reuse_port: bool = option(
+        False,
+        "open the TCP and TLS listeners with SO_REUSEPORT, so that several nodes of one "
+        "cluster on one machine share the ports and the kernel spreads clients over them",
+    )
     ws_path: str = option("/mqtt", "HTTP path of the WebSocket listeners")
     certfile: str = option("", "PEM certificate (chain) of the TLS listeners")
     keyfile: str = option("", "PEM private key of certfile (empty: inside certfile)")

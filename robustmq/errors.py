@@ -152,6 +152,15 @@ class AclFileChanged(RobustMQError):
         self.path = path
 
 
+class ForwardFrameError(RobustMQError):
+    """A frame of forwarded messages from another node (robustmq/broker/mqtt/cluster_link.py)
+    that cannot be decoded: the whole frame is refused, and the sending node logs it."""
+
+    def __init__(self, at: int, reason: str) -> None:
+        super().__init__(f"forwarded frame, byte {at}: {reason}")
+        self.at = at
+
+
 # --- Storage engine (robustmq/storage) -------------------------------------------------
 # Named like etcd-io/raft's storage errors. No wire codes are registered here yet: the Kafka
 # layer maps them (ShardNotFound -> UNKNOWN_TOPIC_OR_PARTITION, OffsetOutOfRange ->

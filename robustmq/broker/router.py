@@ -6,6 +6,9 @@ look-up. Shared subscriptions (``$share/{group}/{filter}``) deliver each message
 member chosen by the configured strategy. Retained messages are kept in a topic tree that
 answers "which retained topics does this filter match" in time proportional to the
 answer. Sessions are opaque here apart from ``client_id``, ``connection`` and ``deliver``.
+In a cluster, ``link`` (``robustmq/broker/mqtt/cluster_link.py``) learns which filters
+this node's sessions hold and every retained message set here, and messages other nodes
+forward arrive through ``route_forwarded``.
 """
 
 from __future__ import annotations
@@ -51,6 +54,18 @@ class InternalSubscriber(Protocol):
     def deliver_messages(self, messages: list[Message]) -> None: ...
 
 
+class ClusterHook(Protocol):
+    """What the router tells a cluster link: a filter a session of this node subscribed
+    to or left (once per session and filter), and a retained message set or cleared by a
+    client of this node."""
+
+    def subscribed(self, topic_filter: str) -> None: ...
+
+    def unsubscribed(self, topic_filter: str) -> None: ...
+
+    def retained(self, message: Message) -> None: ...
+
+
 class Router:
     def __init__(
         self,
@@ -78,13 +93,17 @@ class Router:
         self.internal_subscriptions = 0
         self._internal_cache: dict[str, list[InternalSubscriber]] = {}
         self._internal_generation = -1
+        self.link: ClusterHook | None = None
         self._sticky: dict[tuple[str, str], Session] = {}
 
     # ------------------------------------------------------------------ subscriptions
 
     def subscribe(self, session: Session, topic_filter: str, options: SubscriptionOptions) -> bool:
         """Adds or replaces a subscription; True if it is new."""
-        return self.subscriptions.add(topic_filter, session, options)
+        new = self.subscriptions.add(topic_filter, session, options)
+        if new and self.link is not None:
+            self.link.subscribed(topic_filter)
+        return new
 
     def unsubscribe(self, session: Session, topic_filter: str) -> bool:
         shared = trie.parse_shared(topic_filter)
@@ -93,7 +112,10 @@ class Router:
                 del self._sticky[shared]  # don't keep an ended session alive
             # A member left: the round starts over (and a group that is gone leaves no key).
             self._turn.pop(shared, None)
-        return self.subscriptions.remove(topic_filter, session)
+        removed = self.subscriptions.remove(topic_filter, session)
+        if removed and self.link is not None:
+            self.link.unsubscribed(topic_filter)
+        return removed
 
     def subscribe_internal(self, subscriber: InternalSubscriber, topic_filter: str) -> None:
         """Hands ``subscriber`` every message published on a topic ``topic_filter``
@@ -247,6 +269,33 @@ class Router:
             session.deliver(delivery)
         return len(targets)
 
+    def route_forwarded(self, message: Message, shared: frozenset[tuple[str, str]]) -> int:
+        """Delivers a message another node forwarded: to every matching session, and to
+        one member of each shared subscription group in ``shared`` (the groups the
+        publisher's node chose this node for); never to internal subscribers, since the
+        publisher's node already handed it to its own (and nothing is forwarded twice)."""
+        normal, groups = self._match(message.topic)
+        targets: dict[Session, Delivery] = {}
+        for session, options in normal:
+            self._collect(targets, session, options, message, None)
+        for group, topic_filter, members in groups:
+            if (group, topic_filter) in shared:
+                member = self._pick(group, topic_filter, members, message, None)
+                if member is not None:
+                    key = (group, topic_filter)
+                    self._collect(targets, member, members[member], message, key)
+        for session, delivery in targets.items():
+            session.deliver(delivery)
+        return len(targets)
+
+    def shared_here(self, topic: str) -> set[tuple[str, str]]:
+        """The shared subscription groups matching ``topic`` with a member on this node."""
+        return {
+            (group, topic_filter)
+            for group, topic_filter, members in self._match(topic)[1]
+            if members
+        }
+
     def redistribute(self, delivery: Delivery, leaving: Session) -> bool:
         """Gives a shared-subscription delivery that ``leaving`` did not acknowledge to
         another member of its group; False when no other member exists."""
@@ -317,26 +366,31 @@ class Router:
 
     # ------------------------------------------------------------------ retained
 
-    def clear_retained(self, topic: str) -> bool:
-        """Removes a topic's retained message, also from the durable store; False if it
-        had none."""
+    def clear_retained(self, topic: str, local: bool = True) -> bool:
+        """Removes a topic's retained message, also from the durable store (unless another
+        node cleared it: ``local`` False); False if it had none."""
         if not self.retained.delete(topic):
             return False
-        self.store.retained_deleted(topic)
+        if local:
+            self.store.retained_deleted(topic)
         return True
 
-    def retain(self, message: Message) -> None:
+    def retain(self, message: Message, local: bool = True) -> None:
         """Stores, replaces or (empty payload) clears the retained message of a topic.
 
         The limits are for clients' messages: the broker's own ``$SYS`` statistics are
-        kept apart from the count.
+        kept apart from the count. A message set by a client of this node (``local``) is
+        made durable and told to the cluster link; one another node set (and made
+        durable) only replaces this node's copy.
         """
         if is_sys_topic(message.topic):
             self._system_retained.add(message.topic)
             self.retained.set(message.topic, message)
             return
+        if local and self.link is not None:
+            self.link.retained(message)
         if not message.payload:
-            self.clear_retained(message.topic)
+            self.clear_retained(message.topic, local)
             return
         stored = len(self.retained) - len(self._system_retained)
         if len(message.payload) > self.max_retained_payload or (
@@ -351,7 +405,8 @@ class Router:
             )
             return
         self.retained.set(message.topic, message)
-        self.store.retained_set(message)
+        if local:
+            self.store.retained_set(message)
 
     def retained_for(self, topic_filter: str) -> list[Message]:
         """Retained messages matching a filter, expired ones dropped."""

@@ -9,20 +9,23 @@ the same class. ``GrpcTransport`` is the host's ``Transport`` to peers: per peer
 and one sender task, so all groups' messages queued while a call is in flight go out
 together in the next call; peers added by a membership change get theirs on the fly.
 ``RpcStats`` counts the MetaService's requests and their latency per method (plain
-integers, read by ``/metrics``). The Raft loop itself is ``meta/host.py``.
+integers, read by ``/metrics``). The same server carries the brokers' node-to-node
+traffic: ``/robustmq.BrokerLink/Forward``, raw bytes handed to ``forward_sink``
+(framed and read by ``robustmq/broker/mqtt/cluster_link.py``). The Raft loop itself is
+``meta/host.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 import orjson
 
-from robustmq.errors import ConfigError, MetaError, RaftError
+from robustmq.errors import ConfigError, ForwardFrameError, MetaError, RaftError
 from robustmq.meta.client import CHANNEL_OPTIONS
 from robustmq.meta.codec import decode_message, encode_message
 from robustmq.meta.host import HostConfig, MultiRaftHost, WatchEvent
@@ -279,7 +282,9 @@ class MetaServer:
     """A ``MultiRaftHost`` with its gRPC server and transport: one meta node.
 
     ``bind`` is "host:port"; None runs no gRPC server (a single node with gRPC disabled).
-    ``port`` is the port listened on once started."""
+    ``port`` is the port listened on once started. ``forward_sink`` takes the frames other
+    brokers forward (set by the node once its broker runs: until then they are refused
+    as UNAVAILABLE and the sender tries again)."""
 
     def __init__(self, host: MultiRaftHost, transport: GrpcTransport, bind: str | None) -> None:
         self.host = host
@@ -296,6 +301,22 @@ class MetaServer:
             meta_pb2_grpc.add_MetaServiceServicer_to_server(
                 _MetaService(host, self.stats), self._server
             )
+            forward = grpc.unary_unary_rpc_method_handler(self._forward)  # raw bytes
+            self._server.add_generic_rpc_handlers(
+                (grpc.method_handlers_generic_handler("robustmq.BrokerLink", {"Forward": forward}),)
+            )
+        self.forward_sink: Callable[[bytes], None] | None = None
+
+    async def _forward(self, frame: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        sink = self.forward_sink
+        if sink is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "this node's broker is not running")
+        try:
+            sink(frame)  # type: ignore[misc]
+        except ForwardFrameError as exc:
+            log.warning("a forwarded frame was refused: %s", exc)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return b""
 
     async def start(self) -> None:
         if self._server is not None and self.bind is not None:

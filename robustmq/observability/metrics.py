@@ -67,6 +67,9 @@ _MQTT_COUNTERS = {
     "messages_received": "robustmq_mqtt_messages_received",
     "messages_sent": "robustmq_mqtt_messages_sent",
     "messages_dropped": "robustmq_mqtt_messages_dropped",
+    "cluster_forwarded_out": "robustmq_mqtt_cluster_forwarded_out",
+    "cluster_forwarded_in": "robustmq_mqtt_cluster_forwarded_in",
+    "cluster_forward_dropped": "robustmq_mqtt_cluster_forward_dropped",
     "bytes_received": "robustmq_mqtt_received_bytes",
     "bytes_sent": "robustmq_mqtt_sent_bytes",
     "protocol_errors": "robustmq_mqtt_protocol_errors",
@@ -111,6 +114,15 @@ METRICS: dict[str, MetricInfo] = {
     ),
     "robustmq_mqtt_messages_received": MetricInfo(C, (), "PUBLISH packets received from clients"),
     "robustmq_mqtt_messages_sent": MetricInfo(C, (), "PUBLISH packets sent to clients"),
+    "robustmq_mqtt_cluster_forwarded_out": MetricInfo(
+        C, (), "messages forwarded to other nodes of the cluster (one per node)"
+    ),
+    "robustmq_mqtt_cluster_forwarded_in": MetricInfo(
+        C, (), "messages other nodes of the cluster forwarded to this one"
+    ),
+    "robustmq_mqtt_cluster_forward_dropped": MetricInfo(
+        C, (), "messages for another node dropped: its queue was full or its address unknown"
+    ),
     "robustmq_mqtt_messages_dropped": MetricInfo(
         C, (), "messages not delivered to a subscriber, all reasons (see _by_reason)"
     ),

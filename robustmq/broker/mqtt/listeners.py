@@ -180,6 +180,7 @@ async def start_listeners(broker: MqttBroker) -> tuple[list[Any], list[tuple[str
                 port,
                 ssl=tls,
                 reuse_address=True,
+                reuse_port=cfg.reuse_port,
                 backlog=1024,
             )
             servers.append(server)

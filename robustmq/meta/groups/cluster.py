@@ -3,9 +3,11 @@
 Tables: ``nodes`` (keyed by node id as text: id, address, roles, last heartbeat in
 milliseconds since the epoch, as given by the proposer so that every replica stores the same
 value, and, when registered with them, listeners, version and start time), ``config``
-(key -> JSON value) and ``topics`` (Kafka topics by name: partition count and topic
+(key -> JSON value), ``topics`` (Kafka topics by name: partition count and topic
 configs, written whole by ``topic.set``; the broker's ``TopicRegistry`` decides what a
-valid change is). Commands and their encoding are in ``base.py``; who
+valid change is) and ``routes`` (by node id as text: the MQTT topic filters that node's
+sessions subscribe to, ``$share/{group}/`` included, so that other nodes know where to
+forward a publish: ``robustmq/broker/mqtt/cluster_link.py``). Commands and their encoding are in ``base.py``; who
 proposes heartbeats and when is the node's business, not this module's.
 """
 
@@ -52,7 +54,36 @@ def _node_heartbeat(sm: StateMachine, cmd: Record) -> Any:
 
 
 def _node_remove(sm: StateMachine, cmd: Record) -> Any:
-    return {"deleted": sm.tables["nodes"].pop(str(field(cmd, "id", int)), None) is not None}
+    key = str(field(cmd, "id", int))
+    sm.tables["routes"].pop(key, None)  # nothing is forwarded to a node that left
+    return {"deleted": sm.tables["nodes"].pop(key, None) is not None}
+
+
+def _filters(cmd: Record, name: str) -> list[str]:
+    filters = field(cmd, name, list)
+    if not all(isinstance(f, str) and f for f in filters):
+        raise InvalidMetaCommand(f"{cmd['op']}: {name} must be non-empty strings")
+    return filters
+
+
+def _route_update(sm: StateMachine, cmd: Record) -> Any:
+    """A node's routes changed: ``add`` and ``delete`` filters, or, with ``replace``,
+    the whole set is ``add`` (what a node proposes first after it starts)."""
+    node_id = field(cmd, "node_id", int)
+    if node_id <= 0:
+        raise InvalidMetaCommand("route.update needs node_id > 0")
+    add, delete = _filters(cmd, "add"), _filters(cmd, "delete")
+    key = str(node_id)
+    held = {} if cmd.get("replace") is True else sm.tables["routes"].get(key, {})
+    for f in delete:
+        held.pop(f, None)
+    for f in add:
+        held[f] = 1
+    if held:
+        sm.tables["routes"][key] = held
+    else:
+        sm.tables["routes"].pop(key, None)
+    return {"filters": len(held)}
 
 
 def _config_set(sm: StateMachine, cmd: Record) -> Any:
@@ -78,7 +109,7 @@ def _topic_set(sm: StateMachine, cmd: Record) -> Any:
 
 class ClusterStateMachine(StateMachine):
     NAME = "cluster"
-    TABLES = ("nodes", "config", "topics")
+    TABLES = ("nodes", "config", "topics", "routes")
     OPS = {
         "node.register": _node_register,
         "node.heartbeat": _node_heartbeat,
@@ -87,16 +118,19 @@ class ClusterStateMachine(StateMachine):
         "config.delete": delete_record("config", "key"),
         "topic.set": _topic_set,
         "topic.delete": delete_record("topics", "name"),
+        "route.update": _route_update,
     }
 
     def restore(self, data: bytes) -> None:
-        # A snapshot written before the topics table existed restores with it empty.
+        # A snapshot written before the topics or routes table existed restores with it
+        # empty.
         try:
             snap = orjson.loads(data)
         except orjson.JSONDecodeError:
             snap = None  # the base class names the problem
         tables = snap.get("tables") if isinstance(snap, dict) else None
-        if isinstance(tables, dict) and "topics" not in tables:
-            tables["topics"] = {}
+        if isinstance(tables, dict) and not {"topics", "routes"} <= tables.keys():
+            tables.setdefault("topics", {})
+            tables.setdefault("routes", {})
             data = orjson.dumps(snap)
         super().restore(data)

@@ -89,7 +89,7 @@ def test_a_snapshot_from_before_the_topics_table_restores_with_it_empty() -> Non
     old = orjson.dumps({"v": 1, "group": "cluster", "tables": {"nodes": {}, "config": {"k": 1}}})
     sm = ClusterStateMachine()
     sm.restore(old)
-    assert sm.tables == {"nodes": {}, "config": {"k": 1}, "topics": {}}
+    assert sm.tables == {"nodes": {}, "config": {"k": 1}, "topics": {}, "routes": {}}
     _apply(sm, "topic.set", name="t", partitions=1, configs={})
     assert list(sm.read("topics")) == ["t"]
 
@@ -107,7 +107,7 @@ def test_a_bad_snapshot_is_still_refused(data: bytes) -> None:
     sm = ClusterStateMachine()
     with pytest.raises(MetaCommandError):
         sm.restore(data)
-    assert sm.tables == {"nodes": {}, "config": {}, "topics": {}}
+    assert sm.tables == {"nodes": {}, "config": {}, "topics": {}, "routes": {}}
 
 
 async def test_topics_survive_a_host_restart(tmp_path: Any) -> None:

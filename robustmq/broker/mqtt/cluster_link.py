@@ -1,0 +1,491 @@
+"""The cluster link: MQTT publishes forwarded between the brokers of a cluster.
+
+**Routes.** The Meta Service ``cluster`` group's ``routes`` table holds, per node, the
+topic filters its sessions subscribe to (``$share/{group}/...`` as written). The router
+tells the link when a session of this node subscribes to a filter or leaves it
+(``subscribed``/``unsubscribed``, once per session and filter): a filter's first
+subscriber on this node adds it, its last removes it. Changes are batched, one
+``route.update`` proposal at a time; the first after a start replaces whatever the table
+held for this node (the sessions of a previous run are not all back). Every node follows
+the table through the watch stream of its own meta replica and keeps the other nodes'
+filters in a trie of its own; for each such filter it is an internal subscriber of its
+router, so the router hands it every publish some other node wants (a batched-lane run
+as one list).
+
+**Forwarding.** A message goes to every node with a matching plain filter and, for each
+matching shared subscription group without a member on this node, to one node with a
+member, in turn; to each node once, naming the groups it is to serve there. Per node,
+one queue and one sender task: what is queued while a call is in flight goes out in the
+next call (``Forward`` on the node's gRPC listener; raw bytes framed here), so order per
+publisher and node holds. A retained message set or cleared on this node goes to every
+other node, which keeps its copy for its own subscribers' SUBSCRIBEs.
+
+**Not promised.** The publisher's PUBACK comes from this node alone: a message for a node
+that cannot be reached waits in a queue bounded by ``MAX_QUEUED`` (beyond it messages are
+dropped, counted and logged), and one in flight when the receiving node crashes is lost.
+Between nodes delivery is at most once, and there is no flow control beyond that bound.
+
+**Frames.** ``>BII``: version, sending node, message count; then per message ``>BHBI``:
+flags (``STORE_ONLY``: a retained message to keep, not to deliver), sender length,
+shared group count, PUBLISH length; the sender (UTF-8), each group as ``>H`` length and
+``group/filter`` (UTF-8), and the message as an MQTT 5 PUBLISH packet (QoS and RETAIN as
+published, properties, the remaining message expiry, packet identifier 1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from collections import Counter
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+import orjson
+
+from robustmq._core import mqtt, trie
+from robustmq.broker.auth.ratelog import RateLimitedLog
+from robustmq.broker.mqtt.message import Message
+from robustmq.errors import ForwardFrameError, MetaError, MqttError
+
+if TYPE_CHECKING:
+    from robustmq.broker.router import Router
+
+log = logging.getLogger(__name__)
+failure_log = RateLimitedLog(log, burst=5, interval=30.0)
+
+GROUP = "cluster"
+FORWARD_METHOD = "/robustmq.BrokerLink/Forward"
+VERSION = 1
+STORE_ONLY = 1
+MAX_QUEUED = 100_000
+"""Messages waiting for one node; more are dropped (counted in ``cluster_forward_dropped``)."""
+MAX_FRAME_BYTES = 1 << 20
+"""A call carries about this much at most (one message may be larger)."""
+SEND_TIMEOUT = 5.0
+RETRY_DELAYS = (0.05, 0.2, 1.0, 2.0)
+"""Seconds before the next attempt after 1, 2, 3 and more failures in a row."""
+
+_HEAD = struct.Struct(">BII")
+_ENTRY = struct.Struct(">BHBI")
+_U16 = struct.Struct(">H")
+
+
+class RouteProposer(Protocol):
+    async def propose(self, group: str, command: bytes) -> Any: ...
+
+
+class RouteWatch(Protocol):
+    async def next_events(self) -> list[Any]: ...
+
+    def close(self) -> None: ...
+
+
+class Peer:
+    """Another node: its entry in the route trie, and its queue of encoded messages."""
+
+    __slots__ = ("node_id", "queue", "queued", "ready", "task", "call")
+
+    def __init__(self, node_id: int) -> None:
+        self.node_id = node_id
+        self.queue: list[bytes] = []
+        self.queued = 0
+        self.ready = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self.call: Any = None
+
+
+def encode_entry(message: Message, groups: tuple[str, ...], flags: int = 0) -> bytes:
+    head, tail = message.encoded(5, message.qos, message.retain, ())
+    publish = head + b"\x00\x01" + tail if message.qos else head
+    sender = message.sender.encode()
+    tags = b"".join(_U16.pack(len(g)) + g for g in (group.encode() for group in groups))
+    return _ENTRY.pack(flags, len(sender), len(groups), len(publish)) + sender + tags + publish
+
+
+def encode_frame(node_id: int, entries: list[bytes]) -> bytes:
+    return _HEAD.pack(VERSION, node_id, len(entries)) + b"".join(entries)
+
+
+def decode_frame(data: bytes) -> tuple[int, list[tuple[int, Message, frozenset[tuple[str, str]]]]]:
+    """(sending node, [(flags, message, shared groups)]); ``ForwardFrameError`` naming the
+    byte where a frame is not what ``encode_frame`` writes."""
+    if len(data) < _HEAD.size:
+        raise ForwardFrameError(0, f"{len(data)} bytes: shorter than the frame header")
+    version, node_id, count = _HEAD.unpack_from(data)
+    if version != VERSION:
+        raise ForwardFrameError(0, f"version {version}; this node reads version {VERSION}")
+    decoder = mqtt.Decoder(5)
+    out = []
+    pos = _HEAD.size
+    for _ in range(count):
+        at = pos
+        if len(data) - pos < _ENTRY.size:
+            raise ForwardFrameError(at, "truncated message header")
+        flags, sender_len, group_count, publish_len = _ENTRY.unpack_from(data, pos)
+        pos += _ENTRY.size
+        try:
+            sender = data[pos : pos + sender_len].decode()
+            pos += sender_len
+            groups = []
+            for _ in range(group_count):
+                (size,) = _U16.unpack_from(data, pos)
+                tag = data[pos + 2 : pos + 2 + size].decode()
+                group, sep, topic_filter = tag.partition("/")
+                if not sep or len(tag.encode()) != size:
+                    raise ForwardFrameError(pos, f"shared group {tag!r} is not group/filter")
+                groups.append((group, topic_filter))
+                pos += 2 + size
+        except (UnicodeDecodeError, struct.error) as exc:
+            raise ForwardFrameError(at, f"bad sender or shared group: {exc}") from None
+        publish = data[pos : pos + publish_len]
+        if len(publish) != publish_len:
+            raise ForwardFrameError(pos, f"PUBLISH of {publish_len} bytes truncated")
+        try:
+            packets, used = decoder.decode(publish)
+        except MqttError as exc:
+            raise ForwardFrameError(pos, f"bad PUBLISH: {exc}") from None
+        if len(packets) != 1 or used != publish_len or not isinstance(packets[0], mqtt.Publish):
+            raise ForwardFrameError(pos, "not exactly one PUBLISH packet")
+        pos += publish_len
+        p = packets[0]
+        message = Message(p.topic, p.payload, p.qos, p.retain, p.properties, sender)
+        out.append((flags, message, frozenset(groups)))
+    if pos != len(data):
+        raise ForwardFrameError(pos, f"{len(data) - pos} bytes after the last message")
+    return node_id, out
+
+
+class ClusterLink:
+    """The forwarding between this node's broker and the other nodes' (see the module
+    docstring). ``routes()`` reads the ``routes`` table of this node's meta replica,
+    ``watch()`` opens a watch stream on it, ``addresses()`` maps node ids to gRPC
+    addresses, ``channel(address)`` opens a gRPC channel."""
+
+    def __init__(
+        self,
+        node_id: int,
+        router: Router,
+        stats: Counter[str],
+        proposer: RouteProposer,
+        watch: Callable[[], RouteWatch],
+        routes: Callable[[], dict[str, dict[str, int]]],
+        addresses: Callable[[], dict[int, str]],
+        channel: Callable[[str], Any],
+    ) -> None:
+        self.node_id = node_id
+        self.router = router
+        self.stats = stats
+        self._proposer = proposer
+        self._watch = watch
+        self._routes = routes
+        self._addresses = addresses
+        self._channel = channel
+        self._local: dict[str, int] = {}  # filter -> sessions of this node holding it
+        self._dirty: set[str] = set()
+        self._proposed: set[str] = set()
+        self._replace = True
+        self._route_wake = asyncio.Event()
+        self._remote = trie.SubscriptionTrie()
+        self._remote_routes: dict[int, set[str]] = {}
+        self._internal: dict[str, int] = {}  # filter the router hands us -> remote routes
+        self._plans: dict[str, tuple[list[Peer], list[tuple[str, str, list[Peer]]]]] = {}
+        self._plans_generation = (-1, -1)
+        self._turn: dict[tuple[str, str], int] = {}
+        self._peers: dict[int, Peer] = {}
+        self._channels: list[Any] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+
+    # ------------------------------------------------------------------ router hooks
+
+    def subscribed(self, topic_filter: str) -> None:
+        held = self._local.get(topic_filter, 0)
+        self._local[topic_filter] = held + 1
+        if not held:
+            self._dirty.add(topic_filter)
+            self._route_wake.set()
+
+    def unsubscribed(self, topic_filter: str) -> None:
+        held = self._local.get(topic_filter, 0) - 1
+        if held > 0:
+            self._local[topic_filter] = held
+            return
+        self._local.pop(topic_filter, None)
+        self._dirty.add(topic_filter)
+        self._route_wake.set()
+
+    def retained(self, message: Message) -> None:
+        entry = encode_entry(message, (), STORE_ONLY)
+        for node_id in self._addresses():
+            if node_id != self.node_id:
+                self._enqueue(self._peer(node_id), entry)
+
+    def deliver_messages(self, messages: list[Message]) -> None:
+        """``InternalSubscriber``: messages some other node subscribes to."""
+        topic = None
+        normal: list[Peer] = []
+        shared: list[tuple[str, str, list[Peer]]] = []
+        for message in messages:
+            if message.topic != topic:
+                topic = message.topic
+                normal, shared = self._plan(topic)
+            if not shared:
+                if normal:
+                    entry = encode_entry(message, ())
+                    for peer in normal:
+                        self._enqueue(peer, entry)
+                continue
+            chosen: dict[Peer, list[str]] = {peer: [] for peer in normal}
+            for group, topic_filter, members in shared:
+                turn = self._turn.get((group, topic_filter), 0)
+                self._turn[(group, topic_filter)] = turn + 1
+                chosen.setdefault(members[turn % len(members)], []).append(
+                    f"{group}/{topic_filter}"
+                )
+            for peer, groups in chosen.items():
+                self._enqueue(peer, encode_entry(message, tuple(groups)))
+
+    def _plan(self, topic: str) -> tuple[list[Peer], list[tuple[str, str, list[Peer]]]]:
+        """The nodes with a plain filter matching ``topic``, and the shared groups matching
+        it that have members on other nodes but none here (cached until either changes)."""
+        generation = (self._remote.generation, self.router.subscriptions.generation)
+        if generation != self._plans_generation:
+            self._plans.clear()
+            self._plans_generation = generation
+        plan = self._plans.get(topic)
+        if plan is None:
+            normal, groups = self._remote.match(topic)
+            here = self.router.shared_here(topic) if groups else set()
+            plan = (
+                list(dict.fromkeys(peer for peer, _ in normal)),
+                [(g, f, list(members)) for g, f, members in groups if (g, f) not in here],
+            )
+            if len(self._plans) >= 65536:
+                self._plans.clear()
+            self._plans[topic] = plan
+        return plan
+
+    # ------------------------------------------------------------------ receiving
+
+    def receive(self, frame: bytes) -> None:
+        """A frame another node forwarded: decoded whole (``ForwardFrameError`` refuses it
+        all), then each message delivered, or kept as a retained message."""
+        _, entries = decode_frame(frame)
+        router = self.router
+        for flags, message, groups in entries:
+            if flags & STORE_ONLY:
+                router.retain(message, local=False)
+            else:
+                router.route_forwarded(message, groups)
+        self.stats["cluster_forwarded_in"] += len(entries)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._route_wake.set()  # the first round replaces what a previous run left
+        self._tasks.append(loop.create_task(self._write_routes()))
+        self._tasks.append(loop.create_task(self._follow_routes()))
+
+    async def stop(self) -> None:
+        self._closing = True
+        tasks = self._tasks + [p.task for p in self._peers.values() if p.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for channel in self._channels:
+            await channel.close()
+
+    # ------------------------------------------------------------------ routes
+
+    async def _write_routes(self) -> None:
+        failures = 0
+        while True:
+            await self._route_wake.wait()
+            self._route_wake.clear()
+            replace = self._replace
+            if replace:
+                self._dirty.clear()
+                add, delete = sorted(self._local), []
+            else:
+                dirty, self._dirty = self._dirty, set()
+                add = [f for f in dirty if f in self._local and f not in self._proposed]
+                delete = [f for f in dirty if f not in self._local and f in self._proposed]
+                if not add and not delete:
+                    continue
+            command = orjson.dumps(
+                {
+                    "v": 1,
+                    "op": "route.update",
+                    "node_id": self.node_id,
+                    "add": add,
+                    "delete": delete,
+                    "replace": replace,
+                }
+            )
+            try:
+                await self._proposer.propose(GROUP, command)
+            except MetaError as exc:
+                failures += 1
+                # While the cluster forms (the first round) a missing leader is expected.
+                failure_log.log(
+                    logging.INFO if replace else logging.WARNING,
+                    "cluster routes of node %d not stored yet (%s); retrying",
+                    self.node_id,
+                    exc,
+                )
+                if not replace:
+                    self._dirty.update(add, delete)
+                await asyncio.sleep(RETRY_DELAYS[min(failures, len(RETRY_DELAYS)) - 1])
+                self._route_wake.set()
+                continue
+            failures = 0
+            if replace:
+                self._replace = False
+                self._proposed = set(add)
+            else:
+                self._proposed.update(add)
+                self._proposed.difference_update(delete)
+
+    async def _follow_routes(self) -> None:
+        watch = self._watch()
+        try:
+            while True:
+                touched: set[int] | None = set()
+                for event in await watch.next_events():
+                    if event.kind == "snapshot":
+                        touched = None
+                    elif event.kind == "entry" and event.data and touched is not None:
+                        touched.update(_route_nodes(event.data))
+                if touched is None or touched:
+                    self._sync_routes(touched)
+        except MetaError:
+            return  # the meta role stopped
+        finally:
+            watch.close()
+
+    def _sync_routes(self, nodes: set[int] | None) -> None:
+        """The other nodes' routes in the trie made what the table holds, for ``nodes``
+        (None: all of them)."""
+        table = self._routes()
+        if nodes is None:
+            nodes = {int(k) for k in table} | set(self._remote_routes)
+        nodes.discard(self.node_id)
+        for node_id in nodes:
+            wanted = set(table.get(str(node_id), ()))
+            held = self._remote_routes.get(node_id, set())
+            if wanted == held:
+                continue
+            peer = self._peer(node_id)
+            for topic_filter in held - wanted:
+                self._remote.remove(topic_filter, peer)
+                self._internal_change(topic_filter, -1)
+            for topic_filter in wanted - held:
+                self._remote.add(topic_filter, peer, None)
+                self._internal_change(topic_filter, 1)
+            if wanted:
+                self._remote_routes[node_id] = wanted
+            else:
+                self._remote_routes.pop(node_id, None)
+
+    def _internal_change(self, topic_filter: str, change: int) -> None:
+        shared = trie.parse_shared(topic_filter)
+        plain = shared[1] if shared is not None else topic_filter
+        count = self._internal.get(plain, 0) + change
+        if count > 0:
+            if count == 1 and change > 0:
+                self.router.subscribe_internal(self, plain)
+            self._internal[plain] = count
+        else:
+            self._internal.pop(plain, None)
+            self.router.unsubscribe_internal(self, plain)
+
+    # ------------------------------------------------------------------ sending
+
+    def _peer(self, node_id: int) -> Peer:
+        peer = self._peers.get(node_id)
+        if peer is None:
+            peer = self._peers[node_id] = Peer(node_id)
+        return peer
+
+    def _enqueue(self, peer: Peer, entry: bytes) -> None:
+        if peer.queued >= MAX_QUEUED:
+            self.stats["cluster_forward_dropped"] += 1
+            failure_log.log(
+                logging.WARNING,
+                "messages for node %d dropped: %d already wait for it",
+                peer.node_id,
+                peer.queued,
+            )
+            return
+        peer.queue.append(entry)
+        peer.queued += 1
+        if peer.task is None and not self._closing:
+            peer.task = asyncio.get_running_loop().create_task(self._send(peer))
+        peer.ready.set()
+
+    async def _send(self, peer: Peer) -> None:
+        failures = 0
+        while True:
+            await peer.ready.wait()
+            peer.ready.clear()
+            while peer.queue:
+                if peer.call is None:
+                    address = self._addresses().get(peer.node_id)
+                    if address is None:
+                        self._drop_all(peer, "its address is not known")
+                        break
+                    channel = self._channel(address)
+                    self._channels.append(channel)
+                    peer.call = channel.unary_unary(FORWARD_METHOD)
+                batch: list[bytes] = []
+                size = 0
+                for entry in peer.queue:
+                    if batch and size + len(entry) > MAX_FRAME_BYTES:
+                        break
+                    batch.append(entry)
+                    size += len(entry)
+                try:
+                    await peer.call(encode_frame(self.node_id, batch), timeout=SEND_TIMEOUT)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # grpc.aio.AioRpcError, or the channel closing
+                    failures += 1
+                    failure_log.log(
+                        logging.WARNING,
+                        "forwarding to node %d failed (%s); %d messages wait",
+                        peer.node_id,
+                        exc.details() if hasattr(exc, "details") else exc,
+                        peer.queued,
+                    )
+                    await asyncio.sleep(RETRY_DELAYS[min(failures, len(RETRY_DELAYS)) - 1])
+                    continue
+                failures = 0
+                del peer.queue[: len(batch)]
+                peer.queued -= len(batch)
+                self.stats["cluster_forwarded_out"] += len(batch)
+
+    def _drop_all(self, peer: Peer, why: str) -> None:
+        self.stats["cluster_forward_dropped"] += peer.queued
+        failure_log.log(
+            logging.WARNING, "%d messages for node %d dropped: %s", peer.queued, peer.node_id, why
+        )
+        peer.queue.clear()
+        peer.queued = 0
+
+
+def _route_nodes(command: bytes) -> set[int]:
+    """The nodes whose routes an entry of the ``cluster`` group may change."""
+    try:
+        cmd = orjson.loads(command)
+    except orjson.JSONDecodeError:
+        return set()
+    op = cmd.get("op") if isinstance(cmd, dict) else None
+    if op == "route.update":
+        node = cmd.get("node_id")
+    elif op == "node.remove":
+        node = cmd.get("id")
+    else:
+        return set()
+    return {node} if isinstance(node, int) else set()

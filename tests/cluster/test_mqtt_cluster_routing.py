@@ -1,0 +1,273 @@
+"""Publishes forwarded between the brokers of a cluster, with real ``robustmq-server``
+processes on 127.0.0.1 and paho-mqtt clients.
+
+Three nodes of one ``[cluster] peers`` config (memory engine): a publish on one node
+reaches subscribers on the others, each once, in order, with its properties; with
+subscribers on every node nothing is delivered twice (nothing is forwarded back); a
+shared subscription group with members on two other nodes gets each message once, and
+a member on the publisher's node takes them all; a retained message set on one node is
+served by the others, and cleared there too; an unsubscribed filter stops the
+forwarding (the sender's counter on ``/metrics`` stops); a SIGKILLed node, restarted,
+gets forwarded messages again; two nodes with ``mqtt.reuse_port`` share one MQTT port,
+the kernel spreads clients over both, and publish/subscribe works whichever node a client
+lands on. Routes travel through the Meta Service, so each test
+first waits, with probe messages, until the publisher's node knows the subscriber's
+route.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cluster.test_node_registry import Node, _env
+from tests.conftest import free_port
+from tests.integration.clients import Paho, props
+
+WAIT = 60.0
+
+
+class Cluster:
+    def __init__(self, root: Path, nodes: tuple[int, ...] = (1, 2, 3)) -> None:
+        self.root = root
+        self.grpc = {i: free_port() for i in nodes}
+        self.mqtt = {i: free_port() for i in nodes}
+        self.http = {i: free_port() for i in nodes}
+        self.config = root / "cluster.toml"
+        peers = ", ".join(f'"{i}@127.0.0.1:{p}"' for i, p in self.grpc.items())
+        self.config.write_text(f'[cluster]\npeers = [{peers}]\nbind = "127.0.0.1"\n')
+        self.nodes: dict[int, Node] = {}
+        self.starts: dict[int, int] = {}
+
+    def start(self, node_id: int, **env: str) -> None:
+        self.starts[node_id] = self.starts.get(node_id, 0) + 1
+        args = ["--config", str(self.config), "--node-id", str(node_id), "--storage", "memory"]
+        args += ["--data-dir", str(self.root / f"n{node_id}")]
+        env = _env(
+            ROBUSTMQ_MQTT_PORT=str(self.mqtt[node_id]),
+            ROBUSTMQ_KAFKA_PORT="0",
+            ROBUSTMQ_HTTP_PORT=str(self.http[node_id]),
+            **env,
+        )
+        name = f"n{node_id}.{self.starts[node_id]}"
+        self.nodes[node_id] = Node(self.root, name, args, env)
+
+    def client(self, node_id: int, client_id: str = "", version: int = 5) -> Paho:
+        return Paho(self.mqtt[node_id], client_id, version=version)
+
+    def counter(self, node_id: int, name: str) -> float:
+        url = f"http://127.0.0.1:{self.http[node_id]}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            for line in response.read().decode().splitlines():
+                if line.startswith(name + " "):
+                    return float(line.split()[1])
+        return 0.0
+
+    def stop_all(self) -> None:
+        for node in self.nodes.values():
+            node.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: Any) -> Iterator[Cluster]:
+    c = Cluster(tmp_path_factory.mktemp("routing"))
+    try:
+        for i in (1, 2, 3):
+            c.start(i)
+        yield c
+    finally:
+        c.stop_all()
+
+
+def _routed(publisher: Paho, topic: str, *subscribers: Paho) -> None:
+    """Probes on ``topic`` until every subscriber got one: the publisher's node knows
+    their routes. The probes that arrive late are drained."""
+    deadline = time.monotonic() + WAIT
+    waiting = list(subscribers)
+    while waiting:
+        assert time.monotonic() < deadline, f"no route to {topic!r} within {WAIT} s"
+        publisher.publish(topic, b"probe")
+        time.sleep(0.2)
+        waiting = [s for s in waiting if s.messages.empty()]
+    time.sleep(0.5)
+    for s in subscribers:
+        while not s.messages.empty():
+            assert s.get().payload == b"probe"
+
+
+def _take(sub: Paho, count: int) -> list[bytes]:
+    return [sub.get().payload for _ in range(count)]
+
+
+@pytest.mark.timeout(180)
+def test_publishes_reach_subscribers_on_every_node_once_in_order(cluster: Cluster) -> None:
+    subs = {i: cluster.client(i) for i in (1, 2, 3)}
+    subs[1].subscribe("order/#", qos=1)
+    subs[2].subscribe("order/+", qos=1)
+    subs[3].subscribe("order/a", qos=0)
+    subs[3].subscribe("order/#", qos=1)  # overlapping: still once, at QoS 1
+    pub = cluster.client(1, "order-pub")
+    _routed(pub, "order/a", subs[1], subs[2], subs[3])
+    sent = [b"%04d" % i for i in range(200)]
+    for payload in sent:
+        pub.publish("order/a", payload, qos=1, wait=False)
+    for node, sub in subs.items():
+        assert _take(sub, 200) == sent, f"node {node}"
+        sub.expect_nothing()
+    pub.publish(
+        "order/a",
+        b"with properties",
+        qos=1,
+        properties=props("PUBLISH", UserProperty=[("k", "v")], MessageExpiryInterval=60),
+    )
+    got = subs[2].get()
+    assert got.payload == b"with properties" and got.qos == 1
+    assert got.properties.UserProperty == [("k", "v")]
+    assert 0 < got.properties.MessageExpiryInterval <= 60
+    for sub in (*subs.values(), pub):
+        sub.disconnect()
+
+
+@pytest.mark.timeout(180)
+def test_a_shared_group_gets_each_message_once_across_nodes(cluster: Cluster) -> None:
+    members = {i: cluster.client(i) for i in (2, 3)}
+    for member in members.values():
+        member.subscribe("$share/workers/jobs/#", qos=1)
+    # Node 2 gets every message for this one: its member must still take only those
+    # node 1 chose it for.
+    plain = cluster.client(2)
+    plain.subscribe("jobs/x", qos=1)
+    pub = cluster.client(1, "jobs-pub")
+    deadline = time.monotonic() + WAIT
+    while cluster.counter(1, "robustmq_mqtt_cluster_forwarded_out_total") == 0:
+        # Each probe goes to one member: wait until both routes are known at node 1.
+        assert time.monotonic() < deadline, "no shared routes known at node 1"
+        pub.publish("jobs/probe", b"probe")
+        time.sleep(0.3)
+    _routed(pub, "jobs/x", plain)
+    for _ in range(10):
+        pub.publish("jobs/probe", b"probe")
+    time.sleep(1.0)
+    for member in members.values():
+        while not member.messages.empty():
+            assert member.get().payload == b"probe"
+    sent = {b"job-%03d" % i for i in range(100)}
+    for payload in sorted(sent):
+        pub.publish("jobs/x", payload, qos=1, wait=False)
+    got: dict[int, list[bytes]] = {2: [], 3: []}
+    deadline = time.monotonic() + WAIT
+    while sum(map(len, got.values())) < len(sent) and time.monotonic() < deadline:
+        for node, member in members.items():
+            while not member.messages.empty():
+                got[node].append(member.get().payload)
+        time.sleep(0.05)
+    received = got[2] + got[3]
+    assert sorted(received) == sorted(sent)  # each once
+    assert got[2] and got[3]  # shared between the nodes' members
+    assert _take(plain, 100) == sorted(sent)
+    local = cluster.client(1)
+    local.subscribe("$share/workers/jobs/#", qos=1)
+    pub.publish("jobs/x", b"to the local member", qos=1)
+    assert local.get().payload == b"to the local member"
+    for member in members.values():
+        member.expect_nothing()
+    assert plain.get().payload == b"to the local member"
+    for c in (*members.values(), local, plain, pub):
+        c.disconnect()
+
+
+@pytest.mark.timeout(180)
+def test_a_retained_message_is_served_and_cleared_on_every_node(cluster: Cluster) -> None:
+    pub = cluster.client(1, "retain-pub")
+    pub.publish("kept/1", b"state", qos=1, retain=True)
+
+    def retained_at(node: int) -> bytes | None:
+        sub = cluster.client(node)
+        sub.subscribe("kept/#", qos=1)
+        try:
+            return sub.get(timeout=1.0).payload
+        except Exception:
+            return None
+        finally:
+            sub.disconnect()
+
+    for node in (2, 3):
+        deadline = time.monotonic() + WAIT
+        while retained_at(node) != b"state":
+            assert time.monotonic() < deadline, f"node {node} never served it"
+    pub.publish("kept/1", b"", qos=1, retain=True)  # cleared on every node
+    for node in (2, 3):
+        deadline = time.monotonic() + WAIT
+        while retained_at(node) is not None:
+            assert time.monotonic() < deadline, f"node {node} still serves it"
+    pub.disconnect()
+
+
+@pytest.mark.timeout(180)
+def test_an_unsubscribed_filter_is_no_longer_forwarded(cluster: Cluster) -> None:
+    sub = cluster.client(2)
+    sub.subscribe("gone/x", qos=0)
+    pub = cluster.client(1, "gone-pub")
+    _routed(pub, "gone/x", sub)
+    sub.unsubscribe("gone/x")
+    name = "robustmq_mqtt_cluster_forwarded_out_total"
+    deadline = time.monotonic() + WAIT
+    while True:  # until node 1 has learnt the route is gone: nothing more goes out
+        before = cluster.counter(1, name)
+        for _ in range(20):
+            pub.publish("gone/x", b"dropped here")
+        time.sleep(0.3)
+        if cluster.counter(1, name) == before:
+            break
+        assert time.monotonic() < deadline, "node 1 still forwards gone/x"
+    sub.expect_nothing()
+    for c in (sub, pub):
+        c.disconnect()
+
+
+@pytest.mark.timeout(240)
+def test_a_killed_node_gets_forwarded_messages_again_once_restarted(cluster: Cluster) -> None:
+    cluster.nodes[3].kill()
+    cluster.start(3)
+    sub = cluster.client(3)
+    sub.subscribe("back/+", qos=1)
+    pub = cluster.client(2, "back-pub")
+    _routed(pub, "back/1", sub)
+    for i in range(20):
+        pub.publish("back/1", b"%d" % i, qos=1, wait=False)
+    assert _take(sub, 20) == [b"%d" % i for i in range(20)]
+    for c in (sub, pub):
+        c.disconnect()
+
+
+@pytest.mark.timeout(180)
+def test_two_nodes_share_one_port_with_reuse_port(tmp_path: Path) -> None:
+    c = Cluster(tmp_path, (1, 2))
+    c.mqtt[2] = c.mqtt[1]
+    try:
+        for i in (1, 2):
+            c.start(i, ROBUSTMQ_MQTT_REUSE_PORT="true")
+        clients = [c.client(1) for _ in range(24)]
+        deadline = time.monotonic() + WAIT
+        while True:
+            counts = [c.counter(i, "robustmq_mqtt_connections") for i in (1, 2)]
+            if sum(counts) == len(clients) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert sum(counts) == len(clients) and min(counts) > 0, counts  # both took some
+        subscribers, publisher = clients[:-1], clients[-1]
+        for sub in subscribers:
+            sub.subscribe("spread/t", qos=1)
+        _routed(publisher, "spread/t", *subscribers)
+        publisher.publish("spread/t", b"everyone", qos=1)
+        for sub in subscribers:
+            assert sub.get().payload == b"everyone"
+        for client in clients:
+            client.disconnect()
+    finally:
+        c.stop_all()

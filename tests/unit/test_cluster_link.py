@@ -1,0 +1,180 @@
+"""The cluster link's pieces without sockets: the frames of forwarded messages (a round
+trip keeps topic, payload, QoS, RETAIN, properties, sender and shared groups; a frame that
+is cut, padded or garbled is refused whole with ``ForwardFrameError``, never another
+exception), and the ``cluster`` group's ``routes`` table (``route.update`` adds, deletes
+and replaces a node's filters; ``node.remove`` drops them; a snapshot from before the
+table existed restores with it empty). Forwarding between real processes is
+``tests/cluster/test_mqtt_cluster_routing.py``.
+"""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from robustmq.broker.mqtt.cluster_link import (
+    STORE_ONLY,
+    decode_frame,
+    encode_entry,
+    encode_frame,
+)
+from robustmq.broker.mqtt.message import Message
+from robustmq.errors import ForwardFrameError, InvalidMetaCommand
+from robustmq.meta.groups import ClusterStateMachine, encode_command
+
+topics = st.text(
+    st.characters(blacklist_characters="#+\x00", blacklist_categories=("Cs",)), min_size=1
+).filter(lambda t: len(t.encode()) < 200)
+names = st.text(
+    st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=5
+)
+groups = st.tuples(
+    st.text(
+        st.characters(blacklist_characters="/#+\x00", blacklist_categories=("Cs",)), min_size=1
+    ),
+    topics,
+)
+
+
+@given(
+    topic=topics,
+    payload=st.binary(max_size=300),
+    qos=st.integers(0, 2),
+    retain=st.booleans(),
+    sender=st.text(max_size=30).filter(lambda s: "\x00" not in s),
+    shared=st.lists(groups, max_size=3),
+    user=st.lists(st.tuples(names, names), max_size=2),
+    flags=st.sampled_from([0, STORE_ONLY]),
+)
+def test_a_frame_round_trip_keeps_every_field(
+    topic: str,
+    payload: bytes,
+    qos: int,
+    retain: bool,
+    sender: str,
+    shared: list[tuple[str, str]],
+    user: list[tuple[str, str]],
+    flags: int,
+) -> None:
+    properties = {"user_property": user, "content_type": "x/y"} if user else None
+    message = Message(topic, payload, qos, retain, properties, sender)
+    tags = tuple(f"{g}/{f}" for g, f in shared)
+    frame = encode_frame(7, [encode_entry(message, tags, flags)] * 2)
+    node, entries = decode_frame(frame)
+    assert node == 7 and len(entries) == 2
+    got_flags, got, got_groups = entries[0]
+    assert got_flags == flags and got_groups == frozenset(shared)
+    assert (got.topic, got.payload, got.qos, got.retain, got.sender) == (
+        topic,
+        payload,
+        qos,
+        retain,
+        sender,
+    )
+    assert got.properties == properties
+
+
+def test_the_remaining_expiry_travels() -> None:
+    message = Message("t", b"p", 1, False, {"message_expiry_interval": 30})
+    _, [(_, got, _)] = decode_frame(encode_frame(1, [encode_entry(message, ())]))
+    assert got.properties is not None and 29 <= got.properties["message_expiry_interval"] <= 30
+    assert got.expires_at > 0
+
+
+def _valid_frame() -> bytes:
+    entries = [
+        encode_entry(Message("a/b", b"x" * 10, 1, True, None, "c1"), ("g/a/#",)),
+        encode_entry(Message("a/c", b"", 0, False, None, ""), ()),
+    ]
+    return encode_frame(3, entries)
+
+
+@pytest.mark.parametrize(
+    "frame, reason",
+    [
+        (b"", "shorter than the frame header"),
+        (b"\x02" + _valid_frame()[1:], "version 2"),
+        (_valid_frame()[:-1], "truncated"),
+        (_valid_frame() + b"\x00", "after the last message"),
+        (_valid_frame()[:5] + b"\x00\x00\x00\x03" + _valid_frame()[9:], "truncated message"),
+    ],
+)
+def test_a_bad_frame_is_refused_naming_the_problem(frame: bytes, reason: str) -> None:
+    with pytest.raises(ForwardFrameError, match=reason):
+        decode_frame(frame)
+
+
+@given(st.binary(max_size=200))
+def test_random_bytes_are_refused_or_decoded_never_crash(data: bytes) -> None:
+    try:
+        decode_frame(data)
+    except ForwardFrameError:
+        pass
+
+
+@given(st.data())
+def test_a_garbled_valid_frame_is_refused_or_decoded_never_crash(data: st.DataObject) -> None:
+    frame = bytearray(_valid_frame())
+    for _ in range(data.draw(st.integers(1, 4))):
+        at = data.draw(st.integers(0, len(frame) - 1))
+        frame[at] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(frame)))
+    try:
+        decode_frame(bytes(frame[:cut]))
+    except ForwardFrameError:
+        pass
+
+
+# ---------------------------------------------------------------------- routes table
+
+
+def _routes(sm: ClusterStateMachine) -> dict[str, list[str]]:
+    return {node: sorted(filters) for node, filters in sm.read("routes").items()}
+
+
+def test_route_update_adds_deletes_and_replaces_a_nodes_filters() -> None:
+    sm = ClusterStateMachine()
+    update = lambda **kw: sm.apply(encode_command("route.update", **kw))  # noqa: E731
+    update(node_id=1, add=["a/#", "$share/g/b"], delete=[])
+    update(node_id=2, add=["c"], delete=[])
+    assert _routes(sm) == {"1": ["$share/g/b", "a/#"], "2": ["c"]}
+    assert update(node_id=1, add=["d"], delete=["a/#"]) == {"filters": 2}
+    assert _routes(sm)["1"] == ["$share/g/b", "d"]
+    update(node_id=1, add=["e"], delete=[], replace=True)  # a restarted node
+    assert _routes(sm) == {"1": ["e"], "2": ["c"]}
+    update(node_id=2, add=[], delete=["c"])
+    assert _routes(sm) == {"1": ["e"]}
+    sm.apply(encode_command("node.register", id=1, address="h:1", roles=[], heartbeat=1))
+    sm.apply(encode_command("node.remove", id=1))
+    assert _routes(sm) == {}
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"node_id": 0, "add": [], "delete": []},
+        {"node_id": 1, "add": [""], "delete": []},
+        {"node_id": 1, "add": [3], "delete": []},
+        {"node_id": 1, "add": "a", "delete": []},
+        {"node_id": 1, "add": []},
+    ],
+)
+def test_a_bad_route_update_is_refused(fields: dict[str, object]) -> None:
+    sm = ClusterStateMachine()
+    with pytest.raises(InvalidMetaCommand):
+        sm.apply(encode_command("route.update", **fields))
+    assert sm.read("routes") == {}
+
+
+def test_a_snapshot_from_before_the_routes_table_restores() -> None:
+    old = {"v": 1, "group": "cluster", "tables": {"nodes": {}, "config": {"k": 1}}}
+    sm = ClusterStateMachine()
+    sm.restore(orjson.dumps(old))
+    assert sm.read("routes") == {} and sm.read("topics") == {}
+    assert sm.read("config") == {"k": 1}
+    sm.apply(encode_command("route.update", node_id=4, add=["x"], delete=[]))
+    again = ClusterStateMachine()
+    again.restore(sm.snapshot())
+    assert again.read("routes") == {"4": {"x": 1}}
