@@ -8,24 +8,59 @@ same bytes, and optionally a peer broker (Tansu) on the produce scenarios.
          --listener-url tcp://127.0.0.1:{port} --advertised-listener-url
          tcp://127.0.0.1:{port} --storage-engine memory://tansu/'
     python benchmarks/bench_kafka.py --scale 0.1 --profile /tmp/kafka.prof   # cProfile
+    python benchmarks/bench_kafka.py --ratio-only   # segment engine vs raw disk only
 
 Scenarios: produce N x 100 B and N/10 x 1 KB (acks=1, linger.ms=5, batch.size 1 MiB, one
 partition), then consume them all back from offset 0; end-to-end latency at 1,000 msg/s
 for ``--latency-seconds`` with the clients' default settings (the send time rides in the
 value). The broker's CPU time per scenario is printed too: with the clients on the same
-two cores, throughput alone mostly measures the client. Each broker is started here on a free 127.0.0.1 port in its own session and
-stopped by its process group. The clients run in this process on the same machine, so a
-figure is the lower of the broker's and the client's ceilings. The raw disk rate is
-write() of the 1 KB scenario's bytes in 1 MiB chunks to a file in the segment engine's
-directory, then one fdatasync, and, for comparison, an fdatasync after every chunk.
+two cores, throughput alone mostly measures the client. Each broker is started here on a
+free 127.0.0.1 port in its own session and stopped by its process group. The clients
+run in this process on the same machine, so a figure is the lower of the broker's and
+the client's ceilings. The table's raw disk rate is write() of the 1 KB scenario's bytes
+(100 MB, mostly the page cache) in 1 MiB chunks, then one fdatasync, and an fdatasync
+after every chunk; the comparison below is the one to quote.
 
-Segment engine vs raw disk: the disk here is noisy (one run measured 370 to 1,500 MB/s),
-so ``--disk-runs`` (default 3) alternates a raw disk run and a 1 KB produce run on one
-segment broker (a fresh topic each time) and reports every pair and the median ratio.
-One Python producer loop is the ceiling of the produce scenarios (the broker spends
-about 0.1 CPU second on 100 MB), so these runs split the messages over
-``--ratio-producers`` (default 2) producer processes, started together, with the same
-settings; the rate is all their bytes over the time from the start to the last flush.
+Segment engine vs raw disk (``--ratio-only`` runs only this): ``--disk-runs`` (default
+3) runs of ``--disk-mib`` (default 1024) MiB per side, alternated because this VM's disk
+is noisy (write + fdatasync of 1 GiB measured 0.36 to 1.9 GB/s), with the median of
+each side and of the per-run ratios. Each run compares like with like three times:
+
+* page cache: write() of the bytes in 1 MiB chunks, no fdatasync, against 1 KB records
+  produced (acks=1) to a broker with the default ``fsync = "interval"`` until the last
+  answer. Neither side promises the bytes are on disk.
+* durable: the same writes, then one fdatasync, against the same produce run plus the
+  time from the last write to the partition's files until each is fdatasynced from this
+  process. An explicit fdatasync rather than an ``interval`` broker's own timer, because
+  it is what the raw side does (write everything, sync once) and ends the moment the
+  bytes are on disk instead of up to ``fsync_interval_ms`` later. The files are synced
+  as soon as ListOffsets (every 10 ms) shows the partition's end offset at the record
+  count, not after the producer processes exit; the interval broker may already have
+  synced part of them, as it would for a user.
+* per request: an fdatasync after every 1 MiB write, against a broker with
+  ``fsync = "always"`` and acks=-1 until the last answer. "always" makes each append
+  request wait for a sync round (sync.py): a Produce request of up to ~1 MiB is answered
+  only once on disk, but requests that arrive while a round runs share the next one
+  (group commit), so with several producers there are fewer syncs than requests.
+
+The segment side counts record values only (1,024 bytes a record), not their framing.
+Each run produces to a fresh one-partition topic, deleted afterwards (its files checked
+gone); the raw file is deleted too. Memory: this VM hands freed memory back to the host
+(virtio-balloon free page reporting) a second or two after it is freed, and writing into
+memory the host must supply again is slow, for the raw file and the broker alike: a
+1 GiB write() into the page cache ran at 4.6-5.8 GB/s right after a 1 GiB file was
+deleted, at 0.9-1.4 GB/s 1-3 s later. So each side waits ``--settle`` seconds (default
+3) after the one before it and every side writes into handed-back memory, as a long run
+into free memory does here; without the wait, whichever side followed a deletion most
+closely would win.
+Producers: ``--ratio-client bench`` (default) runs ``robustmq-bench kafka produce`` with
+``--ratio-producers`` worker processes of one producer each, ``confluent`` as many
+confluent-kafka processes (linger.ms=5, batch.size 1 MiB); back to back at 1 GiB and
+load ~1.8 the first made ~750 MB/s, the second ~550 MB/s on this machine, in these runs
+(settle waits, load 2-4) both were in the same range. Clients and broker share two
+cores, so the broker's CPU seconds per run and the implied capacity (MB per broker CPU
+second) are printed next to the raw disk rates.
+
 Commit latency: ``COMMITS`` synchronous OffsetCommits of one partition by a
 confluent-kafka consumer (with a persistent engine they are Meta Service proposals),
 p50/p99.
@@ -34,19 +69,26 @@ p50/p99.
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import statistics
 import struct
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from broker_process import Broker, free_port
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+
+from robustmq.broker.kafka.registry import shard_name
+from robustmq.storage.segment.format import shard_dirname
 
 MiB = 1 << 20
 COMMITS = 200
@@ -147,7 +189,8 @@ def latency(bootstrap: str, topic: str, seconds: float, rate: int) -> dict[str, 
         while not stop.is_set():
             msg = consumer.poll(0.1)  # one at a time: consume(n) would wait for n
             if msg is not None and msg.error() is None:
-                samples.append((time.time_ns() - struct.unpack(">q", msg.value()[:8])[0]) / 1e6)
+                sent_ns = struct.unpack(">q", (msg.value() or b"")[:8])[0]
+                samples.append((time.time_ns() - sent_ns) / 1e6)
 
     thread = threading.Thread(target=receive, daemon=True)
     thread.start()
@@ -194,13 +237,13 @@ def commit_latency(bootstrap: str, topic: str) -> dict[str, float]:
 
 
 def _producer_process(
-    bootstrap: str, topic: str, count: int, size: int, ready: Any, go: Any, done: Any
+    bootstrap: str, topic: str, count: int, size: int, acks: int, ready: Any, go: Any, done: Any
 ) -> None:
     """One of ``produce_parallel``'s producers: connects, then produces on ``go``."""
     producer = Producer(
         {
             "bootstrap.servers": bootstrap,
-            "acks": 1,
+            "acks": acks,
             "linger.ms": 5,
             "batch.size": MiB,
             "queue.buffering.max.messages": 1_000_000,
@@ -230,14 +273,16 @@ def _producer_process(
 
 
 def produce_parallel(
-    bootstrap: str, topic: str, count: int, size: int, processes: int
+    bootstrap: str, topic: str, count: int, size: int, processes: int, acks: int = 1
 ) -> dict[str, float]:
     """``count`` messages split over ``processes`` producer processes started together."""
     ctx = multiprocessing.get_context("spawn")  # no fork of this process's librdkafka threads
     ready, go, done = ctx.Semaphore(0), ctx.Event(), ctx.Queue()
     shares = [count // processes + (i < count % processes) for i in range(processes)]
     procs = [
-        ctx.Process(target=_producer_process, args=(bootstrap, topic, n, size, ready, go, done))
+        ctx.Process(
+            target=_producer_process, args=(bootstrap, topic, n, size, acks, ready, go, done)
+        )
         for n in shares
     ]
     for proc in procs:
@@ -260,55 +305,220 @@ def produce_parallel(
     return {"msgs": count / seconds, "mbs": count * size / seconds / 1e6, "seconds": seconds}
 
 
-def disk_ratio(workdir: str, opts: argparse.Namespace) -> list[tuple[float, float, float]]:
-    """(raw disk MB/s with one fdatasync, segment 1 KB produce MB/s, broker CPU seconds),
-    ``opts.disk_runs`` times, alternated, on one segment broker."""
-    _, count, size = opts.scenarios[1]
-    port = free_port()
-    command = robustmq_command(port, os.path.join(workdir, "ratio"), "segment", None)
-    broker = Broker(command, port, os.path.join(workdir, "robustmq-ratio.log"))
-    bootstrap = f"127.0.0.1:{port}"
-    directory = os.path.join(workdir, "ratio", "data")
-    pairs = []
+def produce_bench_tool(
+    bootstrap: str, topic: str, count: int, size: int, processes: int, acks: int
+) -> float:
+    """Seconds of a ``robustmq-bench kafka produce`` run of ``count`` records split over
+    ``processes`` worker processes of one producer each (its own window: from the moment
+    every producer is connected to the last Produce answer)."""
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "robustmq.cli.bench", "kafka", "produce",
+            "--bootstrap", bootstrap, "--topic", topic, "--size", str(size),
+            "--count", str(count // processes), "--workers", str(processes),
+            "--clients", str(processes), "--acks", str(acks), "--output", "json",
+        ],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"robustmq-bench failed ({done.returncode}): {done.stderr.strip()}")
+    report = json.loads(done.stdout)
+    if report["acked"] != count // processes * processes or any(report["errors"].values()):
+        raise RuntimeError(f"robustmq-bench: {report['acked']} acked, errors {report['errors']}")
+    return float(report["duration_s"])
+
+
+@dataclass(frozen=True)
+class RatioRun:
+    """One alternated run of ``ratio_runs``: seconds per side, bytes, broker CPU seconds."""
+
+    load: float  # 1-minute load average when the run started
+    raw_bytes: int
+    raw_write: float  # write() of raw_bytes in 1 MiB chunks: the page cache
+    raw_durable: float  # the same writes, then one fdatasync
+    raw_each: float  # an fdatasync after every 1 MiB write
+    seg_bytes: int  # record values produced (records' framing not counted)
+    seg_acked: float  # produce until the last answer, fsync = "interval"
+    seg_durable: float  # seg_acked + from the last write to the topic's files synced
+    seg_cpu: float
+    always: float  # produce, fsync = "always", acks=-1, until the last answer
+    always_cpu: float
+
+
+def raw_write(directory: str, total: int, sync_each: bool) -> tuple[float, float]:
+    """(seconds of the writes, seconds until synced) of ``total`` bytes in 1 MiB write()s
+    to a new file in ``directory``: one fdatasync at the end, or one after every write.
+    The file is deleted afterwards."""
+    chunk = os.urandom(MiB)
+    path = os.path.join(directory, "raw.bin")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        for run in range(opts.disk_runs):
-            disk = raw_disk(directory, count * size)["sync_end"]
-            topic = f"ratio-{run}"
-            create_topic(bootstrap, topic)
-            cpu = broker.cpu_seconds()
-            seg = produce_parallel(bootstrap, topic, count, size, opts.ratio_producers)["mbs"]
-            cpu = broker.cpu_seconds() - cpu
-            print(
-                f"  run {run + 1}: raw disk {disk:.1f} MB/s, segment produce {seg:.1f} MB/s,"
-                f" broker {cpu:.2f} cpu s"
-            )
-            pairs.append((disk, seg, cpu))
+        start = time.perf_counter()
+        written = 0
+        while written < total:
+            written += os.write(fd, chunk)
+            if sync_each:
+                os.fdatasync(fd)
+        wrote = time.perf_counter() - start
+        os.fdatasync(fd)
+        synced = time.perf_counter() - start
     finally:
-        broker.stop()
-    return pairs
+        os.close(fd)
+        os.unlink(path)
+    return wrote, synced
 
 
 def raw_disk(directory: str, total: int) -> dict[str, float]:
-    """Sequential write rate of ``total`` bytes in 1 MiB writes to a file in ``directory``:
-    one fdatasync at the end, and an fdatasync after every write."""
-    chunk = os.urandom(MiB)
-    out = {}
-    for mode in ("sync_end", "sync_each"):
-        path = os.path.join(directory, f"raw-{mode}.bin")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        start = time.perf_counter()
+    """MB/s of ``total`` bytes written then fdatasynced once, and fdatasynced per write."""
+    return {
+        "sync_end": total / raw_write(directory, total, False)[1] / 1e6,
+        "sync_each": total / raw_write(directory, total, True)[1] / 1e6,
+    }
+
+
+def sync_topic(data_dir: str, topic: str) -> float:
+    """fdatasync every file of ``topic``'s partition 0 in a segment broker's data
+    directory, as the raw side's final fdatasync does; returns the seconds from the last
+    write to any of them (the newest mtime) until all are synced."""
+    directory = topic_directory(data_dir, topic)
+    paths = [os.path.join(directory, name) for name in os.listdir(directory)]
+    last_write = max(os.stat(path).st_mtime_ns for path in paths)
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
         try:
-            written = 0
-            while written < total:
-                written += os.write(fd, chunk)
-                if mode == "sync_each":
-                    os.fdatasync(fd)
             os.fdatasync(fd)
         finally:
             os.close(fd)
-        out[mode] = written / (time.perf_counter() - start) / 1e6
-        os.unlink(path)
-    return out
+    return time.time() - last_write / 1e9
+
+
+def topic_directory(data_dir: str, topic: str) -> str:
+    return os.path.join(data_dir, "segment", "shards", shard_dirname(shard_name(topic, 0)))
+
+
+def delete_topic(bootstrap: str, data_dir: str, topic: str) -> None:
+    """DeleteTopics, then check that the broker removed the partition's files."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.delete_topics([topic]).values():
+        future.result(30)
+    if os.path.exists(topic_directory(data_dir, topic)):
+        raise RuntimeError(f"topic {topic} deleted but its files are still in {data_dir}")
+
+
+class RatioBroker:
+    """A segment broker of ``ratio_runs`` with one fsync policy, in its own directory."""
+
+    def __init__(self, workdir: str, fsync: str) -> None:
+        self.home = os.path.join(workdir, f"ratio-{fsync}")
+        os.makedirs(self.home)
+        config = os.path.join(self.home, "robustmq.toml")
+        with open(config, "w") as f:
+            f.write(f'[storage]\nfsync = "{fsync}"\n')
+        self.port = free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.data = os.path.join(self.home, "data")
+        command = robustmq_command(self.port, self.home, "segment", None)
+        self.broker = Broker(
+            [*command, "--config", config], self.port, os.path.join(self.home, "broker.log")
+        )
+
+    def produce(
+        self, topic: str, count: int, size: int, opts: argparse.Namespace, acks: int
+    ) -> tuple[float, float]:
+        """(seconds, broker CPU seconds) of ``count`` records of ``size`` bytes to a new
+        one-partition topic."""
+        create_topic(self.bootstrap, topic)
+        cpu = self.broker.cpu_seconds()
+        if opts.ratio_client == "bench":
+            seconds = produce_bench_tool(
+                self.bootstrap, topic, count, size, opts.ratio_producers, acks
+            )
+        else:
+            seconds = produce_parallel(
+                self.bootstrap, topic, count, size, opts.ratio_producers, acks
+            )["seconds"]
+        return seconds, self.broker.cpu_seconds() - cpu
+
+    def produce_and_sync(
+        self, topic: str, count: int, size: int, opts: argparse.Namespace
+    ) -> tuple[float, float, float]:
+        """``produce`` (acks=1), and the seconds from the last write to the topic's files
+        synced: they are synced as soon as the partition's end offset reaches ``count``,
+        seen by ListOffsets every 10 ms, not when the producer processes have exited."""
+        with ThreadPoolExecutor(1) as pool:
+            running = pool.submit(self.produce, topic, count, size, opts, 1)
+            watcher = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "ratio"})
+            try:
+                partition = TopicPartition(topic, 0)
+                end = -1
+                while end < count:
+                    finished = running.done()  # before the look, so it sees the end
+                    try:
+                        _, end = watcher.get_watermark_offsets(partition, 5, cached=False)
+                    except KafkaException:  # the topic is not there yet
+                        end = -1
+                    if finished:
+                        break
+                    time.sleep(0.01)
+                if end < count:
+                    running.result()  # the producers' error, if any
+                    raise RuntimeError(f"{topic}: end offset {end} of {count} after produce")
+                to_disk = sync_topic(self.data, topic)
+            finally:
+                watcher.close()
+            seconds, cpu = running.result()
+        return seconds, cpu, to_disk
+
+
+def ratio_runs(workdir: str, opts: argparse.Namespace) -> list[RatioRun]:
+    """``opts.disk_runs`` runs, each: the raw disk (written, then synced once; synced per
+    write), a fsync = "interval" segment broker (acked, then its files synced), a
+    fsync = "always" one (acked); one topic per broker and run, deleted afterwards."""
+    total = opts.disk_mib * MiB
+    size = 1024
+    per_producer = total // size // opts.ratio_producers
+    count = per_producer * opts.ratio_producers
+    interval = RatioBroker(workdir, "interval")
+    try:
+        always = RatioBroker(workdir, "always")
+    except BaseException:
+        interval.broker.stop()
+        raise
+    runs = []
+    try:
+        for run in range(opts.disk_runs):
+            load = os.getloadavg()[0]
+            # Every side starts from the same memory: what the side before it freed has
+            # been handed back to the host by then (see the module docstring).
+            time.sleep(opts.settle)
+            wrote, synced = raw_write(interval.home, total, False)
+            time.sleep(opts.settle)
+            each = raw_write(interval.home, total, True)[1]
+            topic = f"ratio-{run}"
+            time.sleep(opts.settle)
+            acked, seg_cpu, to_disk = interval.produce_and_sync(topic, count, size, opts)
+            delete_topic(interval.bootstrap, interval.data, topic)
+            time.sleep(opts.settle)
+            always_s, always_cpu = always.produce(topic, count, size, opts, -1)
+            delete_topic(always.bootstrap, always.data, topic)
+            r = RatioRun(
+                load, total, wrote, synced, each, count * size,
+                acked, acked + to_disk, seg_cpu, always_s, always_cpu,
+            )  # fmt: skip
+            runs.append(r)
+            print(
+                f"  run {run + 1} (load {load:.2f}): raw {r.raw_bytes / r.raw_write / 1e6:,.0f}"
+                f" MB/s written, {r.raw_bytes / r.raw_durable / 1e6:,.0f} synced once,"
+                f" {r.raw_bytes / r.raw_each / 1e6:,.0f} synced per MiB; segment"
+                f" {r.seg_bytes / r.seg_acked / 1e6:,.0f} MB/s acked,"
+                f" {r.seg_bytes / r.seg_durable / 1e6:,.0f} on disk (+{to_disk:.2f} s),"
+                f" {r.seg_bytes / r.always / 1e6:,.0f} fsync=always; broker CPU"
+                f" {r.seg_cpu:.2f} s, {r.always_cpu:.2f} s"
+            )
+    finally:
+        interval.broker.stop()
+        always.broker.stop()
+    return runs
 
 
 def run_broker(
@@ -354,20 +564,40 @@ def main() -> None:
     parser.add_argument("--peer-command", help="a peer broker's command line, with {port}")
     parser.add_argument("--profile", help="run RobustMQ under cProfile, stats to this file")
     parser.add_argument(
-        "--disk-runs", type=int, default=3, help="alternated raw disk / segment runs (>= 1)"
+        "--disk-runs", type=int, default=3, help="alternated raw disk / segment runs (0: none)"
+    )
+    parser.add_argument(
+        "--disk-mib", type=int, default=1024, help="MiB written per side in each of those runs"
+    )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=3.0,
+        help="seconds between the sides of those runs (freed memory goes back to the host)",
     )
     parser.add_argument(
         "--ratio-producers", type=int, default=2, help="producer processes of those runs"
     )
     parser.add_argument(
+        "--ratio-client",
+        choices=("bench", "confluent"),
+        default="bench",
+        help="producers of those runs: robustmq-bench kafka produce workers, or"
+        " confluent-kafka processes",
+    )
+    parser.add_argument(
         "--ratio-only", action="store_true", help="only the segment vs raw disk runs"
     )
     opts = parser.parse_args()
-    if opts.disk_runs < 0 or opts.ratio_producers < 1:
-        parser.error("--disk-runs must be >= 0 and --ratio-producers >= 1")
+    if opts.disk_runs < 0 or opts.ratio_producers < 1 or opts.disk_mib < 1 or opts.settle < 0:
+        parser.error("--disk-runs and --settle must be >= 0, --ratio-producers and --disk-mib >= 1")
+    if opts.ratio_only and opts.disk_runs < 1:
+        parser.error("--ratio-only needs --disk-runs >= 1")
     n = int(1_000_000 * opts.scale)
     opts.scenarios = [(f"{n:,} x 100 B", n, 100), (f"{n // 10:,} x 1 KB", n // 10, 1024)]
     rows: dict[str, dict[str, Any]] = {}
+    disk: dict[str, float] = {}
+    runs: list[RatioRun] = []
     with tempfile.TemporaryDirectory(prefix="bench-kafka-") as workdir:
         for storage in [] if opts.ratio_only else opts.storage.split(","):
             port = free_port()
@@ -377,32 +607,29 @@ def main() -> None:
             rows[f"robustmq {storage}"] = run_broker(
                 f"robustmq-{storage}", command, port, workdir, opts, full=True
             )
-        os.makedirs(os.path.join(workdir, "data"), exist_ok=True)
-        disk = raw_disk(os.path.join(workdir, "data"), n // 10 * 1024)
-        pairs: list[tuple[float, float, float]] = []
+        if not opts.ratio_only:
+            os.makedirs(os.path.join(workdir, "data"), exist_ok=True)
+            disk = raw_disk(os.path.join(workdir, "data"), n // 10 * 1024)
         if ("segment" in opts.storage.split(",") or opts.ratio_only) and opts.disk_runs > 0:
-            print(f"segment vs raw disk, {opts.disk_runs} alternated runs")
-            os.makedirs(os.path.join(workdir, "ratio", "data"), exist_ok=True)
-            pairs = disk_ratio(workdir, opts)
+            print(
+                f"segment vs raw disk, {opts.disk_runs} alternated runs of"
+                f" {opts.disk_mib:,} MiB per side"
+            )
+            runs = ratio_runs(workdir, opts)
         if opts.peer_command:
             port = free_port()
             command = ["sh", "-c", "exec " + opts.peer_command.format(port=port)]
             print(f"peer on {port}")
             rows["peer"] = run_broker("peer", command, port, workdir, opts, full=False)
-    print_table(rows, disk, pairs, opts)
+    print_table(rows, disk, opts)
+    print_ratio(runs, opts)
 
 
-def print_table(
-    rows: dict[str, dict[str, Any]],
-    disk: dict[str, float],
-    pairs: list[tuple[float, float, float]],
-    opts: Any,
-) -> None:
+def print_table(rows: dict[str, dict[str, Any]], disk: dict[str, float], opts: Any) -> None:
+    if not rows:
+        return
     print()
     names = list(rows)
-    if not names:
-        print_ratio(pairs, opts)
-        return
     keys = [f"{kind} {label}" for label, _, _ in opts.scenarios for kind in ("produce", "consume")]
     print("(broker CPU: seconds of CPU the broker process used for the scenario's bytes)")
     print(f"{'scenario':<28}" + "".join(f"{name:>40}" for name in names))
@@ -432,46 +659,66 @@ def print_table(
             )
     print(
         f"raw disk, {opts.scenarios[1][1] * 1024 / 1e6:.0f} MB in 1 MiB writes: "
-        f"{disk['sync_end']:.1f} MB/s (one fdatasync), {disk['sync_each']:.1f} MB/s"
-        " (fdatasync per write)"
+        f"{disk['sync_end']:.1f} MB/s (one fdatasync; at this size mostly the page cache),"
+        f" {disk['sync_each']:.1f} MB/s (fdatasync per write)"
     )
     peer = rows.get("peer", {})
     mem = rows.get("robustmq memory", {})
-    seg = rows.get("robustmq segment", {})
     for label, _, _ in opts.scenarios:
         key = f"produce {label}"
         if key in peer and key in mem:
             print(
                 f"produce {label}: memory engine / peer = {mem[key]['mbs'] / peer[key]['mbs']:.2f}x"
             )
-    key = f"produce {opts.scenarios[1][0]}"
-    if key in seg:
-        print(
-            f"produce 1 KB, segment engine / raw disk (one fdatasync), single run ="
-            f" {seg[key]['mbs'] / disk['sync_end']:.0%}"
-        )
-    print_ratio(pairs, opts)
 
 
-def print_ratio(pairs: list[tuple[float, float, float]], opts: Any) -> None:
-    if not pairs:
+def print_ratio(runs: list[RatioRun], opts: Any) -> None:
+    """The three comparisons of ``ratio_runs``: medians of each side and of the per-run
+    ratios, with every run's ratio."""
+    if not runs:
         return
-    _, count, size = opts.scenarios[1]
-    ratios = [s / d for d, s, _ in pairs]
-    print(
-        f"produce 1 KB ({opts.ratio_producers} producer processes), segment engine / raw"
-        f" disk (one fdatasync), median of {len(pairs)} alternated runs ="
-        f" {statistics.median(ratios):.0%} (runs: "
-        + ", ".join(f"{s:.0f}/{d:.0f} MB/s" for d, s, _ in pairs)
-        + ")"
+    client = (
+        f"robustmq-bench kafka produce --workers {opts.ratio_producers} (one producer each)"
+        if opts.ratio_client == "bench"
+        else f"{opts.ratio_producers} confluent-kafka producer processes"
     )
-    # What the broker could take if the clients were not the ceiling: the bytes of a
-    # run over the CPU seconds the broker spent on them (10 ms resolution).
-    capacity = statistics.median(count * size / 1e6 / max(cpu, 0.01) for _, _, cpu in pairs)
+    print()
     print(
-        f"segment produce bytes per broker CPU second, median: {capacity:.0f} MB/s"
-        f" (= {capacity / statistics.median(d for d, _, _ in pairs):.0%} of the median raw disk)"
+        f"segment engine vs raw disk: {opts.disk_mib:,} MiB per side per run, 1 KB records,"
+        f" {len(runs)} alternated runs (load {', '.join(f'{r.load:.2f}' for r in runs)});"
+        f" producers: {client}; MB/s, median of the runs"
     )
+    rows = [
+        ("page cache", "write(), no fdatasync", lambda r: r.raw_bytes / r.raw_write,
+         'acked, fsync="interval" (default)', lambda r: r.seg_bytes / r.seg_acked),
+        ("durable", "write(), then one fdatasync", lambda r: r.raw_bytes / r.raw_durable,
+         "acked, then its files fdatasynced", lambda r: r.seg_bytes / r.seg_durable),
+        ("per request", "fdatasync after every 1 MiB", lambda r: r.raw_bytes / r.raw_each,
+         'fsync="always", acks=-1', lambda r: r.seg_bytes / r.always),
+    ]  # fmt: skip
+    print(f"{'':<12} {'raw disk':<29} {'MB/s':>7}  {'segment engine':<34} {'MB/s':>7}  ratio")
+    for label, raw_label, raw_rate, seg_label, seg_rate in rows:
+        ratios = [seg_rate(r) / raw_rate(r) for r in runs]
+        raw = statistics.median(raw_rate(r) for r in runs) / 1e6
+        seg = statistics.median(seg_rate(r) for r in runs) / 1e6
+        print(
+            f"{label:<12} {raw_label:<29} {raw:>7,.0f}  {seg_label:<34} {seg:>7,.0f}"
+            f"  {statistics.median(ratios):>4.0%} (runs {', '.join(f'{x:.0%}' for x in ratios)})"
+        )
+    # What the broker could take if the clients were not on its cores: the bytes of a run
+    # over the CPU seconds the broker spent on them (10 ms resolution).
+    durable = statistics.median(r.raw_bytes / r.raw_durable for r in runs)
+    each = statistics.median(r.raw_bytes / r.raw_each for r in runs)
+    for name, cpu, raw, raw_name in (
+        ('fsync="interval"', lambda r: r.seg_cpu, durable, "written + one fdatasync"),
+        ('fsync="always"', lambda r: r.always_cpu, each, "fdatasync per MiB"),
+    ):
+        capacity = statistics.median(r.seg_bytes / max(cpu(r), 0.01) for r in runs)
+        print(
+            f"broker capacity, {name}: {capacity / 1e6:,.0f} MB per broker CPU second"
+            f" (CPU s per run: {', '.join(f'{cpu(r):.2f}' for r in runs)})"
+            f" = {capacity / raw:.0%} of the raw disk {raw_name}"
+        )
 
 
 if __name__ == "__main__":

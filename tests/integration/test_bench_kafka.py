@@ -1,4 +1,5 @@
-"""robustmq-bench kafka as users run it: the real command against a real broker.
+"""robustmq-bench kafka as users run it: the real command against a real broker; and
+benchmarks/bench_kafka.py's segment engine vs raw disk comparison, briefly.
 
 One ``robustmq-server start --kafka-port P`` process (memory storage, free ports) serves the
 module; each test runs ``python -m robustmq.cli.bench kafka ...`` as a subprocess with
@@ -6,13 +7,17 @@ short runs and checks what a user sees: exit codes, the JSON report's fields and
 consistency (every record produced received once), error messages naming the broker or
 the Kafka error, usage errors. confluent-kafka reads back what the tool produced, so the
 record batches are Kafka's format and not only ours. The batch builder and the record
-walker are also checked directly against the codec.
+walker are also checked directly against the codec. The last tests run
+``benchmarks/bench_kafka.py --ratio-only`` with 8 MiB per side (it starts its own two
+segment brokers): the three comparisons and the broker capacity lines are printed and
+agree with themselves, and bad options are usage errors.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -33,6 +38,7 @@ from tests.conftest import free_port
 ck = pytest.importorskip("confluent_kafka")
 
 BENCH = [sys.executable, "-m", "robustmq.cli.bench", "kafka"]
+BENCHMARKS = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks")
 SERVER = [sys.executable, "-m", "robustmq.cli.server"]
 LATENCY_KEYS = {"p50", "p90", "p99", "p999", "max", "mean"}
 
@@ -270,3 +276,58 @@ def test_batches_are_valid_v2_and_read_back_to_their_headers(shaped):
     assert headers["seq"].tolist() == list(range(100 + n // 2, 100 + n))
     assert headers["sent_ns"].tolist() == sent[n // 2 :].tolist()
     assert set(headers["publisher"].tolist()) == {3} and set(headers["run"].tolist()) == {7}
+
+
+# ---------------------------------------------------------------- bench_kafka.py
+
+
+RATIO_ROW = re.compile(
+    r"^(page cache|durable|per request) +\S.*?  +([\d,]+)"  # raw disk, its MB/s
+    r"  +\S.*?  +([\d,]+)"  # segment engine, its MB/s
+    r"  +(\d+)% \(runs (\d+)%\)$",  # median ratio, the one run's ratio
+    re.M,
+)
+
+
+@pytest.mark.parametrize("client", ["bench", "confluent"])
+def test_segment_vs_raw_disk_prints_three_like_for_like_comparisons(client):
+    done = subprocess.run(
+        [sys.executable, os.path.join(BENCHMARKS, "bench_kafka.py"), "--ratio-only",
+         "--disk-runs", "1", "--disk-mib", "8", "--settle", "0", "--ratio-producers", "1",
+         "--ratio-client", client],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {m[0]: m[1:] for m in RATIO_ROW.findall(done.stdout)}
+    assert list(rows) == ["page cache", "durable", "per request"], done.stdout
+    for raw, seg, ratio, run_ratio in rows.values():
+        raw_mbs, seg_mbs = int(raw.replace(",", "")), int(seg.replace(",", ""))
+        assert raw_mbs > 0 and seg_mbs > 0
+        assert ratio == run_ratio  # one run: its ratio is the median
+        assert abs(int(ratio) - 100 * seg_mbs / raw_mbs) <= 1 + 100 / raw_mbs
+    capacity = re.findall(r"^broker capacity, fsync=\"(\w+)\": ([\d,]+) MB per", done.stdout, re.M)
+    assert [name for name, _ in capacity] == ["interval", "always"]
+    assert all(int(mbs.replace(",", "")) > 0 for _, mbs in capacity)
+    assert f"producers: {'robustmq-bench' if client == 'bench' else '1 confluent-kafka'}" in (
+        done.stdout
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--disk-mib", "0"],
+        ["--ratio-producers", "0"],
+        ["--disk-runs", "0"],
+        ["--settle", "-1"],
+        ["--ratio-client", "kafka-python"],
+    ],
+)
+def test_segment_vs_raw_disk_bad_options_are_usage_errors(args):
+    done = subprocess.run(
+        [sys.executable, os.path.join(BENCHMARKS, "bench_kafka.py"), "--ratio-only", *args],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert args[0] in done.stderr
+    assert "Traceback" not in done.stderr
