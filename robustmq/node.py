@@ -267,8 +267,7 @@ class Node:
         self._link_client = MetaClient([a for _, a in peers], timeout=5.0, retries=3)
         link = ClusterLink(
             self.config.node.id,
-            mqtt.router,
-            mqtt.stats,
+            mqtt,
             self._link_client,
             watch=lambda: host.watch("cluster", 1),
             routes=lambda: host.groups["cluster"].sm.read("routes"),

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -305,14 +305,14 @@ class MetaServer:
             self._server.add_generic_rpc_handlers(
                 (grpc.method_handlers_generic_handler("robustmq.BrokerLink", {"Forward": forward}),)
             )
-        self.forward_sink: Callable[[bytes], None] | None = None
+        self.forward_sink: Callable[[bytes], Awaitable[None]] | None = None
 
     async def _forward(self, frame: bytes, context: grpc.aio.ServicerContext) -> bytes:
         sink = self.forward_sink
         if sink is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "this node's broker is not running")
         try:
-            sink(frame)  # type: ignore[misc]
+            await sink(frame)  # type: ignore[misc]
         except ForwardFrameError as exc:
             log.warning("a forwarded frame was refused: %s", exc)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))

@@ -8,7 +8,8 @@ shared subscription group with members on two other nodes gets each message once
 a member on the publisher's node takes them all; a retained message set on one node is
 served by the others, and cleared there too; an unsubscribed filter stops the
 forwarding (the sender's counter on ``/metrics`` stops); a SIGKILLed node, restarted,
-gets forwarded messages again; two nodes with ``mqtt.reuse_port`` share one MQTT port,
+gets forwarded messages again; a subscriber that stops reading holds back, through both
+nodes, a publisher flooding it with more than the link queues, and loses nothing; two nodes with ``mqtt.reuse_port`` share one MQTT port,
 the kernel spreads clients over both, and publish/subscribe works whichever node a client
 lands on. Routes travel through the Meta Service, so each test
 first waits, with probe messages, until the publisher's node knows the subscriber's
@@ -17,6 +18,7 @@ route.
 
 from __future__ import annotations
 
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -25,9 +27,10 @@ from typing import Any
 
 import pytest
 
+from robustmq._core import mqtt_codec
 from tests.cluster.test_node_registry import Node, _env
 from tests.conftest import free_port
-from tests.integration.clients import Paho, props
+from tests.integration.clients import Paho, Raw, props
 
 WAIT = 60.0
 
@@ -271,3 +274,41 @@ def test_two_nodes_share_one_port_with_reuse_port(tmp_path: Path) -> None:
             client.disconnect()
     finally:
         c.stop_all()
+
+
+@pytest.mark.timeout(180)
+def test_a_slow_subscriber_on_another_node_holds_the_publisher_back(cluster: Cluster) -> None:
+    count = 150_000  # more than a node's forwarding queue holds (MAX_QUEUED)
+    sub = Raw(cluster.mqtt[2])
+    sub.connect("slow-sub")
+    sub.send_packet(mqtt_codec.Subscribe(1, [mqtt_codec.Subscription("flood/x", 0)]))
+    assert isinstance(sub.recv(), mqtt_codec.Suback)
+    pub = Raw(cluster.mqtt[1])
+    pub.connect("flood-pub")
+    deadline = time.monotonic() + WAIT
+    while True:  # until node 1 knows the route: probes reach the subscriber
+        pub.send_packet(mqtt_codec.Publish("flood/x", b"probe", 0))
+        try:
+            if sub.recv(timeout=0.2).payload == b"probe":
+                break
+        except TimeoutError:
+            assert time.monotonic() < deadline, "no route to flood/x"
+    time.sleep(0.5)
+    while True:
+        try:
+            assert sub.recv(timeout=0.3).payload == b"probe"
+        except TimeoutError:
+            break
+    flood = b"".join(
+        mqtt_codec.encode(mqtt_codec.Publish("flood/x", b"%08d" % i + b"." * 92, 0), 4)
+        for i in range(count)
+    )
+    sender = threading.Thread(target=pub.send, args=(flood,), daemon=True)
+    sender.start()  # blocks once node 1 stops reading it
+    time.sleep(2.0)  # the subscriber reads nothing meanwhile (under backpressure_timeout)
+    got = [sub.recv().payload[:8] for _ in range(count)]
+    assert got == [b"%08d" % i for i in range(count)]  # all of them, in order
+    sender.join(WAIT)
+    assert cluster.counter(1, "robustmq_mqtt_cluster_forward_dropped_total") == 0
+    for c in (sub, pub):
+        c.close()

@@ -20,10 +20,18 @@ next call (``Forward`` on the node's gRPC listener; raw bytes framed here), so o
 publisher and node holds. A retained message set or cleared on this node goes to every
 other node, which keeps its copy for its own subscribers' SUBSCRIBEs.
 
+**Flow control.** While ``HOLD_BACK`` messages wait for a node that answers, the
+connections publishing to it stop being read (as a slow subscriber holds back its
+publishers), until its queue is down to ``RESUME``. On the receiving node, a slow
+subscriber holds back the link's ``ForwardGate`` as it would a publisher: the
+``Forward`` call is answered once the gate is released (or ``mqtt.backpressure_timeout``
+has passed), so the sender's queue, and in turn its publishers, wait. A node that does not answer holds
+nobody back: its queue is bounded by ``MAX_QUEUED``, beyond which messages are dropped,
+counted and logged.
+
 **Not promised.** The publisher's PUBACK comes from this node alone: a message for a node
-that cannot be reached waits in a queue bounded by ``MAX_QUEUED`` (beyond it messages are
-dropped, counted and logged), and one in flight when the receiving node crashes is lost.
-Between nodes delivery is at most once, and there is no flow control beyond that bound.
+that cannot be reached may be dropped as above, and one in flight when the receiving node
+crashes is lost. Between nodes delivery is at most once.
 
 **Frames.** ``>BII``: version, sending node, message count; then per message ``>BHBI``:
 flags (``STORE_ONLY``: a retained message to keep, not to deliver), sender length,
@@ -35,6 +43,7 @@ published, properties, the remaining message expiry, packet identifier 1).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import struct
 from collections import Counter
@@ -49,7 +58,8 @@ from robustmq.broker.mqtt.message import Message
 from robustmq.errors import ForwardFrameError, MetaError, MqttError
 
 if TYPE_CHECKING:
-    from robustmq.broker.router import Router
+    from robustmq.broker.mqtt.connection import Publisher
+    from robustmq.broker.mqtt.server import MqttBroker
 
 log = logging.getLogger(__name__)
 failure_log = RateLimitedLog(log, burst=5, interval=30.0)
@@ -60,6 +70,10 @@ VERSION = 1
 STORE_ONLY = 1
 MAX_QUEUED = 100_000
 """Messages waiting for one node; more are dropped (counted in ``cluster_forward_dropped``)."""
+HOLD_BACK = 20_000
+"""Messages waiting for a node that answers from which their publishers are paused..."""
+RESUME = 5_000
+"""...until no more than this many wait."""
 MAX_FRAME_BYTES = 1 << 20
 """A call carries about this much at most (one message may be larger)."""
 SEND_TIMEOUT = 5.0
@@ -84,7 +98,7 @@ class RouteWatch(Protocol):
 class Peer:
     """Another node: its entry in the route trie, and its queue of encoded messages."""
 
-    __slots__ = ("node_id", "queue", "queued", "ready", "task", "call")
+    __slots__ = ("node_id", "queue", "queued", "ready", "task", "call", "answers", "held")
 
     def __init__(self, node_id: int) -> None:
         self.node_id = node_id
@@ -93,6 +107,31 @@ class Peer:
         self.ready = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.call: Any = None
+        self.answers = True  # its last call succeeded (or none was made yet)
+        self.held: set[Publisher] | None = None  # publishers paused for it
+
+
+class ForwardGate:
+    """The publisher of forwarded messages as a slow subscriber sees it: paused by each
+    subscriber that holds it back, open again once all have let it go."""
+
+    __slots__ = ("closing", "pauses", "open")
+
+    def __init__(self) -> None:
+        self.closing = False
+        self.pauses = 0
+        self.open = asyncio.Event()
+        self.open.set()
+
+    def _pause_reading(self) -> None:
+        self.pauses += 1
+        self.open.clear()
+
+    def _resume_reading(self) -> None:
+        self.pauses -= 1
+        if self.pauses <= 0:
+            self.pauses = 0
+            self.open.set()
 
 
 def encode_entry(message: Message, groups: tuple[str, ...], flags: int = 0) -> bytes:
@@ -158,15 +197,14 @@ def decode_frame(data: bytes) -> tuple[int, list[tuple[int, Message, frozenset[t
 
 class ClusterLink:
     """The forwarding between this node's broker and the other nodes' (see the module
-    docstring). ``routes()`` reads the ``routes`` table of this node's meta replica,
+    docstring): ``broker``'s router, counters and publishing connection. ``routes()`` reads the ``routes`` table of this node's meta replica,
     ``watch()`` opens a watch stream on it, ``addresses()`` maps node ids to gRPC
     addresses, ``channel(address)`` opens a gRPC channel."""
 
     def __init__(
         self,
         node_id: int,
-        router: Router,
-        stats: Counter[str],
+        broker: MqttBroker,
         proposer: RouteProposer,
         watch: Callable[[], RouteWatch],
         routes: Callable[[], dict[str, dict[str, int]]],
@@ -174,8 +212,9 @@ class ClusterLink:
         channel: Callable[[str], Any],
     ) -> None:
         self.node_id = node_id
-        self.router = router
-        self.stats = stats
+        self.broker = broker
+        self.router = broker.router
+        self.stats: Counter[str] = broker.stats
         self._proposer = proposer
         self._watch = watch
         self._routes = routes
@@ -196,6 +235,7 @@ class ClusterLink:
         self._channels: list[Any] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
+        self._gate = ForwardGate()
 
     # ------------------------------------------------------------------ router hooks
 
@@ -268,17 +308,29 @@ class ClusterLink:
 
     # ------------------------------------------------------------------ receiving
 
-    def receive(self, frame: bytes) -> None:
+    async def receive(self, frame: bytes) -> None:
         """A frame another node forwarded: decoded whole (``ForwardFrameError`` refuses it
-        all), then each message delivered, or kept as a retained message."""
+        all), then each message delivered, or kept as a retained message; returns once no
+        slow subscriber holds the gate back (at most ``mqtt.backpressure_timeout``)."""
         _, entries = decode_frame(frame)
         router = self.router
-        for flags, message, groups in entries:
-            if flags & STORE_ONLY:
-                router.retain(message, local=False)
-            else:
-                router.route_forwarded(message, groups)
+        broker = self.broker
+        broker.publishing = self._gate
+        broker.reading = True  # what the frame makes is written as one read's output
+        try:
+            for flags, message, groups in entries:
+                if flags & STORE_ONLY:
+                    router.retain(message, local=False)
+                else:
+                    router.route_forwarded(message, groups)
+        finally:
+            broker.publishing = None
+            broker.reading = False
+            broker.flush_pending()
         self.stats["cluster_forwarded_in"] += len(entries)
+        if not self._gate.open.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._gate.open.wait(), broker.config.backpressure_timeout)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -290,6 +342,8 @@ class ClusterLink:
 
     async def stop(self) -> None:
         self._closing = True
+        for peer in self._peers.values():
+            self._release(peer)
         tasks = self._tasks + [p.task for p in self._peers.values() if p.task is not None]
         for task in tasks:
             task.cancel()
@@ -421,9 +475,27 @@ class ClusterLink:
             return
         peer.queue.append(entry)
         peer.queued += 1
+        if peer.queued >= HOLD_BACK and peer.answers:
+            self._hold_back(peer)
         if peer.task is None and not self._closing:
             peer.task = asyncio.get_running_loop().create_task(self._send(peer))
         peer.ready.set()
+
+    def _hold_back(self, peer: Peer) -> None:
+        publisher = self.broker.publishing
+        if publisher is None or publisher.closing:
+            return
+        if peer.held is None:
+            peer.held = set()
+        if publisher not in peer.held:
+            peer.held.add(publisher)
+            publisher._pause_reading()
+
+    @staticmethod
+    def _release(peer: Peer) -> None:
+        held, peer.held = peer.held, None
+        for publisher in held or ():
+            publisher._resume_reading()
 
     async def _send(self, peer: Peer) -> None:
         failures = 0
@@ -452,6 +524,8 @@ class ClusterLink:
                     raise
                 except Exception as exc:  # grpc.aio.AioRpcError, or the channel closing
                     failures += 1
+                    peer.answers = False
+                    self._release(peer)  # a node that does not answer holds nobody back
                     failure_log.log(
                         logging.WARNING,
                         "forwarding to node %d failed (%s); %d messages wait",
@@ -462,9 +536,12 @@ class ClusterLink:
                     await asyncio.sleep(RETRY_DELAYS[min(failures, len(RETRY_DELAYS)) - 1])
                     continue
                 failures = 0
+                peer.answers = True
                 del peer.queue[: len(batch)]
                 peer.queued -= len(batch)
                 self.stats["cluster_forwarded_out"] += len(batch)
+                if peer.held is not None and peer.queued <= RESUME:
+                    self._release(peer)
 
     def _drop_all(self, peer: Peer, why: str) -> None:
         self.stats["cluster_forward_dropped"] += peer.queued
@@ -473,6 +550,7 @@ class ClusterLink:
         )
         peer.queue.clear()
         peer.queued = 0
+        self._release(peer)
 
 
 def _route_nodes(command: bytes) -> set[int]:

@@ -18,7 +18,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from robustmq._core import mqtt, trie
 from robustmq._core.mqtt_spec import (
@@ -75,6 +75,17 @@ _FAIR_READ = 16 * 1024
 _GATHER_WRITE = 64 * 1024
 
 
+class Publisher(Protocol):
+    """What a slow subscriber holds back (``_hold_back``): a client's connection, or the
+    cluster link's gate for the messages other nodes forward (cluster_link.py)."""
+
+    closing: bool
+
+    def _pause_reading(self) -> None: ...
+
+    def _resume_reading(self) -> None: ...
+
+
 class MqttConnection(asyncio.Protocol):
     # Slots: a broker holds one of these per client, so its size is memory per connection.
     __slots__ = (
@@ -111,7 +122,7 @@ class MqttConnection(asyncio.Protocol):
         self.outbound_aliases: dict[str, int] | None = None
         self.paused = False
         self.paused_at = 0.0
-        self.held_back: set[MqttConnection] | None = None  # publishers paused for our sake
+        self.held_back: set[Publisher] | None = None  # publishers paused for our sake
         self.read_pauses = 0  # subscribers that paused reading from us
         self._buffer = b""
         self._out: list[bytes] | None = None
@@ -171,7 +182,7 @@ class MqttConnection(asyncio.Protocol):
         if self.session is not None and self.session.connection is self:
             self.session.drain()
 
-    def _hold_back(self, publisher: MqttConnection) -> bool:
+    def _hold_back(self, publisher: Publisher) -> bool:
         """Backpressure for QoS 0: this subscriber cannot keep up, so stop reading from
         the publisher feeding it until it can (for at most backpressure_timeout seconds;
         after that its QoS 0 messages are dropped and counted instead)."""
@@ -779,8 +790,12 @@ class MqttConnection(asyncio.Protocol):
         plan.messages += count
         stats["messages_received"] += count
         sender = self.client_id
-        if broker.router.internal_subscriptions:  # the MQTT → Kafka bridge
-            broker.router.route_run(run.topic, run.publishes(), sender)
+        if broker.router.internal_subscriptions:  # the MQTT → Kafka bridge, the cluster link
+            broker.publishing = self  # the cluster link may hold this connection back
+            try:
+                broker.router.route_run(run.topic, run.publishes(), sender)
+            finally:
+                broker.publishing = None
         if run.qos:
             self._publish_acked_run(run, plan, packet_ids)
             return

@@ -27,7 +27,7 @@ from robustmq._core.mqtt_spec import ACK_RUN, ReasonCode
 from robustmq.broker.auth.enhanced import AuthMethods
 from robustmq.broker.auth.security import Security
 from robustmq.broker.auth.users import UserStore
-from robustmq.broker.mqtt.connection import MqttConnection
+from robustmq.broker.mqtt.connection import MqttConnection, Publisher
 from robustmq.broker.mqtt.delayed import PREFIX as DELAYED_PREFIX
 from robustmq.broker.mqtt.delayed import DelayedPublisher
 from robustmq.broker.mqtt.listeners import start_listeners
@@ -88,7 +88,7 @@ class MqttBroker:
         )
         self.sessions: dict[str, Session] = {}
         self.connections: set[MqttConnection] = set()
-        self.publishing: MqttConnection | None = None  # whose PUBLISH is being routed
+        self.publishing: Publisher | None = None  # whose PUBLISH is being routed
         self.reading = False  # inside a connection's data_received
         self.pending_flush: list[MqttConnection] = []  # written to during this read
         self.stats: Counter[str] = Counter()
