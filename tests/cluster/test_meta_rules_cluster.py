@@ -16,8 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.test_node_registry import Node, _env, _wait_for
-from tests.conftest import free_port
+from tests.cluster.harness import Cluster, wait_for
 from tests.integration.clients import Paho, code
 
 
@@ -52,32 +51,6 @@ def _connack(port: int, username: str, password: str) -> int:
         client.client.loop_stop()
 
 
-class Cluster:
-    """Three members of one config, each with its own MQTT and HTTP port."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        grpc = {i: free_port() for i in (1, 2, 3)}
-        self.mqtt = {i: free_port() for i in (1, 2, 3, 4)}
-        self.http = {i: free_port() for i in (1, 2, 3, 4)}
-        self.config = root / "cluster.toml"
-        peers = ", ".join(f'"{i}@127.0.0.1:{p}"' for i, p in grpc.items())
-        self.config.write_text(f'[cluster]\npeers = [{peers}]\nbind = "127.0.0.1"\n')
-        self.nodes: dict[int, Node] = {}
-
-    def start(self, node_id: int, roles: str = "meta,broker,engine") -> None:
-        args = ["--config", str(self.config), "--node-id", str(node_id)]
-        args += ["--data-dir", str(self.root / f"n{node_id}")]
-        env = _env(
-            ROBUSTMQ_MQTT_PORT=str(self.mqtt[node_id]),
-            ROBUSTMQ_MQTT_BIND="127.0.0.1",
-            ROBUSTMQ_KAFKA_PORT="0",
-            ROBUSTMQ_HTTP_PORT=str(self.http[node_id]),
-            ROBUSTMQ_NODE_ROLES=roles,
-        )
-        self.nodes[node_id] = Node(self.root, f"n{node_id}", args, env)
-
-
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
     c = Cluster(tmp_path)
@@ -86,8 +59,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
             c.start(i)
         yield c
     finally:
-        for node in c.nodes.values():
-            node.stop()
+        c.stop_all()
 
 
 @pytest.mark.timeout(240)
@@ -96,31 +68,31 @@ def test_a_change_at_one_node_applies_at_the_others_without_a_restart(cluster: C
     for name, password in (("dora", "d1"), ("keeper", "k1")):
         body = {"username": name, "password": password}
         # 409 while the cluster elects its leader and the node loads its cache.
-        _wait_for(
+        wait_for(
             f"user {name} made at node 1",
             lambda body=body: _call(c.http[1], "POST", "/api/v1/mqtt/users", body)[0] == 201,
         )
-    _wait_for("dora connects at node 2", lambda: _connack(c.mqtt[2], "dora", "d1") == 0)
+    wait_for("dora connects at node 2", lambda: _connack(c.mqtt[2], "dora", "d1") == 0)
     assert _connack(c.mqtt[2], "dora", "wrong") == 0x86
-    _wait_for(
+    wait_for(
         "node 3 lists both users",
         lambda: [u["username"] for u in _listed(c.http[3], "users")] == ["dora", "keeper"],
     )
 
     rule = {"permission": "deny", "who": "user:dora", "action": "all", "topic": "x/#"}
     assert _call(c.http[3], "POST", "/api/v1/mqtt/acl", rule)[0] == 201
-    _wait_for(
+    wait_for(
         "node 1 lists the rule",
         lambda: [r["line"] for r in _listed(c.http[1], "acl")] == ["deny user:dora all x/#"],
     )
 
     assert _call(c.http[2], "DELETE", "/api/v1/mqtt/users/dora") == (204, None)
-    _wait_for("dora refused at node 1", lambda: _connack(c.mqtt[1], "dora", "d1") == 0x86)
+    wait_for("dora refused at node 1", lambda: _connack(c.mqtt[1], "dora", "d1") == 0x86)
     assert _connack(c.mqtt[1], "keeper", "k1") == 0
 
     # A broker without the meta role follows the group through the meta nodes over gRPC.
-    c.start(4, roles="broker")
-    _wait_for("keeper connects at node 4", lambda: _connack(c.mqtt[4], "keeper", "k1") == 0)
+    c.start(4, ROBUSTMQ_NODE_ROLES="broker")
+    wait_for("keeper connects at node 4", lambda: _connack(c.mqtt[4], "keeper", "k1") == 0)
     assert _connack(c.mqtt[4], "dora", "d1") == 0x86
     assert _call(c.http[4], "PUT", "/api/v1/mqtt/users/keeper", {"password": "k2"})[0] == 200
-    _wait_for("the new password at node 1", lambda: _connack(c.mqtt[1], "keeper", "k2") == 0)
+    wait_for("the new password at node 1", lambda: _connack(c.mqtt[1], "keeper", "k2") == 0)

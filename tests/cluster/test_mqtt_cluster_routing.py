@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,57 +27,13 @@ from typing import Any
 import pytest
 
 from robustmq._core import mqtt_codec
-from tests.cluster.test_node_registry import Node, _env
-from tests.conftest import free_port
+from tests.cluster.harness import WAIT, Cluster
 from tests.integration.clients import Paho, Raw, props
-
-WAIT = 60.0
-
-
-class Cluster:
-    def __init__(self, root: Path, nodes: tuple[int, ...] = (1, 2, 3)) -> None:
-        self.root = root
-        self.grpc = {i: free_port() for i in nodes}
-        self.mqtt = {i: free_port() for i in nodes}
-        self.http = {i: free_port() for i in nodes}
-        self.config = root / "cluster.toml"
-        peers = ", ".join(f'"{i}@127.0.0.1:{p}"' for i, p in self.grpc.items())
-        self.config.write_text(f'[cluster]\npeers = [{peers}]\nbind = "127.0.0.1"\n')
-        self.nodes: dict[int, Node] = {}
-        self.starts: dict[int, int] = {}
-
-    def start(self, node_id: int, **env: str) -> None:
-        self.starts[node_id] = self.starts.get(node_id, 0) + 1
-        args = ["--config", str(self.config), "--node-id", str(node_id), "--storage", "memory"]
-        args += ["--data-dir", str(self.root / f"n{node_id}")]
-        env = _env(
-            ROBUSTMQ_MQTT_PORT=str(self.mqtt[node_id]),
-            ROBUSTMQ_KAFKA_PORT="0",
-            ROBUSTMQ_HTTP_PORT=str(self.http[node_id]),
-            **env,
-        )
-        name = f"n{node_id}.{self.starts[node_id]}"
-        self.nodes[node_id] = Node(self.root, name, args, env)
-
-    def client(self, node_id: int, client_id: str = "", version: int = 5) -> Paho:
-        return Paho(self.mqtt[node_id], client_id, version=version)
-
-    def counter(self, node_id: int, name: str) -> float:
-        url = f"http://127.0.0.1:{self.http[node_id]}/metrics"
-        with urllib.request.urlopen(url, timeout=10) as response:
-            for line in response.read().decode().splitlines():
-                if line.startswith(name + " "):
-                    return float(line.split()[1])
-        return 0.0
-
-    def stop_all(self) -> None:
-        for node in self.nodes.values():
-            node.stop()
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: Any) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("routing"))
+    c = Cluster(tmp_path_factory.mktemp("routing"), ROBUSTMQ_STORAGE_ENGINE="memory")
     try:
         for i in (1, 2, 3):
             c.start(i)
@@ -235,7 +190,7 @@ def test_an_unsubscribed_filter_is_no_longer_forwarded(cluster: Cluster) -> None
 
 @pytest.mark.timeout(240)
 def test_a_killed_node_gets_forwarded_messages_again_once_restarted(cluster: Cluster) -> None:
-    cluster.nodes[3].kill()
+    cluster.kill(3)
     cluster.start(3)
     sub = cluster.client(3)
     sub.subscribe("back/+", qos=1)
@@ -250,7 +205,7 @@ def test_a_killed_node_gets_forwarded_messages_again_once_restarted(cluster: Clu
 
 @pytest.mark.timeout(180)
 def test_two_nodes_share_one_port_with_reuse_port(tmp_path: Path) -> None:
-    c = Cluster(tmp_path, (1, 2))
+    c = Cluster(tmp_path, (1, 2), ROBUSTMQ_STORAGE_ENGINE="memory")
     c.mqtt[2] = c.mqtt[1]
     try:
         for i in (1, 2):

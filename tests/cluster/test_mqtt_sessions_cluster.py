@@ -15,12 +15,8 @@ and once a leader is back the session is. Waits are on events, with generous dea
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,116 +24,45 @@ import pytest
 
 from robustmq._core import mqtt_codec
 from robustmq.meta.client import MetaClient
-from tests.conftest import free_port
+from tests.cluster.harness import WAIT, Cluster, wait_for
 from tests.integration.clients import Paho, Raw, props, stop_clients
 
-SERVER = [sys.executable, "-m", "robustmq.cli.server"]
-WAIT = 60.0  # seconds any condition below may take on a loaded machine
 CONNECT_TIMEOUT = 2.0  # [mqtt] connect_timeout of the nodes: the wait for sessions
 
 
-class Cluster:
-    """Three members of one config (``[cluster] peers``), each with its own MQTT port."""
+def _caught_up(c: Cluster, node_id: int) -> None:
+    """Waits until ``node_id`` has applied what the ``mqtt`` group's leader has
+    committed: its broker's cache is fed by its own meta node's watch stream."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.grpc = {i: free_port() for i in (1, 2, 3)}
-        self.mqtt = {i: free_port() for i in (1, 2, 3)}
-        self.config = root / "cluster.toml"
-        peers = ", ".join(f'"{i}@127.0.0.1:{p}"' for i, p in self.grpc.items())
-        self.config.write_text(f'[cluster]\npeers = [{peers}]\nbind = "127.0.0.1"\n')
-        self.procs: dict[int, subprocess.Popen[bytes]] = {}
-        self.starts = 0
-
-    def start(self, node_id: int, **extra: str) -> None:
-        """Starts a node and returns once its listeners are open; ``extra``: more
-        environment variables."""
-        self.starts += 1
-        output = self.root / f"n{node_id}.{self.starts}.log"
-        env = dict(os.environ)
-        env.update(
-            ROBUSTMQ_MQTT_PORT=str(self.mqtt[node_id]),
-            ROBUSTMQ_MQTT_BIND="127.0.0.1",
-            ROBUSTMQ_MQTT_WS_PORT="0",
-            ROBUSTMQ_MQTT_SYS_INTERVAL="0",
-            ROBUSTMQ_MQTT_CONNECT_TIMEOUT=str(CONNECT_TIMEOUT),
-            ROBUSTMQ_KAFKA_PORT="0",
-            ROBUSTMQ_HTTP_PORT="0",
-            ROBUSTMQ_STORAGE_ENGINE="leveldb",
-            **extra,
-        )
-        args = ["start", "--config", str(self.config), "--node-id", str(node_id)]
-        args += ["--data-dir", str(self.root / f"n{node_id}")]
-        with output.open("w") as out:
-            proc = subprocess.Popen([*SERVER, *args], stdout=out, stderr=subprocess.STDOUT, env=env)
-        self.procs[node_id] = proc
-        deadline = time.monotonic() + WAIT
-        while time.monotonic() < deadline and proc.poll() is None:
-            if "robustmq: data directory" in output.read_text():
-                return
-            time.sleep(0.05)
-        self.kill(node_id)
-        raise AssertionError(f"node {node_id} did not start: {output.read_text()}")
-
-    def kill(self, node_id: int) -> None:
-        proc = self.procs.pop(node_id)
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(15)
-
-    def stop_all(self) -> None:
-        for node_id, proc in list(self.procs.items()):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
+    async def check() -> bool:
+        client = MetaClient([f"127.0.0.1:{p}" for p in c.grpc.values()], timeout=5)
+        try:
+            commit = None
+            for port in c.grpc.values():
                 try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    self.kill(node_id)
-        self.procs.clear()
+                    _, groups = await client.status(f"127.0.0.1:{port}")
+                except Exception:  # noqa: BLE001 - a node down leads nothing
+                    continue
+                for g in groups:
+                    if g.group == "mqtt" and g.role == "leader":
+                        commit = g.commit
+            if commit is None:
+                return False
+            _, groups = await client.status(f"127.0.0.1:{c.grpc[node_id]}")
+            return any(g.group == "mqtt" and g.applied >= commit for g in groups)
+        finally:
+            await client.close()
 
-    def logs(self) -> str:
-        return "".join(p.read_text() for p in sorted(self.root.glob("n*.log")))
-
-    def caught_up(self, node_id: int) -> None:
-        """Waits until ``node_id`` has applied what the ``mqtt`` group's leader has
-        committed: its broker's cache is fed by its own meta node's watch stream."""
-
-        async def check() -> bool:
-            client = MetaClient([f"127.0.0.1:{p}" for p in self.grpc.values()], timeout=5)
-            try:
-                commit = None
-                for port in self.grpc.values():
-                    try:
-                        _, groups = await client.status(f"127.0.0.1:{port}")
-                    except Exception:  # noqa: BLE001 - a node down leads nothing
-                        continue
-                    for g in groups:
-                        if g.group == "mqtt" and g.role == "leader":
-                            commit = g.commit
-                if commit is None:
-                    return False
-                _, groups = await client.status(f"127.0.0.1:{self.grpc[node_id]}")
-                return any(g.group == "mqtt" and g.applied >= commit for g in groups)
-            finally:
-                await client.close()
-
-        _wait_for(f"node {node_id} applied the mqtt group's commits", lambda: asyncio.run(check()))
-
-
-def _wait_for(what: str, check: Callable[[], Any]) -> Any:
-    deadline = time.monotonic() + WAIT
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"{what} within {WAIT} s; last: {last!r}")
+    wait_for(f"node {node_id} applied the mqtt group's commits", lambda: asyncio.run(check()))
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path)
+    c = Cluster(
+        tmp_path,
+        ROBUSTMQ_MQTT_CONNECT_TIMEOUT=str(CONNECT_TIMEOUT),
+        ROBUSTMQ_STORAGE_ENGINE="leveldb",
+    )
     try:
         for i in (1, 2, 3):
             c.start(i)
@@ -226,7 +151,7 @@ def test_a_session_moves_to_the_node_its_client_connects_to(cluster: Cluster) ->
     c = cluster
     first = _connect(c.mqtt[1], "mover", 5)
     first.subscribe("m/#", 1)
-    c.caught_up(2)  # node 2's cache has the session: nothing in MQTT says so
+    _caught_up(c, 2)  # node 2's cache has the session: nothing in MQTT says so
 
     second = _connect(c.mqtt[2], "mover", 5)
     assert second.session_present
@@ -238,7 +163,7 @@ def test_a_session_moves_to_the_node_its_client_connects_to(cluster: Cluster) ->
     assert second.get(timeout=WAIT).payload == b"on node 2"
 
     # Back to node 1: it takes the session again, with the subscription.
-    c.caught_up(1)
+    _caught_up(c, 1)
     third = _connect(c.mqtt[1], "mover", 5)
     assert third.session_present
     assert second.disconnects.get(timeout=WAIT) == 0x8E

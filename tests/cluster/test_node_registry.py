@@ -11,61 +11,21 @@ registry. Waits poll the API until a condition holds, with generous deadlines
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from robustmq.meta.registry import ALIVE_INTERVALS, HEARTBEAT_INTERVAL
+from tests.cluster.harness import Cluster, Node, server_env, wait_for
 from tests.conftest import free_port
 
-SERVER = [sys.executable, "-m", "robustmq.cli.server"]
 CTL = [sys.executable, "-m", "robustmq.cli.ctl"]
-WAIT = 60.0  # seconds any condition below may take on a loaded machine
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(ROBUSTMQ_MQTT_WS_PORT="0", ROBUSTMQ_MQTT_SYS_INTERVAL="0", **extra)
-    return env
-
-
-class Node:
-    """One ``robustmq-server start`` process, its output in a file."""
-
-    def __init__(self, root: Path, name: str, args: list[str], env: dict[str, str]) -> None:
-        self.output = root / f"{name}.log"
-        with self.output.open("w") as out:
-            self.proc = subprocess.Popen(
-                [*SERVER, "start", *args], stdout=out, stderr=subprocess.STDOUT, env=env
-            )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            if "robustmq: data directory" in self.output.read_text():
-                return
-            time.sleep(0.05)
-        self.kill()
-        raise AssertionError(f"{name} did not start: {self.output.read_text()}")
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 def _nodes(http_port: int) -> list[dict[str, Any]]:
@@ -73,22 +33,6 @@ def _nodes(http_port: int) -> list[dict[str, Any]]:
     with urllib.request.urlopen(url, timeout=10) as response:
         answer: list[dict[str, Any]] = json.loads(response.read())
     return answer
-
-
-def _wait_for(what: str, check: Callable[[], Any]) -> Any:
-    """``check()``'s first truthy answer; an error from the API counts as not yet."""
-    deadline = time.monotonic() + WAIT
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except OSError as exc:  # a node still starting, or just killed
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(0.2)
-    raise AssertionError(f"{what} within {WAIT} s; last: {last!r}")
 
 
 def _alive(http_port: int) -> dict[int, bool]:
@@ -124,10 +68,10 @@ def test_one_node_lists_itself_alive_with_its_real_ports(tmp_path: Path) -> None
             "--kafka-port",
             "0",
         ],
-        _env(),
+        server_env(),
     )
     try:
-        (me,) = _wait_for("node 1 registered", lambda: _nodes(http))
+        (me,) = wait_for("node 1 registered", lambda: _nodes(http))
         assert me["node_id"] == 1 and me["alive"] is True
         assert me["address"] == f"127.0.0.1:{grpc}"
         assert {x["name"]: x["port"] for x in me["listeners"]} == {
@@ -140,7 +84,7 @@ def test_one_node_lists_itself_alive_with_its_real_ports(tmp_path: Path) -> None
         assert me["version"] == "0.1.0"
         assert me["started_at"] <= me["last_heartbeat_at"] <= time.time() + 1
         # Heartbeats move the stored time on.
-        _wait_for(
+        wait_for(
             "a heartbeat after the registration",
             lambda: _nodes(http)[0]["last_heartbeat_at"] > me["last_heartbeat_at"],
         )
@@ -157,39 +101,9 @@ def test_one_node_lists_itself_alive_with_its_real_ports(tmp_path: Path) -> None
     assert node.proc.returncode == 0, node.output.read_text()
 
 
-class Cluster:
-    """Three members of one config (``[cluster] peers``), each with its own HTTP port."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.grpc = {i: free_port() for i in (1, 2, 3)}
-        self.http = {i: free_port() for i in (1, 2, 3, 4)}
-        self.config = root / "cluster.toml"
-        peers = ", ".join(f'"{i}@127.0.0.1:{p}"' for i, p in self.grpc.items())
-        self.config.write_text(f'[cluster]\npeers = [{peers}]\nbind = "127.0.0.1"\n')
-        self.nodes: dict[int, Node] = {}
-        self.starts: dict[int, int] = {}
-
-    def start(self, node_id: int, **env: str) -> None:
-        self.starts[node_id] = self.starts.get(node_id, 0) + 1
-        args = ["--config", str(self.config), "--node-id", str(node_id)]
-        args += ["--data-dir", str(self.root / f"n{node_id}")]
-        env = _env(
-            ROBUSTMQ_MQTT_PORT="0",
-            ROBUSTMQ_KAFKA_PORT="0",
-            ROBUSTMQ_HTTP_PORT=str(self.http[node_id]),
-            **env,
-        )
-        self.nodes[node_id] = Node(self.root, f"n{node_id}.{self.starts[node_id]}", args, env)
-
-    def stop_all(self) -> None:
-        for node in self.nodes.values():
-            node.stop()
-
-
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path)
+    c = Cluster(tmp_path, mqtt=False)
     try:
         for i in (1, 2, 3):
             c.start(i)
@@ -203,7 +117,7 @@ def test_three_nodes_list_each_other_and_a_killed_node_turns_not_alive(cluster: 
     c = cluster
     everyone = {1: True, 2: True, 3: True}
     for i in (1, 2, 3):
-        _wait_for(f"node {i} lists all three alive", lambda i=i: _alive(c.http[i]) == everyone)
+        wait_for(f"node {i} lists all three alive", lambda i=i: _alive(c.http[i]) == everyone)
     listed = _nodes(c.http[2])
     for n in listed:
         ports = {x["name"]: x["port"] for x in n["listeners"]}
@@ -217,7 +131,7 @@ def test_three_nodes_list_each_other_and_a_killed_node_turns_not_alive(cluster: 
     killed_at = time.time()
     c.nodes[3].kill()
     for i in (1, 2):
-        _wait_for(
+        wait_for(
             f"node {i} lists node 3 not alive and the others alive",
             lambda i=i: _alive(c.http[i]) == {1: True, 2: True, 3: False},
         )
@@ -226,7 +140,7 @@ def test_three_nodes_list_each_other_and_a_killed_node_turns_not_alive(cluster: 
 
     c.start(3)
     for i in (1, 2, 3):
-        _wait_for(f"node {i} lists node 3 alive again", lambda i=i: _alive(c.http[i]) == everyone)
+        wait_for(f"node {i} lists node 3 alive again", lambda i=i: _alive(c.http[i]) == everyone)
     again = {n["node_id"]: n for n in _nodes(c.http[1])}
     assert again[3]["started_at"] > started[3]
     assert again[1]["started_at"] == started[1]
@@ -236,7 +150,7 @@ def test_three_nodes_list_each_other_and_a_killed_node_turns_not_alive(cluster: 
     c.start(4, ROBUSTMQ_NODE_ROLES="broker")
     four = {**everyone, 4: True}
     for i in (1, 4):
-        _wait_for(f"node {i} lists node 4 alive", lambda i=i: _alive(c.http[i]) == four)
+        wait_for(f"node {i} lists node 4 alive", lambda i=i: _alive(c.http[i]) == four)
     from_four = {n["node_id"]: n for n in _nodes(c.http[4])}
     assert from_four[4]["roles"] == ["broker"] and from_four[4]["address"] == ""
     assert from_four[4]["listeners"] == [{"name": "http", "host": "0.0.0.0", "port": c.http[4]}]
@@ -246,12 +160,12 @@ def test_three_nodes_list_each_other_and_a_killed_node_turns_not_alive(cluster: 
         "offsets",
     ]
     c.nodes.pop(4).stop()
-    _wait_for("node 4 not alive once stopped", lambda: _alive(c.http[1]) == {**everyone, 4: False})
+    wait_for("node 4 not alive once stopped", lambda: _alive(c.http[1]) == {**everyone, 4: False})
 
     out = json.loads(_ctl(c.http[1], "--output", "json", "cluster", "node", "remove", "3"))
     assert out["node_id"] == 3
     # Gone from the registry, and node 3's heartbeats (it still runs) do not bring it back.
     gone = {1: True, 2: True, 4: False}
-    _wait_for("node 3 gone from node 2's list", lambda: _alive(c.http[2]) == gone)
+    wait_for("node 3 gone from node 2's list", lambda: _alive(c.http[2]) == gone)
     time.sleep(2 * HEARTBEAT_INTERVAL)  # the window an absence is observed over
     assert _alive(c.http[1]) == gone
