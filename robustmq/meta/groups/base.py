@@ -53,11 +53,14 @@ class StateMachine:
     """Tables of records plus a dispatch table ``OPS`` of command handlers.
 
     Subclasses list their tables in ``TABLES`` and register handlers in ``OPS``; a handler
-    returns the command's result (JSON-able) or raises ``MetaCommandError``.
+    returns the command's result (JSON-able) or raises ``MetaCommandError``. Tables added
+    after snapshots were first written are also in ``LATER_TABLES``: a snapshot without
+    them restores with them empty.
     """
 
     NAME: ClassVar[str] = ""
     TABLES: ClassVar[tuple[str, ...]] = ()
+    LATER_TABLES: ClassVar[tuple[str, ...]] = ()
     OPS: ClassVar[dict[str, Handler]] = {}
 
     def __init__(self) -> None:
@@ -110,6 +113,8 @@ class StateMachine:
         tables = snap.get("tables")
         if snap.get("group") != self.NAME or not isinstance(tables, dict):
             raise InvalidMetaCommand(f"snapshot is not one of group {self.NAME!r}")
+        for name in self.LATER_TABLES:
+            tables.setdefault(name, {})
         if set(tables) != set(self.TABLES) or not all(isinstance(t, dict) for t in tables.values()):
             raise InvalidMetaCommand(f"snapshot of group {self.NAME!r} has the wrong tables")
         self.tables = tables

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from robustmq.errors import InvalidMetaCommand
 from robustmq.meta.groups.base import Record, StateMachine, delete_record, field
 
@@ -110,6 +108,7 @@ def _topic_set(sm: StateMachine, cmd: Record) -> Any:
 class ClusterStateMachine(StateMachine):
     NAME = "cluster"
     TABLES = ("nodes", "config", "topics", "routes")
+    LATER_TABLES = ("topics", "routes")
     OPS = {
         "node.register": _node_register,
         "node.heartbeat": _node_heartbeat,
@@ -120,17 +119,3 @@ class ClusterStateMachine(StateMachine):
         "topic.delete": delete_record("topics", "name"),
         "route.update": _route_update,
     }
-
-    def restore(self, data: bytes) -> None:
-        # A snapshot written before the topics or routes table existed restores with it
-        # empty.
-        try:
-            snap = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            snap = None  # the base class names the problem
-        tables = snap.get("tables") if isinstance(snap, dict) else None
-        if isinstance(tables, dict) and not {"topics", "routes"} <= tables.keys():
-            tables.setdefault("topics", {})
-            tables.setdefault("routes", {})
-            data = orjson.dumps(snap)
-        super().restore(data)

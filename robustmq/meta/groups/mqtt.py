@@ -22,8 +22,6 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-import orjson
-
 from robustmq.errors import InvalidMetaCommand, MetaConflict
 from robustmq.meta.groups.base import (
     Handler,
@@ -196,6 +194,7 @@ RULE_OPS: dict[str, Handler] = {
 class MqttStateMachine(StateMachine):
     NAME = "mqtt"
     TABLES = ("sessions", "retained", *RULE_TABLES)
+    LATER_TABLES = RULE_TABLES
     OPS = {
         "session.set": _session_set,
         "session.delete": delete_record("sessions", "client_id"),
@@ -207,17 +206,3 @@ class MqttStateMachine(StateMachine):
         "retained.delete": delete_record("retained", "topic"),
         **RULE_OPS,
     }
-
-    def restore(self, data: bytes) -> None:
-        # A snapshot written before the rewrite and auto-subscribe tables existed restores
-        # with them empty.
-        try:
-            snap = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            snap = None  # the base class names the problem
-        tables = snap.get("tables") if isinstance(snap, dict) else None
-        if isinstance(tables, dict) and not set(RULE_TABLES) <= set(tables):
-            for name in RULE_TABLES:
-                tables.setdefault(name, {})
-            data = orjson.dumps(snap)
-        super().restore(data)
