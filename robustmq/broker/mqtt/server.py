@@ -265,15 +265,19 @@ class MqttBroker:
                 len(retained),
             )
 
-    def _stored_session(self, stored: StoredSession) -> Session:
-        """A persistent session rebuilt from the store, offline, with its subscriptions."""
+    def _new_session(self, client_id: str, owner: str | None) -> Session:
         session = Session(
-            stored.client_id,
+            client_id,
             self.config.max_queued_messages,
             self.config.queue_drop_policy == "drop_oldest",
         )
-        session.owner = stored.owner
+        session.owner = owner
         session.drops = self.counters
+        return session
+
+    def _stored_session(self, stored: StoredSession) -> Session:
+        """A persistent session rebuilt from the store, offline, with its subscriptions."""
+        session = self._new_session(stored.client_id, stored.owner)
         session.expiry_interval = stored.expiry_interval
         session.persisted = True
         session.journal = self.store.journal()
@@ -386,13 +390,7 @@ class MqttBroker:
             session = None
         present = session is not None
         if session is None:
-            session = Session(
-                conn.client_id,
-                self.config.max_queued_messages,
-                self.config.queue_drop_policy == "drop_oldest",
-            )
-            session.owner = conn.username
-            session.drops = self.counters
+            session = self._new_session(conn.client_id, conn.username)
             self.sessions[conn.client_id] = session
         for handle in (session.expiry_handle, session.will_handle):
             if handle is not None:
