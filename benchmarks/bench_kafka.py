@@ -381,7 +381,8 @@ def sync_topic(data_dir: str, topic: str) -> float:
     directory, as the raw side's final fdatasync does; returns the seconds from the last
     write to any of them (the newest mtime) until all are synced."""
     directory = topic_directory(data_dir, topic)
-    paths = [os.path.join(directory, name) for name in os.listdir(directory)]
+    # The engine's own ``*.tmp`` files are renamed into place while we look: skipped.
+    paths = [os.path.join(directory, n) for n in os.listdir(directory) if not n.endswith(".tmp")]
     last_write = max(os.stat(path).st_mtime_ns for path in paths)
     for path in paths:
         fd = os.open(path, os.O_RDONLY)

@@ -410,3 +410,46 @@ def test_retention_runs_on_topic_partitions(monkeypatch):
         assert not kb.problems()
     finally:
         kb.stop()
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_requests_cut_anywhere_and_pipelined_are_answered_in_order(kb: KafkaThread, seed: int):
+    """The connection's buffer handling: small and large (larger than a read buffer)
+    requests, several per write and each cut at random places, all answered in order with
+    the records stored byte for byte."""
+    import random
+    import uuid
+
+    rng = random.Random(seed)
+    raw = Raw(kb)
+    topic = f"cut-{uuid.uuid4().hex[:12]}"
+    sizes = [rng.choice([10, 3_000, 150_000, 300_000]) for _ in range(6)]
+    batches = [make_batch([bytes([i]) * size]) for i, size in enumerate(sizes)]
+    stream = b""
+    for i, batch in enumerate(batches):
+        body = {
+            "acks": 1,
+            "timeout_ms": 5000,
+            "topic_data": [{"name": topic, "partition_data": [{"index": 0, "records": batch}]}],
+        }
+        stream += kc.encode_request(0, 8, i + 1, "raw", body)
+        stream += kc.encode_request(18, 3, 100 + i, "raw", {})  # ApiVersions in between
+    cuts = sorted(rng.sample(range(1, len(stream)), 20))
+    for start, end in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+        raw.sock.sendall(stream[start:end])
+    offsets = []
+    for _ in batches:
+        [answer] = raw.receive(0, 8)["responses"]
+        [part] = answer["partition_responses"]
+        assert part["error_code"] == 0
+        offsets.append(part["base_offset"])
+        assert raw.receive(18, 3)["error_code"] == 0
+    assert offsets == list(range(len(batches)))
+    stored = kb.call(kb.engine.read_batches(f"kafka/{topic}/0", 0, 1 << 30))
+    assert [bytes(b.data) for b in stored] == [
+        patch_base_offset(batch, offset, 0) for offset, batch in enumerate(batches)
+    ]
+    raw.close()
