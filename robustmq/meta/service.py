@@ -10,7 +10,8 @@ and one sender task, so all groups' messages queued while a call is in flight go
 together in the next call; peers added by a membership change get theirs on the fly.
 ``RpcStats`` counts the MetaService's requests and their latency per method (plain
 integers, read by ``/metrics``). The same server carries the brokers' node-to-node
-traffic: ``/robustmq.BrokerLink/Forward``, raw bytes handed to ``forward_sink``
+traffic: ``/robustmq.BrokerLink/Forward``, a stream per sending node of raw-bytes frames
+handed to ``forward_sink``
 (framed and read by ``robustmq/broker/mqtt/cluster_link.py``). The Raft loop itself is
 ``meta/host.py``.
 """
@@ -301,22 +302,29 @@ class MetaServer:
             meta_pb2_grpc.add_MetaServiceServicer_to_server(
                 _MetaService(host, self.stats), self._server
             )
-            forward = grpc.unary_unary_rpc_method_handler(self._forward)  # raw bytes
+            forward = grpc.stream_stream_rpc_method_handler(self._forward)  # raw bytes
             self._server.add_generic_rpc_handlers(
                 (grpc.method_handlers_generic_handler("robustmq.BrokerLink", {"Forward": forward}),)
             )
         self.forward_sink: Callable[[bytes], Awaitable[None]] | None = None
 
-    async def _forward(self, frame: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        sink = self.forward_sink
-        if sink is None:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "this node's broker is not running")
-        try:
-            await sink(frame)  # type: ignore[misc]
-        except ForwardFrameError as exc:
-            log.warning("a forwarded frame was refused: %s", exc)
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        return b""
+    async def _forward(
+        self, frames: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        """One stream per sending node: each frame handed to ``forward_sink``, then
+        answered with an empty message."""
+        async for frame in frames:
+            sink = self.forward_sink
+            if sink is None:
+                await context.abort(
+                    grpc.StatusCode.UNAVAILABLE, "this node's broker is not running"
+                )
+            try:
+                await sink(frame)  # type: ignore[misc]
+            except ForwardFrameError as exc:
+                log.warning("a forwarded frame was refused: %s", exc)
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            yield b""
 
     async def start(self) -> None:
         if self._server is not None and self.bind is not None:

@@ -16,22 +16,25 @@ as one list).
 matching shared subscription group without a member on this node, to one node with a
 member, in turn; to each node once, naming the groups it is to serve there. Per node,
 one queue and one sender task: what is queued while a call is in flight goes out in the
-next call (``Forward`` on the node's gRPC listener; raw bytes framed here), so order per
-publisher and node holds. A retained message set or cleared on this node goes to every
+next frame, on one ``Forward`` stream per node (the node's gRPC listener; raw bytes framed
+here; each frame answered before the next is written), so order per publisher and node
+holds. A retained message set or cleared on this node goes to every
 other node, which keeps its copy for its own subscribers' SUBSCRIBEs.
 
 **Flow control.** While ``HOLD_BACK`` messages wait for a node that answers, the
 connections publishing to it stop being read (as a slow subscriber holds back its
 publishers), until its queue is down to ``RESUME``. On the receiving node, a slow
 subscriber holds back the link's ``ForwardGate`` as it would a publisher: the
-``Forward`` call is answered once the gate is released (or ``mqtt.backpressure_timeout``
+``Forward`` frame is answered once the gate is released (or ``mqtt.backpressure_timeout``
 has passed), so the sender's queue, and in turn its publishers, wait. A node that does not answer holds
 nobody back: its queue is bounded by ``MAX_QUEUED``, beyond which messages are dropped,
 counted and logged.
 
-**Not promised.** The publisher's PUBACK comes from this node alone: a message for a node
-that cannot be reached may be dropped as above, and one in flight when the receiving node
-crashes is lost. Between nodes delivery is at most once.
+**Not promised.** Routes reach the other nodes a few milliseconds after the SUBACK: a
+message published elsewhere in that window misses the new subscriber. The publisher's
+PUBACK comes from this node alone: a message for a node that cannot be reached may be
+dropped as above, one in flight when the receiving node crashes is lost, and a frame
+whose answer is lost is sent again (its messages delivered twice).
 
 **Frames.** ``>BII``: version, sending node, message count; then per message ``>BHBI``:
 flags (``STORE_ONLY``: a retained message to keep, not to deliver), sender length,
@@ -98,7 +101,17 @@ class RouteWatch(Protocol):
 class Peer:
     """Another node: its entry in the route trie, and its queue of encoded messages."""
 
-    __slots__ = ("node_id", "queue", "queued", "ready", "task", "call", "answers", "held")
+    __slots__ = (
+        "node_id",
+        "queue",
+        "queued",
+        "ready",
+        "task",
+        "channel",
+        "call",
+        "answers",
+        "held",
+    )
 
     def __init__(self, node_id: int) -> None:
         self.node_id = node_id
@@ -106,7 +119,8 @@ class Peer:
         self.queued = 0
         self.ready = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
-        self.call: Any = None
+        self.channel: Any = None
+        self.call: Any = None  # the open Forward stream
         self.answers = True  # its last call succeeded (or none was made yet)
         self.held: set[Publisher] | None = None  # publishers paused for it
 
@@ -232,7 +246,6 @@ class ClusterLink:
         self._plans_generation = (-1, -1)
         self._turn: dict[tuple[str, str], int] = {}
         self._peers: dict[int, Peer] = {}
-        self._channels: list[Any] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         self._gate = ForwardGate()
@@ -348,8 +361,9 @@ class ClusterLink:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for channel in self._channels:
-            await channel.close()
+        for peer in self._peers.values():
+            if peer.channel is not None:
+                await peer.channel.close()
 
     # ------------------------------------------------------------------ routes
 
@@ -504,13 +518,13 @@ class ClusterLink:
             peer.ready.clear()
             while peer.queue:
                 if peer.call is None:
-                    address = self._addresses().get(peer.node_id)
-                    if address is None:
-                        self._drop_all(peer, "its address is not known")
-                        break
-                    channel = self._channel(address)
-                    self._channels.append(channel)
-                    peer.call = channel.unary_unary(FORWARD_METHOD)
+                    if peer.channel is None:
+                        address = self._addresses().get(peer.node_id)
+                        if address is None:
+                            self._drop_all(peer, "its address is not known")
+                            break
+                        peer.channel = self._channel(address)
+                    peer.call = peer.channel.stream_stream(FORWARD_METHOD)()
                 batch: list[bytes] = []
                 size = 0
                 for entry in peer.queue:
@@ -519,10 +533,12 @@ class ClusterLink:
                     batch.append(entry)
                     size += len(entry)
                 try:
-                    await peer.call(encode_frame(self.node_id, batch), timeout=SEND_TIMEOUT)
+                    await asyncio.wait_for(self._call(peer, batch), SEND_TIMEOUT)
                 except asyncio.CancelledError:
                     raise
-                except Exception as exc:  # grpc.aio.AioRpcError, or the channel closing
+                except Exception as exc:  # grpc.aio.AioRpcError, a timeout, the stream ending
+                    peer.call.cancel()
+                    peer.call = None  # the next attempt opens a new stream
                     failures += 1
                     peer.answers = False
                     self._release(peer)  # a node that does not answer holds nobody back
@@ -542,6 +558,13 @@ class ClusterLink:
                 self.stats["cluster_forwarded_out"] += len(batch)
                 if peer.held is not None and peer.queued <= RESUME:
                     self._release(peer)
+
+    async def _call(self, peer: Peer, batch: list[bytes]) -> None:
+        """One frame written to the node's Forward stream, and its answer read."""
+        await peer.call.write(encode_frame(self.node_id, batch))
+        answer = await peer.call.read()
+        if not isinstance(answer, bytes):
+            raise ConnectionError("the Forward stream ended")
 
     def _drop_all(self, peer: Peer, why: str) -> None:
         self.stats["cluster_forward_dropped"] += peer.queued
