@@ -391,8 +391,16 @@ def test_kafka_python_group_splits_partitions_and_rebalances_when_one_leaves(kb:
 
 def test_kafka_python_and_librdkafka_share_one_group(kb: KafkaThread):
     ck_create(kb, "mixed", 2)
+    # kafka-python may lead a generation before its metadata lists the new topic (it
+    # then assigns nothing, "No partition metadata"); a short metadata age makes it see
+    # the partitions and rejoin within a second, as it would later in production.
     kp = PollingConsumer(
-        kb, "mixed", group_id="mixed", heartbeat_interval_ms=300, session_timeout_ms=30000
+        kb,
+        "mixed",
+        group_id="mixed",
+        heartbeat_interval_ms=300,
+        session_timeout_ms=30000,
+        metadata_max_age_ms=1000,
     )
     rd = ck_consumer(kb, "mixed")
     rd.subscribe(["mixed"])
