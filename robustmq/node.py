@@ -272,6 +272,11 @@ class Node:
             watch=lambda: host.watch("cluster", 1),
             routes=lambda: host.groups["cluster"].sm.read("routes"),
             addresses=lambda: host.addresses,
+            brokers=lambda: {
+                int(node_id)
+                for node_id, record in host.groups["cluster"].sm.read("nodes").items()
+                if "broker" in record["roles"]
+            },
             channel=lambda address: grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS),
         )
         mqtt.router.link = link

@@ -135,3 +135,20 @@ class Cluster:
                 if line.startswith(name + " "):
                     return float(line.split()[1])
         return 0.0
+
+
+def routed(publisher: Paho, topic: str, *subscribers: Paho) -> None:
+    """Probes on ``topic`` until every subscriber got one: the publisher's node knows
+    their routes (they travel through the Meta Service). The probes that arrive late
+    are drained."""
+    deadline = time.monotonic() + WAIT
+    waiting = list(subscribers)
+    while waiting:
+        assert time.monotonic() < deadline, f"no route to {topic!r} within {WAIT} s"
+        publisher.publish(topic, b"probe")
+        time.sleep(0.2)
+        waiting = [s for s in waiting if s.messages.empty()]
+    time.sleep(0.5)
+    for s in subscribers:
+        while not s.messages.empty():
+            assert s.get().payload == b"probe"

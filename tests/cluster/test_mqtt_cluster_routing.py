@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from robustmq._core import mqtt_codec
-from tests.cluster.harness import WAIT, Cluster
+from tests.cluster.harness import WAIT, Cluster, routed
 from tests.integration.clients import Paho, Raw, props
 
 
@@ -42,22 +42,6 @@ def cluster(tmp_path_factory: Any) -> Iterator[Cluster]:
         c.stop_all()
 
 
-def _routed(publisher: Paho, topic: str, *subscribers: Paho) -> None:
-    """Probes on ``topic`` until every subscriber got one: the publisher's node knows
-    their routes. The probes that arrive late are drained."""
-    deadline = time.monotonic() + WAIT
-    waiting = list(subscribers)
-    while waiting:
-        assert time.monotonic() < deadline, f"no route to {topic!r} within {WAIT} s"
-        publisher.publish(topic, b"probe")
-        time.sleep(0.2)
-        waiting = [s for s in waiting if s.messages.empty()]
-    time.sleep(0.5)
-    for s in subscribers:
-        while not s.messages.empty():
-            assert s.get().payload == b"probe"
-
-
 def _take(sub: Paho, count: int) -> list[bytes]:
     return [sub.get().payload for _ in range(count)]
 
@@ -70,7 +54,7 @@ def test_publishes_reach_subscribers_on_every_node_once_in_order(cluster: Cluste
     subs[3].subscribe("order/a", qos=0)
     subs[3].subscribe("order/#", qos=1)  # overlapping: still once, at QoS 1
     pub = cluster.client(1, "order-pub")
-    _routed(pub, "order/a", subs[1], subs[2], subs[3])
+    routed(pub, "order/a", subs[1], subs[2], subs[3])
     sent = [b"%04d" % i for i in range(200)]
     for payload in sent:
         pub.publish("order/a", payload, qos=1, wait=False)
@@ -107,7 +91,7 @@ def test_a_shared_group_gets_each_message_once_across_nodes(cluster: Cluster) ->
         assert time.monotonic() < deadline, "no shared routes known at node 1"
         pub.publish("jobs/probe", b"probe")
         time.sleep(0.3)
-    _routed(pub, "jobs/x", plain)
+    routed(pub, "jobs/x", plain)
     for _ in range(10):
         pub.publish("jobs/probe", b"probe")
     time.sleep(1.0)
@@ -171,7 +155,7 @@ def test_an_unsubscribed_filter_is_no_longer_forwarded(cluster: Cluster) -> None
     sub = cluster.client(2)
     sub.subscribe("gone/x", qos=0)
     pub = cluster.client(1, "gone-pub")
-    _routed(pub, "gone/x", sub)
+    routed(pub, "gone/x", sub)
     sub.unsubscribe("gone/x")
     name = "robustmq_mqtt_cluster_forwarded_out_total"
     deadline = time.monotonic() + WAIT
@@ -195,7 +179,7 @@ def test_a_killed_node_gets_forwarded_messages_again_once_restarted(cluster: Clu
     sub = cluster.client(3)
     sub.subscribe("back/+", qos=1)
     pub = cluster.client(2, "back-pub")
-    _routed(pub, "back/1", sub)
+    routed(pub, "back/1", sub)
     for i in range(20):
         pub.publish("back/1", b"%d" % i, qos=1, wait=False)
     assert _take(sub, 20) == [b"%d" % i for i in range(20)]
@@ -221,7 +205,7 @@ def test_two_nodes_share_one_port_with_reuse_port(tmp_path: Path) -> None:
         subscribers, publisher = clients[:-1], clients[-1]
         for sub in subscribers:
             sub.subscribe("spread/t", qos=1)
-        _routed(publisher, "spread/t", *subscribers)
+        routed(publisher, "spread/t", *subscribers)
         publisher.publish("spread/t", b"everyone", qos=1)
         for sub in subscribers:
             assert sub.get().payload == b"everyone"

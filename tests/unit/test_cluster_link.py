@@ -9,6 +9,8 @@ table existed restores with it empty). Forwarding between real processes is
 
 from __future__ import annotations
 
+import time
+
 import orjson
 import pytest
 from hypothesis import given
@@ -61,11 +63,12 @@ def test_a_frame_round_trip_keeps_every_field(
     properties = {"user_property": user, "content_type": "x/y"} if user else None
     message = Message(topic, payload, qos, retain, properties, sender)
     tags = tuple(f"{g}/{f}" for g, f in shared)
-    frame = encode_frame(7, [encode_entry(message, tags, flags)] * 2)
-    node, entries = decode_frame(frame)
-    assert node == 7 and len(entries) == 2
-    got_flags, got, got_groups = entries[0]
-    assert got_flags == flags and got_groups == frozenset(shared)
+    stamp = (1_700_000_000_123, 9) if flags else None
+    frame = encode_frame(7, [encode_entry(message, tags, flags, stamp)] * 2)
+    node, sent, entries = decode_frame(frame)
+    assert node == 7 and len(entries) == 2 and abs(sent - time.time() * 1000) < 60_000
+    got_flags, got, got_groups, got_stamp = entries[0]
+    assert got_flags == flags and got_groups == frozenset(shared) and got_stamp == stamp
     assert (got.topic, got.payload, got.qos, got.retain, got.sender) == (
         topic,
         payload,
@@ -78,7 +81,7 @@ def test_a_frame_round_trip_keeps_every_field(
 
 def test_the_remaining_expiry_travels() -> None:
     message = Message("t", b"p", 1, False, {"message_expiry_interval": 30})
-    _, [(_, got, _)] = decode_frame(encode_frame(1, [encode_entry(message, ())]))
+    _, _, [(_, got, _, _)] = decode_frame(encode_frame(1, [encode_entry(message, ())]))
     assert got.properties is not None and 29 <= got.properties["message_expiry_interval"] <= 30
     assert got.expires_at > 0
 
@@ -95,10 +98,10 @@ def _valid_frame() -> bytes:
     "frame, reason",
     [
         (b"", "shorter than the frame header"),
-        (b"\x02" + _valid_frame()[1:], "version 2"),
+        (b"\x01" + _valid_frame()[1:], "version 1"),
         (_valid_frame()[:-1], "truncated"),
         (_valid_frame() + b"\x00", "after the last message"),
-        (_valid_frame()[:5] + b"\x00\x00\x00\x03" + _valid_frame()[9:], "truncated message"),
+        (_valid_frame()[:5] + b"\x00\x00\x00\x03" + _valid_frame()[9:], "truncated"),
     ],
 )
 def test_a_bad_frame_is_refused_naming_the_problem(frame: bytes, reason: str) -> None:

@@ -24,9 +24,16 @@ other node, which keeps its copy for its own subscribers' SUBSCRIBEs.
 **Flow control.** While ``HOLD_BACK`` messages wait for a node that answers, the
 connections publishing to it stop being read (as a slow subscriber holds back its
 publishers), until its queue is down to ``RESUME``. On the receiving node, a slow
-subscriber holds back the link's ``ForwardGate`` as it would a publisher: the
-``Forward`` frame is answered once the gate is released (or ``mqtt.backpressure_timeout``
-has passed), so the sender's queue, and in turn its publishers, wait. A node that does not answer holds
+subscriber holds back the link's ``ForwardGate`` as it would a publisher: the next
+``Forward`` frame is delivered once the gate is released (or ``mqtt.backpressure_timeout``
+has passed), so the sender's queue, and in turn its publishers, wait.
+
+**Retained messages** carry a stamp (when, which node): a node keeps the one set last, so
+two nodes setting a topic at once agree (with clocks in step, as NTP keeps them). A node
+setting one locally stamps it later than anything it has seen for the topic.
+
+**Expiry.** Messages wait in the queue as they are and are encoded when their frame is
+built: one whose Message Expiry Interval ran out meanwhile is dropped then. A node that does not answer holds
 nobody back: its queue is bounded by ``MAX_QUEUED``, beyond which messages are dropped,
 counted and logged.
 
@@ -36,11 +43,13 @@ PUBACK comes from this node alone: a message for a node that cannot be reached m
 dropped as above, one in flight when the receiving node crashes is lost, and a frame
 whose answer is lost is sent again (its messages delivered twice).
 
-**Frames.** ``>BII``: version, sending node, message count; then per message ``>BHBI``:
-flags (``STORE_ONLY``: a retained message to keep, not to deliver), sender length,
-shared group count, PUBLISH length; the sender (UTF-8), each group as ``>H`` length and
+**Frames.** ``>BIIQ``: version, sending node, message count, when it was sent (ms since
+the epoch); then per message ``>BHBI``: flags (``STORE_ONLY``: a retained message to
+keep, not to deliver), sender length, shared group count, PUBLISH length; with
+``STORE_ONLY`` its stamp ``>QI``; the sender (UTF-8), each group as ``>H`` length and
 ``group/filter`` (UTF-8), and the message as an MQTT 5 PUBLISH packet (QoS and RETAIN as
-published, properties, the remaining message expiry, packet identifier 1).
+published, properties, the remaining message expiry, packet identifier 1). The receiver
+takes the frame's age off the messages' expiry.
 """
 
 from __future__ import annotations
@@ -49,6 +58,7 @@ import asyncio
 import contextlib
 import logging
 import struct
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -59,6 +69,7 @@ from robustmq._core import mqtt, trie
 from robustmq.broker.auth.ratelog import RateLimitedLog
 from robustmq.broker.mqtt.message import Message
 from robustmq.errors import ForwardFrameError, MetaError, MqttError
+from robustmq.observability.counters import EXPIRED
 
 if TYPE_CHECKING:
     from robustmq.broker.mqtt.connection import Publisher
@@ -69,7 +80,7 @@ failure_log = RateLimitedLog(log, burst=5, interval=30.0)
 
 GROUP = "cluster"
 FORWARD_METHOD = "/robustmq.BrokerLink/Forward"
-VERSION = 1
+VERSION = 2
 STORE_ONLY = 1
 MAX_QUEUED = 100_000
 """Messages waiting for one node; more are dropped (counted in ``cluster_forward_dropped``)."""
@@ -83,8 +94,9 @@ SEND_TIMEOUT = 5.0
 RETRY_DELAYS = (0.05, 0.2, 1.0, 2.0)
 """Seconds before the next attempt after 1, 2, 3 and more failures in a row."""
 
-_HEAD = struct.Struct(">BII")
+_HEAD = struct.Struct(">BIIQ")
 _ENTRY = struct.Struct(">BHBI")
+_STAMP = struct.Struct(">QI")
 _U16 = struct.Struct(">H")
 
 
@@ -115,7 +127,7 @@ class Peer:
 
     def __init__(self, node_id: int) -> None:
         self.node_id = node_id
-        self.queue: list[bytes] = []
+        self.queue: list[Queued] = []
         self.queued = 0
         self.ready = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -148,24 +160,43 @@ class ForwardGate:
             self.open.set()
 
 
-def encode_entry(message: Message, groups: tuple[str, ...], flags: int = 0) -> bytes:
+Stamp = tuple[int, int]
+"""When a retained message was set: (milliseconds since the epoch, node id), ordered."""
+
+# A queued message: (message, shared groups as "group/filter", flags, stamp of a retained one).
+Queued = tuple[Message, tuple[str, ...], int, Stamp | None]
+
+
+def encode_entry(
+    message: Message, groups: tuple[str, ...], flags: int = 0, stamp: Stamp | None = None
+) -> bytes:
+    """One message of a frame, encoded now (so its remaining expiry is current)."""
     head, tail = message.encoded(5, message.qos, message.retain, ())
     publish = head + b"\x00\x01" + tail if message.qos else head
     sender = message.sender.encode()
     tags = b"".join(_U16.pack(len(g)) + g for g in (group.encode() for group in groups))
-    return _ENTRY.pack(flags, len(sender), len(groups), len(publish)) + sender + tags + publish
+    entry = _ENTRY.pack(flags, len(sender), len(groups), len(publish))
+    if flags & STORE_ONLY:
+        assert stamp is not None
+        entry += _STAMP.pack(*stamp)
+    return entry + sender + tags + publish
 
 
 def encode_frame(node_id: int, entries: list[bytes]) -> bytes:
-    return _HEAD.pack(VERSION, node_id, len(entries)) + b"".join(entries)
+    """A frame of encoded entries from node ``node_id``, stamped with the time it is sent."""
+    sent = time.time_ns() // 1_000_000
+    return _HEAD.pack(VERSION, node_id, len(entries), sent) + b"".join(entries)
 
 
-def decode_frame(data: bytes) -> tuple[int, list[tuple[int, Message, frozenset[tuple[str, str]]]]]:
-    """(sending node, [(flags, message, shared groups)]); ``ForwardFrameError`` naming the
-    byte where a frame is not what ``encode_frame`` writes."""
+def decode_frame(
+    data: bytes,
+) -> tuple[int, int, list[tuple[int, Message, frozenset[tuple[str, str]], Stamp | None]]]:
+    """(sending node, when it was sent in ms, [(flags, message, shared groups, stamp)]);
+    ``ForwardFrameError`` naming the byte where a frame is not what ``encode_frame``
+    writes."""
     if len(data) < _HEAD.size:
         raise ForwardFrameError(0, f"{len(data)} bytes: shorter than the frame header")
-    version, node_id, count = _HEAD.unpack_from(data)
+    version, node_id, count, sent = _HEAD.unpack_from(data)
     if version != VERSION:
         raise ForwardFrameError(0, f"version {version}; this node reads version {VERSION}")
     decoder = mqtt.Decoder(5)
@@ -177,6 +208,12 @@ def decode_frame(data: bytes) -> tuple[int, list[tuple[int, Message, frozenset[t
             raise ForwardFrameError(at, "truncated message header")
         flags, sender_len, group_count, publish_len = _ENTRY.unpack_from(data, pos)
         pos += _ENTRY.size
+        stamp: Stamp | None = None
+        if flags & STORE_ONLY:
+            if len(data) - pos < _STAMP.size:
+                raise ForwardFrameError(pos, "truncated stamp")
+            stamp = _STAMP.unpack_from(data, pos)
+            pos += _STAMP.size
         try:
             sender = data[pos : pos + sender_len].decode()
             pos += sender_len
@@ -203,17 +240,19 @@ def decode_frame(data: bytes) -> tuple[int, list[tuple[int, Message, frozenset[t
         pos += publish_len
         p = packets[0]
         message = Message(p.topic, p.payload, p.qos, p.retain, p.properties, sender)
-        out.append((flags, message, frozenset(groups)))
+        out.append((flags, message, frozenset(groups), stamp))
     if pos != len(data):
         raise ForwardFrameError(pos, f"{len(data) - pos} bytes after the last message")
-    return node_id, out
+    return node_id, sent, out
 
 
 class ClusterLink:
     """The forwarding between this node's broker and the other nodes' (see the module
-    docstring): ``broker``'s router, counters and publishing connection. ``routes()`` reads the ``routes`` table of this node's meta replica,
-    ``watch()`` opens a watch stream on it, ``addresses()`` maps node ids to gRPC
-    addresses, ``channel(address)`` opens a gRPC channel."""
+    docstring): ``broker``'s router, counters and publishing connection. ``routes()``
+    reads the ``routes`` table of this node's meta replica, ``watch()`` opens a watch
+    stream on it, ``addresses()`` maps node ids to gRPC addresses, ``brokers()`` names
+    the nodes that run a broker (the node registry), ``channel(address)`` opens a gRPC
+    channel."""
 
     def __init__(
         self,
@@ -223,6 +262,7 @@ class ClusterLink:
         watch: Callable[[], RouteWatch],
         routes: Callable[[], dict[str, dict[str, int]]],
         addresses: Callable[[], dict[int, str]],
+        brokers: Callable[[], set[int]],
         channel: Callable[[str], Any],
     ) -> None:
         self.node_id = node_id
@@ -233,6 +273,7 @@ class ClusterLink:
         self._watch = watch
         self._routes = routes
         self._addresses = addresses
+        self._brokers = brokers
         self._channel = channel
         self._local: dict[str, int] = {}  # filter -> sessions of this node holding it
         self._dirty: set[str] = set()
@@ -244,11 +285,13 @@ class ClusterLink:
         self._internal: dict[str, int] = {}  # filter the router hands us -> remote routes
         self._plans: dict[str, tuple[list[Peer], list[tuple[str, str, list[Peer]]]]] = {}
         self._plans_generation = (-1, -1)
-        self._turn: dict[tuple[str, str], int] = {}
+        self._turn: dict[str, int] = {}  # "group/filter" -> the next member's turn
         self._peers: dict[int, Peer] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         self._gate = ForwardGate()
+        self._retained_at: dict[str, Stamp] = {}  # topic -> when its retained message was set
+        self._last_stamp = 0
 
     # ------------------------------------------------------------------ router hooks
 
@@ -269,10 +312,17 @@ class ClusterLink:
         self._route_wake.set()
 
     def retained(self, message: Message) -> None:
-        entry = encode_entry(message, (), STORE_ONLY)
-        for node_id in self._addresses():
+        """A retained message set (or cleared) by a client of this node: stamped later than
+        anything this node has seen for its topic, and sent to every other broker."""
+        held = self._retained_at.get(message.topic)
+        ms = max(time.time_ns() // 1_000_000, self._last_stamp + 1)
+        if held is not None and held[0] >= ms:
+            ms = held[0] + 1
+        self._last_stamp = ms
+        stamp = self._retained_at[message.topic] = (ms, self.node_id)
+        for node_id in self._brokers():
             if node_id != self.node_id:
-                self._enqueue(self._peer(node_id), entry)
+                self._enqueue(self._peer(node_id), (message, (), STORE_ONLY, stamp))
 
     def deliver_messages(self, messages: list[Message]) -> None:
         """``InternalSubscriber``: messages some other node subscribes to."""
@@ -284,20 +334,17 @@ class ClusterLink:
                 topic = message.topic
                 normal, shared = self._plan(topic)
             if not shared:
-                if normal:
-                    entry = encode_entry(message, ())
-                    for peer in normal:
-                        self._enqueue(peer, entry)
+                for peer in normal:
+                    self._enqueue(peer, (message, (), 0, None))
                 continue
             chosen: dict[Peer, list[str]] = {peer: [] for peer in normal}
             for group, topic_filter, members in shared:
-                turn = self._turn.get((group, topic_filter), 0)
-                self._turn[(group, topic_filter)] = turn + 1
-                chosen.setdefault(members[turn % len(members)], []).append(
-                    f"{group}/{topic_filter}"
-                )
+                # A node that does not answer takes no turn while another member's does.
+                tag = f"{group}/{topic_filter}"
+                answering = [m for m in members if m.answers] or members
+                chosen.setdefault(self._next_member(tag, answering), []).append(tag)
             for peer, groups in chosen.items():
-                self._enqueue(peer, encode_entry(message, tuple(groups)))
+                self._enqueue(peer, (message, tuple(groups), 0, None))
 
     def _plan(self, topic: str) -> tuple[list[Peer], list[tuple[str, str, list[Peer]]]]:
         """The nodes with a plain filter matching ``topic``, and the shared groups matching
@@ -323,17 +370,37 @@ class ClusterLink:
 
     async def receive(self, frame: bytes) -> None:
         """A frame another node forwarded: decoded whole (``ForwardFrameError`` refuses it
-        all), then each message delivered, or kept as a retained message; returns once no
-        slow subscriber holds the gate back (at most ``mqtt.backpressure_timeout``)."""
-        _, entries = decode_frame(frame)
-        router = self.router
+        all), each message delivered, or kept as a retained message when it was set later
+        than the one this node holds; first, while a slow subscriber holds the gate back,
+        it waits (at most ``mqtt.backpressure_timeout``)."""
+        _, sent, entries = decode_frame(frame)
         broker = self.broker
+        if not self._gate.open.is_set():
+            # A subscriber here is behind: this frame waits (the sender's next one with
+            # it), and is delivered once the gate opens or the wait is over. Waiting after
+            # delivering instead would let the sender time out and send it again.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._gate.open.wait(), broker.config.backpressure_timeout)
+        router = self.router
+        retained_at = self._retained_at
+        # The time a frame spent on its way (a node stopped, a network stall) counts
+        # against the messages' expiry, as their time in a queue would (§3.3.2.3.3).
+        age = max(0.0, (time.time_ns() // 1_000_000 - sent) / 1000)
+        now = time.monotonic()
         broker.publishing = self._gate
         broker.reading = True  # what the frame makes is written as one read's output
         try:
-            for flags, message, groups in entries:
+            for flags, message, groups, stamp in entries:
+                if message.expires_at:
+                    message.expires_at -= age
+                    if message.expired(now):
+                        broker.counters.drop(EXPIRED, message.qos)
+                        continue
                 if flags & STORE_ONLY:
-                    router.retain(message, local=False)
+                    held = retained_at.get(message.topic)
+                    if stamp is not None and (held is None or stamp > held):
+                        retained_at[message.topic] = stamp
+                        router.retain(message, local=False)
                 else:
                     router.route_forwarded(message, groups)
         finally:
@@ -341,9 +408,6 @@ class ClusterLink:
             broker.reading = False
             broker.flush_pending()
         self.stats["cluster_forwarded_in"] += len(entries)
-        if not self._gate.open.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._gate.open.wait(), broker.config.backpressure_timeout)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -403,8 +467,9 @@ class ClusterLink:
                     self.node_id,
                     exc,
                 )
-                if not replace:
-                    self._dirty.update(add, delete)
+                # A timed-out proposal may have committed after all: what the table holds
+                # for this node is unknown, so the next round sends the whole set.
+                self._replace = True
                 await asyncio.sleep(RETRY_DELAYS[min(failures, len(RETRY_DELAYS)) - 1])
                 self._route_wake.set()
                 continue
@@ -477,7 +542,7 @@ class ClusterLink:
             peer = self._peers[node_id] = Peer(node_id)
         return peer
 
-    def _enqueue(self, peer: Peer, entry: bytes) -> None:
+    def _enqueue(self, peer: Peer, entry: Queued) -> None:
         if peer.queued >= MAX_QUEUED:
             self.stats["cluster_forward_dropped"] += 1
             failure_log.log(
@@ -525,15 +590,13 @@ class ClusterLink:
                             break
                         peer.channel = self._channel(address)
                     peer.call = peer.channel.stream_stream(FORWARD_METHOD)()
-                batch: list[bytes] = []
-                size = 0
-                for entry in peer.queue:
-                    if batch and size + len(entry) > MAX_FRAME_BYTES:
-                        break
-                    batch.append(entry)
-                    size += len(entry)
+                batch, taken = self._frame(peer)
+                if not batch:  # all of it expired
+                    self._sent(peer, taken, 0)
+                    continue
                 try:
-                    await asyncio.wait_for(self._call(peer, batch), SEND_TIMEOUT)
+                    timeout = SEND_TIMEOUT + self.broker.config.backpressure_timeout
+                    await asyncio.wait_for(self._call(peer, batch), timeout)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # grpc.aio.AioRpcError, a timeout, the stream ending
@@ -542,6 +605,7 @@ class ClusterLink:
                     failures += 1
                     peer.answers = False
                     self._release(peer)  # a node that does not answer holds nobody back
+                    self._reroute(peer)
                     failure_log.log(
                         logging.WARNING,
                         "forwarding to node %d failed (%s); %d messages wait",
@@ -553,11 +617,62 @@ class ClusterLink:
                     continue
                 failures = 0
                 peer.answers = True
-                del peer.queue[: len(batch)]
-                peer.queued -= len(batch)
-                self.stats["cluster_forwarded_out"] += len(batch)
-                if peer.held is not None and peer.queued <= RESUME:
-                    self._release(peer)
+                self._sent(peer, taken, len(batch))
+
+    def _reroute(self, peer: Peer) -> None:
+        """Shared-group messages waiting for a node that does not answer go to another
+        member of their group on a node that does; what the node's plain subscriptions
+        want stays queued for it."""
+        kept: list[Queued] = []
+        for message, groups, flags, stamp in peer.queue:
+            if not groups:
+                kept.append((message, groups, flags, stamp))
+                continue
+            normal, shared = self._plan(message.topic)
+            members = {f"{g}/{f}": m for g, f, m in shared}
+            stay = []
+            for tag in groups:
+                others = [m for m in members.get(tag, ()) if m is not peer and m.answers]
+                if others:
+                    self._enqueue(self._next_member(tag, others), (message, (tag,), 0, None))
+                else:
+                    stay.append(tag)
+            if stay or peer in normal:
+                kept.append((message, tuple(stay), flags, stamp))
+        peer.queue[:] = kept
+        peer.queued = len(kept)
+
+    def _next_member(self, tag: str, members: list[Peer]) -> Peer:
+        turn = self._turn.get(tag, 0)
+        self._turn[tag] = turn + 1
+        return members[turn % len(members)]
+
+    def _frame(self, peer: Peer) -> tuple[list[bytes], int]:
+        """The next frame's entries from the head of ``peer``'s queue (about
+        ``MAX_FRAME_BYTES``), encoded now, and how many queued messages they took; a
+        message whose expiry ran out while it waited is dropped (MQTT 5 §3.3.2.3.3)."""
+        batch: list[bytes] = []
+        size = 0
+        taken = 0
+        now = time.monotonic()
+        for message, groups, flags, stamp in peer.queue:
+            if batch and size >= MAX_FRAME_BYTES:
+                break
+            taken += 1
+            if message.expired(now):
+                self.broker.counters.drop(EXPIRED, message.qos)
+                continue
+            entry = encode_entry(message, groups, flags, stamp)
+            batch.append(entry)
+            size += len(entry)
+        return batch, taken
+
+    def _sent(self, peer: Peer, taken: int, sent: int) -> None:
+        del peer.queue[:taken]
+        peer.queued -= taken
+        self.stats["cluster_forwarded_out"] += sent
+        if peer.held is not None and peer.queued <= RESUME:
+            self._release(peer)
 
     async def _call(self, peer: Peer, batch: list[bytes]) -> None:
         """One frame written to the node's Forward stream, and its answer read."""

@@ -506,10 +506,10 @@ class MqttBroker:
             if is_sys_topic(message.topic):
                 log.info("client %r may not publish to %r", conn.client_id, message.topic)
                 return ReasonCode.NOT_AUTHORIZED
-        if message.retain:
-            self.router.retain(message)
-        self.publishing = conn  # a slow subscriber may hold this connection back
+        self.publishing = conn  # a slow subscriber (or node) may hold this connection back
         try:
+            if message.retain:
+                self.router.retain(message)
             delivered = self.router.route(message)
         finally:
             self.publishing = None
