@@ -320,7 +320,10 @@ def test_bad_membership_requests_get_a_clear_error(cluster: Processes) -> None:
         timeout=60,
     )
     assert done.returncode != 0
-    assert "MetaTimeout" in done.stderr and "learner 9 has not caught up" in done.stderr
+    # Within the 1 ms allowed either the learner's addition or its catching up is what
+    # times out (the cluster group is busy with the nodes' own proposals).
+    assert "MetaTimeout" in done.stderr
+    assert "learner 9 has not caught up" in done.stderr or "ADD_NODE 9" in done.stderr
     status, answer = _http(c, "DELETE", "/api/v1/cluster/nodes/9")
     assert status == 200
     assert all(g == {"voters": [1, 2, 3], "learners": []} for g in answer["groups"].values())
