@@ -23,7 +23,7 @@ import resource
 import signal
 import sys
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -101,6 +101,10 @@ class Node:
             )
             if self.meta.port:
                 listeners.append(("grpc", cluster.bind, self.meta.port))
+            if "broker" not in self.config.node.roles:
+                # What brokers forward here (a retained message, a takeover) concerns
+                # no client of this node: taken and dropped, not refused and resent.
+                self.meta.forward_sink = _nothing_to_deliver
         if "broker" in self.config.node.roles:
             self.rules, rules_wait = self._meta_rules()
             self.mqtt = MqttBroker(
@@ -272,11 +276,7 @@ class Node:
             watch=lambda: host.watch("cluster", 1),
             routes=lambda: host.groups["cluster"].sm.read("routes"),
             addresses=lambda: host.addresses,
-            brokers=lambda: {
-                int(node_id)
-                for node_id, record in host.groups["cluster"].sm.read("nodes").items()
-                if "broker" in record["roles"]
-            },
+            brokers=lambda: _maybe_brokers(host.addresses, host.groups["cluster"].sm.read("nodes")),
             channel=lambda address: grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS),
         )
         mqtt.router.link = link
@@ -310,6 +310,20 @@ class Node:
             await self.storage.close()
         if self.meta is not None:
             await self.meta.stop()
+
+
+async def _nothing_to_deliver(frame: bytes) -> None:
+    return None
+
+
+def _maybe_brokers(addresses: dict[int, str], nodes: dict[str, Any]) -> set[int]:
+    """The nodes that may run a broker: every member, but those the node registry lists
+    without the broker role (a node not registered yet may be one)."""
+    return {
+        node_id
+        for node_id in addresses
+        if "broker" in nodes.get(str(node_id), {"roles": ["broker"]})["roles"]
+    }
 
 
 def engine_config(storage: StorageConfig, data_dir: str) -> EngineConfig:

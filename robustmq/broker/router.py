@@ -56,14 +56,16 @@ class InternalSubscriber(Protocol):
 
 class ClusterHook(Protocol):
     """What the router tells a cluster link: a filter a session of this node subscribed
-    to or left (once per session and filter), and a retained message set or cleared by a
-    client of this node."""
+    to or left (once per session and filter), a retained message set or cleared by a
+    client of this node, and a client connected here (the broker tells that one)."""
 
     def subscribed(self, topic_filter: str) -> None: ...
 
     def unsubscribed(self, topic_filter: str) -> None: ...
 
     def retained(self, message: Message) -> None: ...
+
+    def connected(self, client_id: str) -> None: ...
 
 
 class Router:

@@ -1,8 +1,7 @@
 """Review of the cluster link and of sessions in a cluster (session 4), with real
 ``robustmq-server`` processes on 127.0.0.1 and real MQTT clients: each test here proved a
-bug found in review; the two still marked ``xfail(strict=True)`` are not fixed yet (a
-clean session's client id is not checked across nodes; an offline shared member on the
-publisher's node takes the group's messages). Forwarding
+bug found in review; the one still marked ``xfail(strict=True)`` is not fixed yet (an
+offline shared member on the publisher's node takes the group's messages). Forwarding
 that works as designed is ``test_mqtt_cluster_routing.py``'s, sessions
 ``test_mqtt_sessions_cluster.py``'s.
 
@@ -135,12 +134,6 @@ def test_retained_messages_set_on_two_nodes_at_once_agree(cluster: Cluster) -> N
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: two clean sessions with one client id on two nodes both stay connected "
-    "(MQTT 5 §3.1.4-3: the existing one must get DISCONNECT 0x8E); only persistent "
-    "sessions are checked across nodes",
-)
 def test_one_client_id_connected_on_two_nodes_takes_the_session_over(cluster: Cluster) -> None:
     first = cluster.client(1, "twin")
     second = cluster.client(2, "twin")
@@ -148,7 +141,8 @@ def test_one_client_id_connected_on_two_nodes_takes_the_session_over(cluster: Cl
         reason = first.disconnects.get(timeout=15.0)
     except Exception:
         reason = None
-    assert reason is not None and int(reason) == 0x8E, "the first connection is still there"
+    first.client.loop_stop()  # no reconnect: it would take the session back
+    assert reason is not None and reason.value == 0x8E, "the first connection is still there"
     second.disconnect()
 
 

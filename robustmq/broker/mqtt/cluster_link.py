@@ -32,6 +32,10 @@ has passed), so the sender's queue, and in turn its publishers, wait.
 two nodes setting a topic at once agree (with clocks in step, as NTP keeps them). A node
 setting one locally stamps it later than anything it has seen for the topic.
 
+**Takeovers.** A client connecting here is announced to every other broker (an entry
+with the ``TAKEOVER`` flag and its connect time), which lets an older connection of the
+same client id go with DISCONNECT 0x8E, as one broker would (MQTT 5 §3.1.4-3).
+
 **Expiry.** Messages wait in the queue as they are and are encoded when their frame is
 built: one whose Message Expiry Interval ran out meanwhile is dropped then. A node that does not answer holds
 nobody back: its queue is bounded by ``MAX_QUEUED``, beyond which messages are dropped,
@@ -46,7 +50,7 @@ whose answer is lost is sent again (its messages delivered twice).
 **Frames.** ``>BIIQ``: version, sending node, message count, when it was sent (ms since
 the epoch); then per message ``>BHBI``: flags (``STORE_ONLY``: a retained message to
 keep, not to deliver), sender length, shared group count, PUBLISH length; with
-``STORE_ONLY`` its stamp ``>QI``; the sender (UTF-8), each group as ``>H`` length and
+``STORE_ONLY`` or ``TAKEOVER`` a stamp ``>QI``; the sender (UTF-8), each group as ``>H`` length and
 ``group/filter`` (UTF-8), and the message as an MQTT 5 PUBLISH packet (QoS and RETAIN as
 published, properties, the remaining message expiry, packet identifier 1). The receiver
 takes the frame's age off the messages' expiry.
@@ -82,6 +86,8 @@ GROUP = "cluster"
 FORWARD_METHOD = "/robustmq.BrokerLink/Forward"
 VERSION = 2
 STORE_ONLY = 1
+TAKEOVER = 2  # no message: the sender field names a client that connected at the stamp
+_TAKEOVER_TOPIC = "$cluster/takeover"  # the entry's PUBLISH part, never delivered
 MAX_QUEUED = 100_000
 """Messages waiting for one node; more are dropped (counted in ``cluster_forward_dropped``)."""
 HOLD_BACK = 20_000
@@ -176,7 +182,7 @@ def encode_entry(
     sender = message.sender.encode()
     tags = b"".join(_U16.pack(len(g)) + g for g in (group.encode() for group in groups))
     entry = _ENTRY.pack(flags, len(sender), len(groups), len(publish))
-    if flags & STORE_ONLY:
+    if flags & (STORE_ONLY | TAKEOVER):
         assert stamp is not None
         entry += _STAMP.pack(*stamp)
     return entry + sender + tags + publish
@@ -209,7 +215,7 @@ def decode_frame(
         flags, sender_len, group_count, publish_len = _ENTRY.unpack_from(data, pos)
         pos += _ENTRY.size
         stamp: Stamp | None = None
-        if flags & STORE_ONLY:
+        if flags & (STORE_ONLY | TAKEOVER):
             if len(data) - pos < _STAMP.size:
                 raise ForwardFrameError(pos, "truncated stamp")
             stamp = _STAMP.unpack_from(data, pos)
@@ -324,6 +330,15 @@ class ClusterLink:
             if node_id != self.node_id:
                 self._enqueue(self._peer(node_id), (message, (), STORE_ONLY, stamp))
 
+    def connected(self, client_id: str) -> None:
+        """A client connected here: every other broker lets its connection of the same
+        client id go (MQTT 5 §3.1.4-3), if it is older than this one."""
+        stamp = (time.time_ns() // 1_000_000, self.node_id)
+        notice = Message(_TAKEOVER_TOPIC, b"", 0, False, None, client_id)
+        for node_id in self._brokers():
+            if node_id != self.node_id:
+                self._enqueue(self._peer(node_id), (notice, (), TAKEOVER, stamp))
+
     def deliver_messages(self, messages: list[Message]) -> None:
         """``InternalSubscriber``: messages some other node subscribes to."""
         topic = None
@@ -391,6 +406,10 @@ class ClusterLink:
         broker.reading = True  # what the frame makes is written as one read's output
         try:
             for flags, message, groups, stamp in entries:
+                if flags & TAKEOVER:
+                    if stamp is not None:
+                        broker.taken_over_elsewhere(message.sender, stamp[0])
+                    continue
                 if message.expires_at:
                     message.expires_at -= age
                     if message.expired(now):

@@ -95,7 +95,7 @@ class MqttConnection(asyncio.Protocol):
         "outbound_aliases", "paused", "paused_at", "held_back", "read_pauses",
         "_buffer", "_out", "_flush_scheduled", "opened_at", "_auth", "_auth_method",
         "_pending_connect", "authorizer", "publish_quota", "counted_ip", "_held",
-        "superuser", "claims",
+        "superuser", "claims", "connected_ms",
     )  # fmt: skip
 
     def __init__(self, broker: MqttBroker) -> None:
@@ -130,6 +130,7 @@ class MqttConnection(asyncio.Protocol):
         # When the socket was accepted, until CONNECT arrives (the keep-alive sweep
         # enforces connect_timeout: no timer per connection).
         self.opened_at = self.last_seen
+        self.connected_ms = 0  # wall clock of the CONNACK (a cluster orders takeovers by it)
         self._auth: AuthExchange | None = None  # an enhanced-authentication exchange
         self._auth_method: str | None = None
         # A CONNECT awaiting its AUTH exchange or its authenticators: (packet, assigned id,

@@ -414,7 +414,23 @@ class MqttBroker:
             self.store.session_will(conn.client_id, conn.will)
         session.expiry_interval = expiry_interval
         conn.session = session
+        conn.connected_ms = time.time_ns() // 1_000_000
+        if self.router.link is not None:  # a connection of this id elsewhere goes (§3.1.4-3)
+            self.router.link.connected(conn.client_id)
         return session, present
+
+    def taken_over_elsewhere(self, client_id: str, at_ms: int) -> None:
+        """A client with ``client_id`` connected to another node of the cluster at
+        ``at_ms``: a connection here from before then goes (DISCONNECT 0x8E), as a
+        takeover on this node would. Its session stays when it is persistent (the
+        persistent-session store moves it), and ends otherwise."""
+        session = self.sessions.get(client_id)
+        conn = session.connection if session is not None else None
+        if session is None or conn is None or conn.connected_ms > at_ms:
+            return
+        log.info("client %r: session taken over by a connection to another node", client_id)
+        self._detach(conn, session_continues=session.persisted)
+        conn.disconnect(ReasonCode.SESSION_TAKEN_OVER)
 
     def connection_gone(self, conn: MqttConnection) -> None:
         """The network connection closed (any reason): wills and session expiry."""
