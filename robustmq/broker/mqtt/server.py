@@ -414,8 +414,8 @@ class MqttBroker:
             self.store.session_will(conn.client_id, conn.will)
         session.expiry_interval = expiry_interval
         conn.session = session
-        conn.connected_ms = time.time_ns() // 1_000_000
         if self.router.link is not None:  # a connection of this id elsewhere goes (§3.1.4-3)
+            conn.connected_ms = time.time_ns() // 1_000_000
             self.router.link.connected(conn.client_id)
         return session, present
 
