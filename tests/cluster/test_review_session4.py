@@ -249,13 +249,13 @@ def test_a_shared_group_member_on_a_dead_node_does_not_take_its_turn(tmp_path: P
             c.start(i)
         members = {i: c.client(i, f"member-{i}") for i in (2, 3)}
         for member in members.values():
-            member.subscribe("$share/g/work/#", qos=1)
+            member.subscribe("$share/g/tasks/#", qos=1)
         pub = c.client(1, "work-pub")
         deadline = time.monotonic() + WAIT
         seen: set[int] = set()
         while seen != {2, 3}:  # both routes known at node 1: each member got a probe
             assert time.monotonic() < deadline, "no shared routes known at node 1"
-            pub.publish("work/probe", b"probe", qos=1)
+            pub.publish("tasks/probe", b"probe", qos=1)
             time.sleep(0.2)
             seen |= {i for i, m in members.items() if not m.messages.empty()}
         c.kill(3)
@@ -264,7 +264,7 @@ def test_a_shared_group_member_on_a_dead_node_does_not_take_its_turn(tmp_path: P
             assert members[2].get().payload == b"probe"
         sent = [b"job-%02d" % i for i in range(20)]
         for payload in sent:
-            pub.publish("work/x", payload, qos=1, wait=False)
+            pub.publish("tasks/x", payload, qos=1, wait=False)
         got: list[bytes] = []
         try:
             while len(got) < len(sent):
