@@ -271,15 +271,19 @@ class Router:
             session.deliver(delivery)
         return len(targets)
 
-    def route_forwarded(self, message: Message, shared: frozenset[tuple[str, str]]) -> int:
-        """Delivers a message another node forwarded: to every matching session, and to
-        one member of each shared subscription group in ``shared`` (the groups the
+    def route_forwarded(
+        self, message: Message, shared: frozenset[tuple[str, str]], from_node: int
+    ) -> int:
+        """Delivers a message node ``from_node`` forwarded: to every matching session
+        (but one whose client moved to that node, which delivered it there), and to one
+        member of each shared subscription group in ``shared`` (the groups the
         publisher's node chose this node for); never to internal subscribers, since the
         publisher's node already handed it to its own (and nothing is forwarded twice)."""
         normal, groups = self._match(message.topic)
         targets: dict[Session, Delivery] = {}
         for session, options in normal:
-            self._collect(targets, session, options, message, None)
+            if session.moved_to != from_node:
+                self._collect(targets, session, options, message, None)
         for group, topic_filter, members in groups:
             if (group, topic_filter) in shared:
                 member = self._pick(group, topic_filter, members, message, None)

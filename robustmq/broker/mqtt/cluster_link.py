@@ -388,7 +388,7 @@ class ClusterLink:
         all), each message delivered, or kept as a retained message when it was set later
         than the one this node holds; first, while a slow subscriber holds the gate back,
         it waits (at most ``mqtt.backpressure_timeout``)."""
-        _, sent, entries = decode_frame(frame)
+        from_node, sent, entries = decode_frame(frame)
         broker = self.broker
         if not self._gate.open.is_set():
             # A subscriber here is behind: this frame waits (the sender's next one with
@@ -408,7 +408,7 @@ class ClusterLink:
             for flags, message, groups, stamp in entries:
                 if flags & TAKEOVER:
                     if stamp is not None:
-                        broker.taken_over_elsewhere(message.sender, stamp[0])
+                        broker.taken_over_elsewhere(message.sender, stamp[0], from_node)
                     continue
                 if message.expires_at:
                     message.expires_at -= age
@@ -421,7 +421,7 @@ class ClusterLink:
                         retained_at[message.topic] = stamp
                         router.retain(message, local=False)
                 else:
-                    router.route_forwarded(message, groups)
+                    router.route_forwarded(message, groups, from_node)
         finally:
             broker.publishing = None
             broker.reading = False

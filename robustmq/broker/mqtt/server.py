@@ -413,22 +413,25 @@ class MqttBroker:
         if session.persisted:
             self.store.session_will(conn.client_id, conn.will)
         session.expiry_interval = expiry_interval
+        session.moved_to = None
         conn.session = session
         if self.router.link is not None:  # a connection of this id elsewhere goes (§3.1.4-3)
             conn.connected_ms = time.time_ns() // 1_000_000
             self.router.link.connected(conn.client_id)
         return session, present
 
-    def taken_over_elsewhere(self, client_id: str, at_ms: int) -> None:
-        """A client with ``client_id`` connected to another node of the cluster at
+    def taken_over_elsewhere(self, client_id: str, at_ms: int, node_id: int) -> None:
+        """A client with ``client_id`` connected to node ``node_id`` of the cluster at
         ``at_ms``: a connection here from before then goes (DISCONNECT 0x8E), as a
         takeover on this node would. Its session stays when it is persistent (the
-        persistent-session store moves it), and ends otherwise."""
+        persistent-session store moves it; until then it takes nothing that node
+        forwards, which that node delivered itself), and ends otherwise."""
         session = self.sessions.get(client_id)
         conn = session.connection if session is not None else None
         if session is None or conn is None or conn.connected_ms > at_ms:
             return
-        log.info("client %r: session taken over by a connection to another node", client_id)
+        log.info("client %r: session taken over by a connection to node %d", client_id, node_id)
+        session.moved_to = node_id
         self._detach(conn, session_continues=session.persisted)
         conn.disconnect(ReasonCode.SESSION_TAKEN_OVER)
 

@@ -78,6 +78,7 @@ class Session:
         "pending_will",
         "persisted",
         "journal",
+        "moved_to",
         "_next_packet_id",
         "_unsent",
     )
@@ -105,6 +106,10 @@ class Session:
         # Where its QoS 1/2 deliveries, queued and in flight, are written until
         # acknowledged (a persistent session with a persistent storage engine), else None.
         self.journal: QueueJournal | None = None
+        # The node a connection of this client moved to (cluster takeover) while the
+        # session's move through the Meta Service is on its way: what that node forwards
+        # for it, it has already delivered there.
+        self.moved_to: int | None = None
         self._next_packet_id = 0
         # At least the number of in-flight entries waiting to be resent (sent=False): an
         # acknowledgement looks for one to resend only when this is not zero.
