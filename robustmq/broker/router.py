@@ -57,7 +57,8 @@ class InternalSubscriber(Protocol):
 class ClusterHook(Protocol):
     """What the router tells a cluster link: a filter a session of this node subscribed
     to or left (once per session and filter), a retained message set or cleared by a
-    client of this node, and a client connected here (the broker tells that one)."""
+    client of this node, and a client connected here (the broker tells that one); and
+    it answers whether another node has a member of a shared group."""
 
     def subscribed(self, topic_filter: str) -> None: ...
 
@@ -66,6 +67,8 @@ class ClusterHook(Protocol):
     def retained(self, message: Message) -> None: ...
 
     def connected(self, client_id: str) -> None: ...
+
+    def shared_elsewhere(self, topic: str, group: str, topic_filter: str) -> bool: ...
 
 
 class Router:
@@ -263,7 +266,14 @@ class Router:
         targets: dict[Session, Delivery] = {}
         for session, options in normal:
             self._collect(targets, session, options, message, None)
+        link = self.link
         for group, topic_filter, members in shared:
+            if (
+                link is not None
+                and not any(member.connection is not None for member in members)
+                and link.shared_elsewhere(message.topic, group, topic_filter)
+            ):
+                continue  # no member here is connected: the link forwards it to one
             member = self._pick(group, topic_filter, members, message, None)
             if member is not None:
                 self._collect(targets, member, members[member], message, (group, topic_filter))
@@ -294,12 +304,13 @@ class Router:
             session.deliver(delivery)
         return len(targets)
 
-    def shared_here(self, topic: str) -> set[tuple[str, str]]:
-        """The shared subscription groups matching ``topic`` with a member on this node."""
+    def shared_online_here(self, topic: str) -> set[tuple[str, str]]:
+        """The shared subscription groups matching ``topic`` with a member connected to
+        this node (which takes the group's messages published here)."""
         return {
             (group, topic_filter)
             for group, topic_filter, members in self._match(topic)[1]
-            if members
+            if any(member.connection is not None for member in members)
         }
 
     def redistribute(self, delivery: Delivery, leaving: Session) -> bool:

@@ -1,9 +1,7 @@
 """Review of the cluster link and of sessions in a cluster (session 4), with real
 ``robustmq-server`` processes on 127.0.0.1 and real MQTT clients: each test here proved a
-bug found in review; the one still marked ``xfail(strict=True)`` is not fixed yet (an
-offline shared member on the publisher's node takes the group's messages). Forwarding
-that works as designed is ``test_mqtt_cluster_routing.py``'s, sessions
-``test_mqtt_sessions_cluster.py``'s.
+bug found in review. Forwarding that works as designed is
+``test_mqtt_cluster_routing.py``'s, sessions ``test_mqtt_sessions_cluster.py``'s.
 
 Most tests share one two-node cluster (memory engine) whose node 2 lets a slow
 subscriber hold back its publishers for 12 s (``mqtt.backpressure_timeout``), longer than
@@ -207,13 +205,6 @@ def test_a_flood_of_retained_messages_is_held_back_not_dropped(cluster: Cluster)
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: ClusterLink._plan leaves out every shared group with a member on this "
-    "node (Router.shared_here counts offline persistent members too), so an offline "
-    "member here takes all the group's messages into its queue while a member online "
-    "on another node gets none (Router._pick prefers online members on one node)",
-)
 def test_an_offline_member_here_does_not_starve_an_online_member_elsewhere(
     cluster: Cluster,
 ) -> None:

@@ -353,7 +353,10 @@ class ClusterLink:
                     self._enqueue(peer, (message, (), 0, None))
                 continue
             chosen: dict[Peer, list[str]] = {peer: [] for peer in normal}
+            here = self.router.shared_online_here(topic)
             for group, topic_filter, members in shared:
+                if (group, topic_filter) in here:
+                    continue  # a member connected here takes it (Router.route)
                 # A node that does not answer takes no turn while another member's does.
                 tag = f"{group}/{topic_filter}"
                 answering = [m for m in members if m.answers] or members
@@ -361,9 +364,15 @@ class ClusterLink:
             for peer, groups in chosen.items():
                 self._enqueue(peer, (message, tuple(groups), 0, None))
 
+    def shared_elsewhere(self, topic: str, group: str, topic_filter: str) -> bool:
+        """Whether another node has a member of shared group ``group`` on
+        ``topic_filter``, matching ``topic``."""
+        return any(g == group and f == topic_filter for g, f, _ in self._plan(topic)[1])
+
     def _plan(self, topic: str) -> tuple[list[Peer], list[tuple[str, str, list[Peer]]]]:
         """The nodes with a plain filter matching ``topic``, and the shared groups matching
-        it that have members on other nodes but none here (cached until either changes)."""
+        it that have members on other nodes (cached until either changes). A message goes
+        to one of a group's nodes when no member of the group is connected here."""
         generation = (self._remote.generation, self.router.subscriptions.generation)
         if generation != self._plans_generation:
             self._plans.clear()
@@ -371,10 +380,9 @@ class ClusterLink:
         plan = self._plans.get(topic)
         if plan is None:
             normal, groups = self._remote.match(topic)
-            here = self.router.shared_here(topic) if groups else set()
             plan = (
                 list(dict.fromkeys(peer for peer, _ in normal)),
-                [(g, f, list(members)) for g, f, members in groups if (g, f) not in here],
+                [(g, f, list(members)) for g, f, members in groups],
             )
             if len(self._plans) >= 65536:
                 self._plans.clear()
