@@ -460,18 +460,21 @@ class MqttWorker:
         lanes = max(1, cfg.max_pending // cfg.workers)
         tasks = [asyncio.create_task(lane()) for _ in range(min(lanes, cfg.clients))]
         progress = asyncio.create_task(self._report_progress())
-        await asyncio.gather(*tasks)
-        self.result.connected = len(self.connections)
-        self.result.connect_time_s = last_connack - start
-        self.result.connack_latency.record(np.array(latencies, dtype=np.int64))
-        self.channel.send(("published", {}))
-        if not self.connections and self.result.first_error:
-            raise BenchError(self.result.first_error)
-        if cfg.hold:
-            pinger = asyncio.create_task(self._keepalive())
-            await self._until(None, cfg.hold)
+        # Keep alive runs from each CONNECT: a slow storm must not lose its first ones.
+        pinger = asyncio.create_task(self._keepalive())
+        try:
+            await asyncio.gather(*tasks)
+            self.result.connected = len(self.connections)
+            self.result.connect_time_s = last_connack - start
+            self.result.connack_latency.record(np.array(latencies, dtype=np.int64))
+            self.channel.send(("published", {}))
+            if not self.connections and self.result.first_error:
+                raise BenchError(self.result.first_error)
+            if cfg.hold:
+                await self._until(None, cfg.hold)
+        finally:
             pinger.cancel()
-        progress.cancel()
+            progress.cancel()
         self.result.dropped_during_hold = sum(
             1 for c in self.connections if c.lost.done() and not c.closing
         )

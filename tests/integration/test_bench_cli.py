@@ -414,6 +414,17 @@ def test_conn_hold_pings_so_the_broker_keeps_the_connections(broker):
     assert report["errors"]["disconnect"] == 0
 
 
+def test_conn_pings_while_a_slow_storm_is_still_opening_connections(broker):
+    # 4 connections at 1/s with keep alive 1: the first waits 3 s for the last, twice
+    # the 1.5 s after which the broker drops a silent client (§3.1.2.10).
+    report = bench_json(
+        "conn", "--port", str(broker.port), "--clients", "4", "--rate", "1",
+        "--keepalive", "1", "--hold", "0.5",
+    )  # fmt: skip
+    assert report["connected"] == 4
+    assert report["dropped_during_hold"] == 0
+
+
 def test_conn_rate_paces_the_storm(broker):
     report = bench_json("conn", "--port", str(broker.port), "--clients", "40", "--rate", "40")
     assert report["connected"] == 40
