@@ -3,26 +3,35 @@ trip keeps topic, payload, QoS, RETAIN, properties, sender and shared groups; a 
 is cut, padded or garbled is refused whole with ``ForwardFrameError``, never another
 exception), and the ``cluster`` group's ``routes`` table (``route.update`` adds, deletes
 and replaces a node's filters; ``node.remove`` drops them; a snapshot from before the
-table existed restores with it empty). Forwarding between real processes is
+table existed restores with it empty), and following the other nodes' routes again
+after the watch stream fails. Forwarding between real processes is
 ``tests/cluster/test_mqtt_cluster_routing.py``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from robustmq.broker.mqtt import cluster_link
 from robustmq.broker.mqtt.cluster_link import (
     STORE_ONLY,
+    ClusterLink,
     decode_frame,
     encode_entry,
     encode_frame,
 )
 from robustmq.broker.mqtt.message import Message
+from robustmq.broker.mqtt.server import MqttBroker
+from robustmq.config import MqttConfig
 from robustmq.errors import ForwardFrameError, InvalidMetaCommand
 from robustmq.meta.groups import ClusterStateMachine, encode_command
 
@@ -181,3 +190,65 @@ def test_a_snapshot_from_before_the_routes_table_restores() -> None:
     again = ClusterStateMachine()
     again.restore(sm.snapshot())
     assert again.read("routes") == {"4": {"x": 1}}
+
+
+class _Snapshot:
+    kind = "snapshot"
+    data = b""
+
+
+class _FailingWatch:
+    closed = False
+
+    async def next_events(self) -> list[Any]:
+        raise RuntimeError("the stream broke")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _QuietWatch:
+    """A snapshot, then nothing more."""
+
+    def __init__(self) -> None:
+        self.sent = False
+
+    async def next_events(self) -> list[Any]:
+        if not self.sent:
+            self.sent = True
+            return [_Snapshot()]
+        await asyncio.Event().wait()
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+async def test_the_routes_are_followed_again_after_the_watch_stream_fails(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(cluster_link, "FOLLOW_RETRY", 0.05)
+    broker = MqttBroker(MqttConfig(port=0, ws_port=0, tls_port=0, wss_port=0, sys_interval=0))
+    failing = _FailingWatch()
+    watches: Iterator[Any] = iter([failing, _QuietWatch()])
+    link = ClusterLink(
+        1,
+        broker,
+        None,  # type: ignore[arg-type]  # no routes of its own to propose here
+        watch=lambda: next(watches),
+        routes=lambda: {"2": {"sensors/#": 1}},
+        addresses=lambda: {1: "127.0.0.1:1", 2: "127.0.0.1:2"},
+        brokers=lambda: {1, 2},
+        channel=lambda address: None,
+    )
+    caplog.set_level(logging.ERROR, "robustmq.broker.mqtt.cluster_link")
+    follow = asyncio.create_task(link._follow_routes())
+    try:
+        deadline = time.monotonic() + 5.0
+        while link not in broker.router.internal_for("sensors/1"):
+            assert time.monotonic() < deadline, "node 2's route never followed"
+            await asyncio.sleep(0.01)
+    finally:
+        follow.cancel()
+    assert failing.closed
+    assert "following the other nodes' routes failed" in caplog.text

@@ -99,6 +99,8 @@ MAX_FRAME_BYTES = 1 << 20
 SEND_TIMEOUT = 5.0
 RETRY_DELAYS = (0.05, 0.2, 1.0, 2.0)
 """Seconds before the next attempt after 1, 2, 3 and more failures in a row."""
+FOLLOW_RETRY = 1.0
+"""Seconds before following the routes again after the watch stream failed."""
 
 _HEAD = struct.Struct(">BIIQ")
 _ENTRY = struct.Struct(">BHBI")
@@ -509,21 +511,34 @@ class ClusterLink:
                 self._proposed.difference_update(delete)
 
     async def _follow_routes(self) -> None:
-        watch = self._watch()
-        try:
-            while True:
-                touched: set[int] | None = set()
-                for event in await watch.next_events():
-                    if event.kind == "snapshot":
-                        touched = None
-                    elif event.kind == "entry" and event.data and touched is not None:
-                        touched.update(_route_nodes(event.data))
-                if touched is None or touched:
-                    self._sync_routes(touched)
-        except MetaError:
-            return  # the meta role stopped
-        finally:
-            watch.close()
+        """The other nodes' routes, kept up to date from the watch stream; anything but
+        the meta role stopping opens a new stream, from a full resync, after a pause."""
+        restarted = False
+        while True:
+            watch = self._watch()
+            try:
+                if restarted:
+                    self._sync_routes(None)
+                while True:
+                    touched: set[int] | None = set()
+                    for event in await watch.next_events():
+                        if event.kind == "snapshot":
+                            touched = None
+                        elif event.kind == "entry" and event.data and touched is not None:
+                            touched.update(_route_nodes(event.data))
+                    if touched is None or touched:
+                        self._sync_routes(touched)
+            except MetaError:
+                return  # the meta role stopped
+            except Exception:
+                log.exception(
+                    "following the other nodes' routes failed; starting over in %.0f s",
+                    FOLLOW_RETRY,
+                )
+            finally:
+                watch.close()
+            restarted = True
+            await asyncio.sleep(FOLLOW_RETRY)
 
     def _sync_routes(self, nodes: set[int] | None) -> None:
         """The other nodes' routes in the trie made what the table holds, for ``nodes``
