@@ -3,8 +3,8 @@ trip keeps topic, payload, QoS, RETAIN, properties, sender and shared groups; a 
 is cut, padded or garbled is refused whole with ``ForwardFrameError``, never another
 exception), and the ``cluster`` group's ``routes`` table (``route.update`` adds, deletes
 and replaces a node's filters; ``node.remove`` drops them; a snapshot from before the
-table existed restores with it empty), and following the other nodes' routes again
-after the watch stream fails. Forwarding between real processes is
+table existed restores with it empty), following the other nodes' routes again after
+the watch stream fails, and a new channel when a node's address changes. Forwarding between real processes is
 ``tests/cluster/test_mqtt_cluster_routing.py``.
 """
 
@@ -252,3 +252,66 @@ async def test_the_routes_are_followed_again_after_the_watch_stream_fails(
         follow.cancel()
     assert failing.closed
     assert "following the other nodes' routes failed" in caplog.text
+
+
+class _Call:
+    def __init__(self, works: bool) -> None:
+        self.works = works
+
+    async def write(self, frame: bytes) -> None:
+        if not self.works:
+            raise ConnectionError("nobody listens at the old address")
+
+    async def read(self) -> bytes:
+        return b""
+
+    def cancel(self) -> None:
+        pass
+
+
+class _Channel:
+    def __init__(self, address: str, works: bool) -> None:
+        self.address = address
+        self.works = works
+        self.closed = False
+
+    def stream_stream(self, method: str) -> Any:
+        return lambda: _Call(self.works)
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+async def test_a_node_that_moved_gets_a_channel_to_its_new_address() -> None:
+    broker = MqttBroker(MqttConfig(port=0, ws_port=0, tls_port=0, wss_port=0, sys_interval=0))
+    addresses = {1: "127.0.0.1:1", 2: "127.0.0.1:2"}
+    channels: list[_Channel] = []
+
+    def channel(address: str) -> _Channel:
+        channels.append(_Channel(address, works=address == "127.0.0.1:3"))
+        return channels[-1]
+
+    link = ClusterLink(
+        1,
+        broker,
+        None,  # type: ignore[arg-type]  # no routes of its own to propose here
+        watch=_QuietWatch,
+        routes=lambda: {},
+        addresses=lambda: addresses,
+        brokers=lambda: {1, 2},
+        channel=channel,
+    )
+    link.retained(Message("state/1", b"on", 1, True, None, "a-client"))
+    deadline = time.monotonic() + 5.0
+    while not channels:
+        assert time.monotonic() < deadline, "no channel opened to node 2"
+        await asyncio.sleep(0.01)
+    addresses[2] = "127.0.0.1:3"  # node 2 came back elsewhere
+    try:
+        while broker.stats["cluster_forwarded_out"] < 1:
+            assert time.monotonic() < deadline, "the message never reached node 2's new address"
+            await asyncio.sleep(0.01)
+    finally:
+        await link.stop()
+    assert [c.address for c in channels] == ["127.0.0.1:2", "127.0.0.1:3"]
+    assert channels[0].closed

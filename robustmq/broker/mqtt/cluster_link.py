@@ -128,6 +128,7 @@ class Peer:
         "ready",
         "task",
         "channel",
+        "address",
         "call",
         "answers",
         "held",
@@ -140,6 +141,7 @@ class Peer:
         self.ready = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.channel: Any = None
+        self.address: str | None = None  # what ``channel`` connects to
         self.call: Any = None  # the open Forward stream
         self.answers = True  # its last call succeeded (or none was made yet)
         self.held: set[Publisher] | None = None  # publishers paused for it
@@ -631,6 +633,7 @@ class ClusterLink:
                             self._drop_all(peer, "its address is not known")
                             break
                         peer.channel = self._channel(address)
+                        peer.address = address
                     peer.call = peer.channel.stream_stream(FORWARD_METHOD)()
                 batch, taken = self._frame(peer)
                 if not batch:  # all of it expired
@@ -644,6 +647,12 @@ class ClusterLink:
                 except Exception as exc:  # grpc.aio.AioRpcError, a timeout, the stream ending
                     peer.call.cancel()
                     peer.call = None  # the next attempt opens a new stream
+                    if self._addresses().get(peer.node_id) != peer.address:
+                        # The node moved (or left the cluster): a new channel, or none.
+                        stale, peer.channel = peer.channel, None
+                        closing = asyncio.get_running_loop().create_task(stale.close())
+                        self._tasks.append(closing)
+                        closing.add_done_callback(self._tasks.remove)
                     failures += 1
                     peer.answers = False
                     self._release(peer)  # a node that does not answer holds nobody back
