@@ -4,7 +4,8 @@ is cut, padded or garbled is refused whole with ``ForwardFrameError``, never ano
 exception), and the ``cluster`` group's ``routes`` table (``route.update`` adds, deletes
 and replaces a node's filters; ``node.remove`` drops them; a snapshot from before the
 table existed restores with it empty), following the other nodes' routes again after
-the watch stream fails, and a new channel when a node's address changes. Forwarding between real processes is
+the watch stream fails, a new channel when a node's address changes, and a message too
+large for any frame dropped instead of blocking the link. Forwarding between real processes is
 ``tests/cluster/test_mqtt_cluster_routing.py``.
 """
 
@@ -255,12 +256,15 @@ async def test_the_routes_are_followed_again_after_the_watch_stream_fails(
 
 
 class _Call:
-    def __init__(self, works: bool) -> None:
+    def __init__(self, works: bool, limit: int) -> None:
         self.works = works
+        self.limit = limit
 
     async def write(self, frame: bytes) -> None:
         if not self.works:
             raise ConnectionError("nobody listens at the old address")
+        if len(frame) > self.limit:
+            raise ConnectionError("RESOURCE_EXHAUSTED: the frame is over the gRPC limit")
 
     async def read(self) -> bytes:
         return b""
@@ -270,13 +274,14 @@ class _Call:
 
 
 class _Channel:
-    def __init__(self, address: str, works: bool) -> None:
+    def __init__(self, address: str, works: bool, limit: int = 1 << 30) -> None:
         self.address = address
         self.works = works
+        self.limit = limit
         self.closed = False
 
     def stream_stream(self, method: str) -> Any:
-        return lambda: _Call(self.works)
+        return lambda: _Call(self.works, self.limit)
 
     async def close(self) -> None:
         self.closed = True
@@ -315,3 +320,32 @@ async def test_a_node_that_moved_gets_a_channel_to_its_new_address() -> None:
         await link.stop()
     assert [c.address for c in channels] == ["127.0.0.1:2", "127.0.0.1:3"]
     assert channels[0].closed
+
+
+async def test_a_message_too_large_for_any_frame_is_dropped_not_retried_forever(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(cluster_link, "FRAME_LIMIT", 4096)
+    broker = MqttBroker(MqttConfig(port=0, ws_port=0, tls_port=0, wss_port=0, sys_interval=0))
+    link = ClusterLink(
+        1,
+        broker,
+        None,  # type: ignore[arg-type]  # no routes of its own to propose here
+        watch=_QuietWatch,
+        routes=lambda: {},
+        addresses=lambda: {1: "127.0.0.1:1", 2: "127.0.0.1:2"},
+        brokers=lambda: {1, 2},
+        channel=lambda address: _Channel(address, works=True, limit=4096),
+    )
+    link.retained(Message("big/1", b"x" * 10_000, 1, True, None, "a-client"))
+    link.retained(Message("small/1", b"on", 1, True, None, "a-client"))
+    link.retained(Message("small/2", b"y" * 3000, 1, True, None, "a-client"))
+    link.retained(Message("small/3", b"z" * 3000, 1, True, None, "a-client"))  # next frame
+    deadline = time.monotonic() + 5.0
+    try:
+        while broker.stats["cluster_forwarded_out"] < 3:
+            assert time.monotonic() < deadline, "the link is stuck behind the large message"
+            await asyncio.sleep(0.01)
+    finally:
+        await link.stop()
+    assert broker.stats["cluster_forward_dropped"] == 1

@@ -73,6 +73,7 @@ from robustmq._core import mqtt, trie
 from robustmq.broker.auth.ratelog import RateLimitedLog
 from robustmq.broker.mqtt.message import Message
 from robustmq.errors import ForwardFrameError, MetaError, MqttError
+from robustmq.meta.client import MAX_MESSAGE_BYTES
 from robustmq.observability.counters import EXPIRED
 
 if TYPE_CHECKING:
@@ -96,6 +97,9 @@ RESUME = 5_000
 """...until no more than this many wait."""
 MAX_FRAME_BYTES = 1 << 20
 """A call carries about this much at most (one message may be larger)."""
+FRAME_LIMIT = MAX_MESSAGE_BYTES
+"""What gRPC lets one call carry, both ways: a message too large for a frame of its own
+is not forwarded (dropped and counted) rather than retried forever."""
 SEND_TIMEOUT = 5.0
 RETRY_DELAYS = (0.05, 0.2, 1.0, 2.0)
 """Seconds before the next attempt after 1, 2, 3 and more failures in a row."""
@@ -700,8 +704,9 @@ class ClusterLink:
 
     def _frame(self, peer: Peer) -> tuple[list[bytes], int]:
         """The next frame's entries from the head of ``peer``'s queue (about
-        ``MAX_FRAME_BYTES``), encoded now, and how many queued messages they took; a
-        message whose expiry ran out while it waited is dropped (MQTT 5 §3.3.2.3.3)."""
+        ``MAX_FRAME_BYTES``, never over ``FRAME_LIMIT``), encoded now, and how many queued
+        messages they took; a message whose expiry ran out while it waited is dropped
+        (MQTT 5 §3.3.2.3.3), as is one too large for a frame of its own."""
         batch: list[bytes] = []
         size = 0
         taken = 0
@@ -714,6 +719,21 @@ class ClusterLink:
                 self.broker.counters.drop(EXPIRED, message.qos)
                 continue
             entry = encode_entry(message, groups, flags, stamp)
+            if _HEAD.size + len(entry) > FRAME_LIMIT:
+                self.stats["cluster_forward_dropped"] += 1
+                failure_log.log(
+                    logging.WARNING,
+                    "a message on %r of %d bytes is not forwarded to node %d: a frame "
+                    "carries at most %d bytes",
+                    message.topic,
+                    len(entry),
+                    peer.node_id,
+                    FRAME_LIMIT,
+                )
+                continue
+            if batch and _HEAD.size + size + len(entry) > FRAME_LIMIT:
+                taken -= 1  # it goes in a frame of its own, next
+                break
             batch.append(entry)
             size += len(entry)
         return batch, taken
