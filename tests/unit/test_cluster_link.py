@@ -225,30 +225,49 @@ class _QuietWatch:
         pass
 
 
+def _broker() -> MqttBroker:
+    return MqttBroker(MqttConfig(port=0, ws_port=0, tls_port=0, wss_port=0, sys_interval=0))
+
+
+def _link(broker: MqttBroker, **parts: Any) -> ClusterLink:
+    """A link of node 1 to node 2 with no routes, quiet, and channels from ``parts``."""
+    defaults: dict[str, Any] = {
+        "watch": _QuietWatch,
+        "routes": lambda: {},
+        "addresses": lambda: {1: "127.0.0.1:1", 2: "127.0.0.1:2"},
+        "brokers": lambda: {1, 2},
+        "channel": lambda address: None,
+    }
+    # No proposer: the tests give it no routes of its own to propose.
+    return ClusterLink(1, broker, None, **{**defaults, **parts})  # type: ignore[arg-type]
+
+
+async def _until(what: str, check: Any) -> None:
+    deadline = time.monotonic() + 5.0
+    while not check():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.01)
+
+
 async def test_the_routes_are_followed_again_after_the_watch_stream_fails(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(cluster_link, "FOLLOW_RETRY", 0.05)
-    broker = MqttBroker(MqttConfig(port=0, ws_port=0, tls_port=0, wss_port=0, sys_interval=0))
+    broker = _broker()
     failing = _FailingWatch()
     watches: Iterator[Any] = iter([failing, _QuietWatch()])
-    link = ClusterLink(
-        1,
+    link = _link(
         broker,
-        None,  # type: ignore[arg-type]  # no routes of its own to propose here
         watch=lambda: next(watches),
         routes=lambda: {"2": {"sensors/#": 1}},
-        addresses=lambda: {1: "127.0.0.1:1", 2: "127.0.0.1:2"},
-        brokers=lambda: {1, 2},
-        channel=lambda address: None,
     )
     caplog.set_level(logging.ERROR, "robustmq.broker.mqtt.cluster_link")
     follow = asyncio.create_task(link._follow_routes())
     try:
-        deadline = time.monotonic() + 5.0
-        while link not in broker.router.internal_for("sensors/1"):
-            assert time.monotonic() < deadline, "node 2's route never followed"
-            await asyncio.sleep(0.01)
+        await _until(
+            "node 2's route never followed",
+            lambda: link in broker.router.internal_for("sensors/1"),
+        )
     finally:
         follow.cancel()
     assert failing.closed
@@ -288,7 +307,7 @@ class _Channel:
 
 
 async def test_a_node_that_moved_gets_a_channel_to_its_new_address() -> None:
-    broker = MqttBroker(MqttConfig(port=0, ws_port=0, tls_port=0, wss_port=0, sys_interval=0))
+    broker = _broker()
     addresses = {1: "127.0.0.1:1", 2: "127.0.0.1:2"}
     channels: list[_Channel] = []
 
@@ -296,26 +315,15 @@ async def test_a_node_that_moved_gets_a_channel_to_its_new_address() -> None:
         channels.append(_Channel(address, works=address == "127.0.0.1:3"))
         return channels[-1]
 
-    link = ClusterLink(
-        1,
-        broker,
-        None,  # type: ignore[arg-type]  # no routes of its own to propose here
-        watch=_QuietWatch,
-        routes=lambda: {},
-        addresses=lambda: addresses,
-        brokers=lambda: {1, 2},
-        channel=channel,
-    )
+    link = _link(broker, addresses=lambda: addresses, channel=channel)
     link.retained(Message("state/1", b"on", 1, True, None, "a-client"))
-    deadline = time.monotonic() + 5.0
-    while not channels:
-        assert time.monotonic() < deadline, "no channel opened to node 2"
-        await asyncio.sleep(0.01)
-    addresses[2] = "127.0.0.1:3"  # node 2 came back elsewhere
     try:
-        while broker.stats["cluster_forwarded_out"] < 1:
-            assert time.monotonic() < deadline, "the message never reached node 2's new address"
-            await asyncio.sleep(0.01)
+        await _until("no channel opened to node 2", lambda: channels)
+        addresses[2] = "127.0.0.1:3"  # node 2 came back elsewhere
+        await _until(
+            "the message never reached node 2's new address",
+            lambda: broker.stats["cluster_forwarded_out"] >= 1,
+        )
     finally:
         await link.stop()
     assert [c.address for c in channels] == ["127.0.0.1:2", "127.0.0.1:3"]
@@ -326,26 +334,17 @@ async def test_a_message_too_large_for_any_frame_is_dropped_not_retried_forever(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(cluster_link, "FRAME_LIMIT", 4096)
-    broker = MqttBroker(MqttConfig(port=0, ws_port=0, tls_port=0, wss_port=0, sys_interval=0))
-    link = ClusterLink(
-        1,
-        broker,
-        None,  # type: ignore[arg-type]  # no routes of its own to propose here
-        watch=_QuietWatch,
-        routes=lambda: {},
-        addresses=lambda: {1: "127.0.0.1:1", 2: "127.0.0.1:2"},
-        brokers=lambda: {1, 2},
-        channel=lambda address: _Channel(address, works=True, limit=4096),
-    )
+    broker = _broker()
+    link = _link(broker, channel=lambda address: _Channel(address, works=True, limit=4096))
     link.retained(Message("big/1", b"x" * 10_000, 1, True, None, "a-client"))
     link.retained(Message("small/1", b"on", 1, True, None, "a-client"))
     link.retained(Message("small/2", b"y" * 3000, 1, True, None, "a-client"))
     link.retained(Message("small/3", b"z" * 3000, 1, True, None, "a-client"))  # next frame
-    deadline = time.monotonic() + 5.0
     try:
-        while broker.stats["cluster_forwarded_out"] < 3:
-            assert time.monotonic() < deadline, "the link is stuck behind the large message"
-            await asyncio.sleep(0.01)
+        await _until(
+            "the link is stuck behind the large message",
+            lambda: broker.stats["cluster_forwarded_out"] >= 3,
+        )
     finally:
         await link.stop()
     assert broker.stats["cluster_forward_dropped"] == 1
