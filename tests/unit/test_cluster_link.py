@@ -4,8 +4,9 @@ is cut, padded or garbled is refused whole with ``ForwardFrameError``, never ano
 exception), and the ``cluster`` group's ``routes`` table (``route.update`` adds, deletes
 and replaces a node's filters; ``node.remove`` drops them; a snapshot from before the
 table existed restores with it empty), following the other nodes' routes again after
-the watch stream fails, a new channel when a node's address changes, and a message too
-large for any frame dropped instead of blocking the link. Forwarding between real processes is
+the watch stream fails, a new channel when a node's address changes, a message too
+large for any frame dropped instead of blocking the link, and the bytes waiting for a
+node bounded. Forwarding between real processes is
 ``tests/cluster/test_mqtt_cluster_routing.py``.
 """
 
@@ -275,11 +276,13 @@ async def test_the_routes_are_followed_again_after_the_watch_stream_fails(
 
 
 class _Call:
-    def __init__(self, works: bool, limit: int) -> None:
+    def __init__(self, works: bool | None, limit: int) -> None:
         self.works = works
         self.limit = limit
 
     async def write(self, frame: bytes) -> None:
+        if self.works is None:  # a node that never answers
+            await asyncio.Event().wait()
         if not self.works:
             raise ConnectionError("nobody listens at the old address")
         if len(frame) > self.limit:
@@ -293,7 +296,7 @@ class _Call:
 
 
 class _Channel:
-    def __init__(self, address: str, works: bool, limit: int = 1 << 30) -> None:
+    def __init__(self, address: str, works: bool | None, limit: int = 1 << 30) -> None:
         self.address = address
         self.works = works
         self.limit = limit
@@ -348,3 +351,18 @@ async def test_a_message_too_large_for_any_frame_is_dropped_not_retried_forever(
     finally:
         await link.stop()
     assert broker.stats["cluster_forward_dropped"] == 1
+
+
+async def test_the_bytes_waiting_for_a_node_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cluster_link, "MAX_QUEUED_BYTES", 10_000)
+    broker = _broker()
+    link = _link(broker, channel=lambda address: _Channel(address, works=None))
+    try:
+        for i in range(20):
+            link.retained(Message(f"big/{i}", b"x" * 1000, 1, True, None, "a-client"))
+        peer = link._peer(2)
+        assert peer.queued_bytes <= 10_000
+        assert 5 <= peer.queued < 20
+        assert broker.stats["cluster_forward_dropped"] == 20 - peer.queued
+    finally:
+        await link.stop()

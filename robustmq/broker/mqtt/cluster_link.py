@@ -90,11 +90,16 @@ STORE_ONLY = 1
 TAKEOVER = 2  # no message: the sender field names a client that connected at the stamp
 _TAKEOVER_TOPIC = "$cluster/takeover"  # the entry's PUBLISH part, never delivered
 MAX_QUEUED = 100_000
-"""Messages waiting for one node; more are dropped (counted in ``cluster_forward_dropped``)."""
+MAX_QUEUED_BYTES = 256 << 20
+"""Messages (and their bytes) waiting for one node; more are dropped (counted in
+``cluster_forward_dropped``)."""
 HOLD_BACK = 20_000
-"""Messages waiting for a node that answers from which their publishers are paused..."""
+HOLD_BACK_BYTES = 64 << 20
+"""Messages (or bytes) waiting for a node that answers from which their publishers are
+paused..."""
 RESUME = 5_000
-"""...until no more than this many wait."""
+RESUME_BYTES = 16 << 20
+"""...until no more than this many (and these bytes) wait."""
 MAX_FRAME_BYTES = 1 << 20
 """A call carries about this much at most (one message may be larger)."""
 FRAME_LIMIT = MAX_MESSAGE_BYTES
@@ -129,6 +134,7 @@ class Peer:
         "node_id",
         "queue",
         "queued",
+        "queued_bytes",
         "ready",
         "task",
         "channel",
@@ -142,6 +148,7 @@ class Peer:
         self.node_id = node_id
         self.queue: list[Queued] = []
         self.queued = 0
+        self.queued_bytes = 0  # about what the queued messages hold (_size)
         self.ready = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.channel: Any = None
@@ -591,18 +598,23 @@ class ClusterLink:
         return peer
 
     def _enqueue(self, peer: Peer, entry: Queued) -> None:
-        if peer.queued >= MAX_QUEUED:
+        size = _size(entry[0])
+        if peer.queued >= MAX_QUEUED or (
+            peer.queued and peer.queued_bytes + size > MAX_QUEUED_BYTES
+        ):
             self.stats["cluster_forward_dropped"] += 1
             failure_log.log(
                 logging.WARNING,
-                "messages for node %d dropped: %d already wait for it",
+                "messages for node %d dropped: %d already wait for it (%d bytes)",
                 peer.node_id,
                 peer.queued,
+                peer.queued_bytes,
             )
             return
         peer.queue.append(entry)
         peer.queued += 1
-        if peer.queued >= HOLD_BACK and peer.answers:
+        peer.queued_bytes += size
+        if (peer.queued >= HOLD_BACK or peer.queued_bytes >= HOLD_BACK_BYTES) and peer.answers:
             self._hold_back(peer)
         if peer.task is None and not self._closing:
             peer.task = asyncio.get_running_loop().create_task(self._send(peer))
@@ -696,6 +708,7 @@ class ClusterLink:
                 kept.append((message, tuple(stay), flags, stamp))
         peer.queue[:] = kept
         peer.queued = len(kept)
+        peer.queued_bytes = sum(_size(entry[0]) for entry in kept)
 
     def _next_member(self, tag: str, members: list[Peer]) -> Peer:
         turn = self._turn.get(tag, 0)
@@ -739,10 +752,11 @@ class ClusterLink:
         return batch, taken
 
     def _sent(self, peer: Peer, taken: int, sent: int) -> None:
+        peer.queued_bytes -= sum(_size(entry[0]) for entry in peer.queue[:taken])
         del peer.queue[:taken]
         peer.queued -= taken
         self.stats["cluster_forwarded_out"] += sent
-        if peer.held is not None and peer.queued <= RESUME:
+        if peer.held is not None and peer.queued <= RESUME and peer.queued_bytes <= RESUME_BYTES:
             self._release(peer)
 
     async def _call(self, peer: Peer, batch: list[bytes]) -> None:
@@ -758,8 +772,13 @@ class ClusterLink:
             logging.WARNING, "%d messages for node %d dropped: %s", peer.queued, peer.node_id, why
         )
         peer.queue.clear()
-        peer.queued = 0
+        peer.queued = peer.queued_bytes = 0
         self._release(peer)
+
+
+def _size(message: Message) -> int:
+    """About the memory a queued message holds: its payload, topic and the rest."""
+    return len(message.payload) + len(message.topic) + 100
 
 
 def _route_nodes(command: bytes) -> set[int]:
