@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import random
 import socket
 import threading
 from collections.abc import Iterator
@@ -21,8 +22,37 @@ import pytest
 from robustmq.config import MqttConfig
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+            return low, high
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+_EPHEMERAL = _ephemeral_range()
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A port nobody listens on, below the kernel's ephemeral range and never handed out
+    before in this run. A port from the ephemeral range (``bind(0)``) could be taken by
+    any client connection the suite opens between this call and the server's bind; the
+    kernel never picks a port below that range for a connection."""
+    ports = range(max(1024, _EPHEMERAL[0] - 12_000), _EPHEMERAL[0])
+    for _ in range(200):
+        port = random.choice(ports)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket() as s:  # that range is full: the kernel's choice
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 

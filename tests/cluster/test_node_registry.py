@@ -118,14 +118,18 @@ def test_three_nodes_list_each_other_and_a_killed_node_turns_not_alive(cluster: 
     everyone = {1: True, 2: True, 3: True}
     for i in (1, 2, 3):
         wait_for(f"node {i} lists all three alive", lambda i=i: _alive(c.http[i]) == everyone)
-    listed = _nodes(c.http[2])
+
+    # Each group has one leader, and every node's answer says which (once all elected one).
+    def led_by_one_each() -> list[dict[str, Any]] | None:
+        listed = _nodes(c.http[2])
+        led = sorted(g for n in listed for g in n["leader_of"])
+        return listed if led == ["cluster", "mqtt", "offsets"] else None
+
+    listed = wait_for("node 2 lists one leader of each group", led_by_one_each)
     for n in listed:
         ports = {x["name"]: x["port"] for x in n["listeners"]}
         assert ports == {"grpc": c.grpc[n["node_id"]], "http": c.http[n["node_id"]]}
         assert n["address"] == f"127.0.0.1:{c.grpc[n['node_id']]}"
-    # Each group has one leader, and every node's answer says which.
-    led = [g for n in listed for g in n["leader_of"]]
-    assert sorted(led) == ["cluster", "mqtt", "offsets"]
 
     started = {n["node_id"]: n["started_at"] for n in listed}
     killed_at = time.time()
