@@ -270,7 +270,7 @@ class Router:
         for group, topic_filter, members in shared:
             if (
                 link is not None
-                and not any(member.connection is not None for member in members)
+                and not _connected_member(members)
                 and link.shared_elsewhere(message.topic, group, topic_filter)
             ):
                 continue  # no member here is connected: the link forwards it to one
@@ -310,7 +310,7 @@ class Router:
         return {
             (group, topic_filter)
             for group, topic_filter, members in self._match(topic)[1]
-            if any(member.connection is not None for member in members)
+            if _connected_member(members)
         }
 
     def redistribute(self, delivery: Delivery, leaving: Session) -> bool:
@@ -435,3 +435,9 @@ class Router:
             else:
                 found.append(message)
         return found
+
+
+def _connected_member(members: dict[Session, Any]) -> bool:
+    """Whether a shared group has a member connected to this node: it takes the group's
+    messages published here; else the cluster link sends them to a node with one."""
+    return any(member.connection is not None for member in members)
