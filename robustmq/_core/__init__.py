@@ -43,5 +43,6 @@ mqtt = load("mqtt_codec")
 trie = load("topic_trie")
 segment_io = load("segment_io")
 kafka = load("kafka_codec")  # after segment_io: the Kafka codec uses its CRC32C
+qos0_lane = load("qos0_lane")
 
-__all__ = ["NO_EXTENSIONS", "compiled", "kafka", "load", "mqtt", "segment_io", "trie"]
+__all__ = ["NO_EXTENSIONS", "compiled", "kafka", "load", "mqtt", "qos0_lane", "segment_io", "trie"]

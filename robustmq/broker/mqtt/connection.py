@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from robustmq._core import mqtt, trie
+from robustmq._core import mqtt, qos0_lane, trie
 from robustmq._core.mqtt_spec import (
     ACK_RUN,
     AUTH,
@@ -70,7 +70,8 @@ _refusals = RateLimitedLog(log)  # refused CONNECTs are caused by clients: no lo
 
 _PINGRESP = b"\xd0\x00"
 # A read at least this large means the client is streaming: yield to the loop after it.
-_FAIR_READ = 16 * 1024
+_FAIR_READ = qos0_lane.FAIR_READ
+_forward_qos0 = qos0_lane.forward
 # Output at least this large goes out as a gather write instead of being joined first.
 _GATHER_WRITE = 64 * 1024
 
@@ -204,6 +205,8 @@ class MqttConnection(asyncio.Protocol):
             publisher._resume_reading()
 
     def data_received(self, data: bytes) -> None:
+        if _forward_qos0(self, data):  # one plain QoS 0 PUBLISH, handled in one call
+            return
         broker = self.broker
         self.last_seen = time.monotonic()
         broker.stats["bytes_received"] += len(data)

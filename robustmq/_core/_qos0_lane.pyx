@@ -1,0 +1,157 @@
+# cython: language_level=3
+"""Compiled twin of ``qos0_lane.py``: see that module for what the lane covers and the
+attributes of the broker's objects it reads and writes. Same behaviour, without the
+interpreter between the read and the write."""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from libc.string cimport memcmp
+
+import time
+
+from robustmq._core.mqtt_spec import PUBLISH_RUN
+from robustmq.observability.counters import OFFLINE
+
+__all__ = ["FAIR_READ", "forward", "scan"]
+
+FAIR_READ = 16 * 1024  # reads this long are a streaming client's: the full path
+
+cdef object _monotonic = time.monotonic
+cdef Py_ssize_t _RUN = PUBLISH_RUN
+cdef Py_ssize_t _OFFLINE = OFFLINE
+cdef Py_ssize_t _FAIR_READ = FAIR_READ
+
+
+cdef struct _Scan:
+    Py_ssize_t start
+    Py_ssize_t end
+    Py_ssize_t count
+    Py_ssize_t largest
+
+
+cdef bint _scan(const unsigned char *p, Py_ssize_t n, bint v5, _Scan *out):
+    cdef Py_ssize_t i = 0, pos, length, shift, packet_end, tl
+    cdef unsigned char b
+    out.start = out.end = out.count = out.largest = 0
+    if n >= _FAIR_READ:
+        return False
+    while i < n:
+        if p[i] != 0x30:
+            return False
+        pos = i + 1
+        length = 0
+        shift = 0
+        while True:
+            if pos - i > 4 or pos >= n:
+                return False
+            b = p[pos]
+            length |= <Py_ssize_t>(b & 0x7F) << shift
+            shift += 7
+            pos += 1
+            if b < 0x80:
+                if b == 0 and pos - i > 2:
+                    return False  # not the shortest encoding: the decoder judges it
+                break
+        packet_end = pos + length
+        if length < 2 or packet_end > n:
+            return False
+        tl = (<Py_ssize_t>p[pos] << 8) | p[pos + 1]
+        if tl == 0 or pos + 2 + tl + v5 > packet_end or (v5 and p[pos + 2 + tl] != 0):
+            return False
+        if out.count == 0:
+            out.start = pos + 2
+            out.end = pos + 2 + tl
+        elif tl != out.end - out.start or memcmp(p + pos + 2, p + out.start, tl) != 0:
+            return False
+        out.count += 1
+        if packet_end - i > out.largest:
+            out.largest = packet_end - i
+        i = packet_end
+    return out.count > 0
+
+
+def scan(bytes data, bint v5):
+    """(topic start, topic end, packet count, largest packet) when ``data`` is whole
+    QoS 0 PUBLISH packets with no DUP or RETAIN flag, all on the first one's topic (in
+    5.0 each with an empty property block), else None."""
+    cdef _Scan s
+    if not _scan(<const unsigned char *>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), v5, &s):
+        return None
+    return s.start, s.end, s.count, s.largest
+
+
+def forward(conn, bytes data):
+    """Forwards ``data`` when it is plain QoS 0 PUBLISHes the lane covers; True when it
+    did (the read is handled), False with nothing changed otherwise (caches aside)."""
+    cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(data)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(data), i, count
+    cdef bint v5
+    cdef _Scan s
+    if conn._buffer or not conn.connected or conn.closing:
+        return False
+    v5 = conn.version == 5
+    if not _scan(p, n, v5, &s):
+        return False
+    for i in range(s.start, s.end):
+        if p[i] == 0:
+            return False  # U+0000 is malformed: the decoder says so
+    broker = conn.broker
+    if s.largest > conn.decoder.max_packet_size:
+        return False
+    if conn.publish_quota is not None or conn.authorizer is not None or broker.rewriter._rules:
+        return False
+    router = broker.router
+    if router.internal_subscriptions:
+        return False
+    countdown = broker.handler_latency.countdown
+    if countdown[_RUN] <= 1:
+        return False  # the full path times this one
+    try:
+        topic = data[s.start:s.end].decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    max_levels = broker.config.max_topic_levels
+    plan = router._plans.get(topic, False)  # Router.forwarding's cache, while it is valid
+    if (
+        plan is False
+        or router.subscriptions.generation != router._cache_generation
+        or router._validated_levels != max_levels
+    ):
+        plan = router.forwarding(topic, max_levels)
+    if plan is None:
+        return False
+    for target in plan:
+        sub = target[0].connection
+        if sub is None:
+            continue
+        if (sub.version == 5) != v5 or sub.paused or sub.alias_maximum:
+            return False
+        transport = sub.transport
+        if transport is None or transport.is_closing() or s.largest > sub.client_max_packet:
+            return False
+    # Everything is known: forward, and count as the full path would.
+    conn.last_seen = _monotonic()
+    count = s.count
+    stats = broker.stats
+    counters = broker.counters
+    stats["bytes_received"] += n
+    countdown[_RUN] -= 1  # one run: the full path counts packets by this
+    counters.run_publishes[0] += count
+    plan.messages += count
+    stats["messages_received"] += count
+    sender = conn.client_id
+    for target in plan:
+        session = target[0]
+        sub = session.connection
+        if sub is None:
+            counters.drop(_OFFLINE, 0, count)
+            continue
+        if target[1] and session.client_id == sender:
+            continue  # No Local
+        if sub._flush_scheduled:
+            sub._out.append(data)  # behind what waits for the next loop iteration
+        else:
+            sub.transport.write(data)
+            stats["bytes_sent"] += n
+        stats["messages_sent"] += count
+        counters.sent_by_qos[0] += count
+    return True

@@ -1,0 +1,157 @@
+"""The QoS 0 lane: a read of plain QoS 0 PUBLISHes on one topic, forwarded as it came.
+
+At light load most reads hold one PUBLISH or two, and the full path through the
+connection's packet loop, the run handler and the write batching costs a dozen Python
+calls for them, each slow when the caches are cold between messages. ``forward`` does the
+same work in one call for the case it covers; anything else returns False before it
+changes anything, and the read goes the full way (``MqttConnection.data_received``).
+``_qos0_lane.pyx`` is the compiled twin; the tests compare both with the full path.
+
+Covered: a read shorter than 16 KiB of whole PUBLISH packets on one topic (first byte
+0x30: QoS 0, no DUP, no RETAIN; the shortest Remaining Length; in 5.0 an empty property
+block), each within the connection's maximum packet size: what the decoder makes one
+``PublishRun`` of. The topic must have a delivery plan (``Router.forwarding``: a valid
+name, no shared subscriptions or subscription identifiers, not ``$``), and every
+connected subscriber must take the packets as they are: the publisher's protocol family
+(3.1/3.1.1 or 5.0), not paused, no outbound topic aliases, each packet within its
+Maximum Packet Size. The publisher must have no ACL, publish quota or topic rewriting to
+apply, the broker no internal subscriber (bridge, cluster link), and the handler timing
+must not be due to sample this read.
+
+Unlike the rest of ``_core`` this module reads and writes the broker's objects. What it
+uses: of the connection ``_buffer connected closing version decoder.max_packet_size
+broker publish_quota authorizer client_id last_seen paused alias_maximum transport
+client_max_packet _flush_scheduled _out``; of the broker ``config.max_topic_levels
+rewriter._rules router stats counters handler_latency.countdown``; of the router
+``internal_subscriptions forwarding`` and the cache behind it, ``_plans
+_cache_generation _validated_levels subscriptions.generation``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from robustmq._core.mqtt_spec import PUBLISH_RUN
+from robustmq.observability.counters import OFFLINE
+
+__all__ = ["FAIR_READ", "forward", "scan"]
+
+FAIR_READ = 16 * 1024  # reads this long are a streaming client's: the full path
+
+
+def scan(data: bytes, v5: bool) -> tuple[int, int, int, int] | None:
+    """(topic start, topic end, packet count, largest packet) when ``data`` is whole
+    QoS 0 PUBLISH packets with no DUP or RETAIN flag, all on the first one's topic (in
+    5.0 each with an empty property block), else None."""
+    n = len(data)
+    if n >= FAIR_READ:
+        return None
+    i, count, largest = 0, 0, 0
+    start = end = 0
+    while i < n:
+        if data[i] != 0x30:
+            return None
+        pos, length, shift = i + 1, 0, 0
+        while True:
+            if pos - i > 4 or pos >= n:
+                return None
+            b = data[pos]
+            length |= (b & 0x7F) << shift
+            shift += 7
+            pos += 1
+            if b < 0x80:
+                if b == 0 and pos - i > 2:
+                    return None  # not the shortest encoding: the decoder judges it
+                break
+        packet_end = pos + length
+        if length < 2 or packet_end > n:
+            return None
+        tl = (data[pos] << 8) | data[pos + 1]
+        if tl == 0 or pos + 2 + tl + v5 > packet_end or (v5 and data[pos + 2 + tl] != 0):
+            return None
+        if count == 0:
+            start, end = pos + 2, pos + 2 + tl
+        elif data[pos + 2 : pos + 2 + tl] != data[start:end]:
+            return None
+        count += 1
+        largest = max(largest, packet_end - i)
+        i = packet_end
+    if count == 0:
+        return None
+    return start, end, count, largest
+
+
+def forward(conn: Any, data: bytes) -> bool:
+    """Forwards ``data`` when it is plain QoS 0 PUBLISHes the lane covers; True when it
+    did (the read is handled), False with nothing changed otherwise (caches aside)."""
+    if conn._buffer or not conn.connected or conn.closing:
+        return False
+    v5 = conn.version == 5
+    found = scan(data, v5)
+    if found is None:
+        return False
+    start, end, count, largest = found
+    if 0 in data[start:end]:
+        return False  # U+0000 is malformed: the decoder says so
+    broker = conn.broker
+    if largest > conn.decoder.max_packet_size:
+        return False
+    if conn.publish_quota is not None or conn.authorizer is not None or broker.rewriter._rules:
+        return False
+    router = broker.router
+    if router.internal_subscriptions:
+        return False
+    countdown = broker.handler_latency.countdown
+    if countdown[PUBLISH_RUN] <= 1:
+        return False  # the full path times this one
+    try:
+        topic = data[start:end].decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    max_levels = broker.config.max_topic_levels
+    plan = router._plans.get(topic, False)  # Router.forwarding's cache, while it is valid
+    if (
+        plan is False
+        or router.subscriptions.generation != router._cache_generation
+        or router._validated_levels != max_levels
+    ):
+        plan = router.forwarding(topic, max_levels)
+    if plan is None:
+        return False
+    for target in plan:
+        sub = target[0].connection
+        if sub is None:
+            continue
+        if (sub.version == 5) != v5 or sub.paused or sub.alias_maximum:
+            return False
+        transport = sub.transport
+        if transport is None or transport.is_closing() or largest > sub.client_max_packet:
+            return False
+    # Everything is known: forward, and count as the full path would.
+    conn.last_seen = time.monotonic()
+    n = len(data)
+    stats = broker.stats
+    counters = broker.counters
+    stats["bytes_received"] += n
+    countdown[PUBLISH_RUN] -= 1  # one run: the full path counts packets by this
+    counters.run_publishes[0] += count
+    plan.messages += count
+    stats["messages_received"] += count
+    sender = conn.client_id
+    for target in plan:
+        session = target[0]
+        sub = session.connection
+        if sub is None:
+            counters.drop(OFFLINE, 0, count)
+            continue
+        if target[1] and session.client_id == sender:
+            continue  # No Local
+        if sub._flush_scheduled:
+            sub._out.append(data)  # behind what waits for the next loop iteration
+        else:
+            sub.transport.write(data)
+            stats["bytes_sent"] += n
+        stats["messages_sent"] += count
+        counters.sent_by_qos[0] += count
+    return True

@@ -1,0 +1,405 @@
+"""Tests of the QoS 0 lane, run against both twins (robustmq._core.qos0_lane and the
+compiled robustmq._core._qos0_lane): ``scan`` on spec-shaped examples and, by hypothesis,
+against the MQTT decoder (what the lane takes must be exactly one ``PublishRun`` to the
+decoder); ``forward`` on a broker of real objects whose sockets are recording transports,
+against the full path on a twin broker fed the same reads: the same bytes to every
+subscriber and the same counters, or False with nothing changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import robustmq._core.qos0_lane as py_lane
+from robustmq._core import mqtt_codec
+from robustmq._core.mqtt_spec import PUBLISH_RUN
+from robustmq.broker.mqtt import connection
+from robustmq.broker.mqtt.connection import MqttConnection
+from robustmq.broker.mqtt.server import MqttBroker
+from robustmq.config import MqttConfig
+
+try:
+    import robustmq._core._qos0_lane as c_lane
+except ImportError:
+    c_lane = None
+
+NOT_BUILT = (
+    "compiled robustmq._core._qos0_lane is not built "
+    "(cythonize -3 -i robustmq/_core/_qos0_lane.pyx, or pip install -e .)"
+)
+PROPERTY = settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+
+
+@pytest.fixture(params=["py", "c"], ids=["py", "c"])
+def lane(request: pytest.FixtureRequest) -> ModuleType:
+    if request.param == "c":
+        if c_lane is None:
+            pytest.skip(NOT_BUILT)
+        return c_lane
+    return py_lane
+
+
+def test_compiled_twin_is_compiled() -> None:
+    if c_lane is None:
+        pytest.skip(NOT_BUILT)
+    assert not c_lane.__file__.endswith(".py")
+    assert set(py_lane.__all__) == set(c_lane.__all__) == {"FAIR_READ", "forward", "scan"}
+    assert c_lane.FAIR_READ == py_lane.FAIR_READ == connection._FAIR_READ
+
+
+def _pub(topic: str, payload: bytes = b"x", version: int = 4, **kw: Any) -> bytes:
+    return mqtt_codec.encode_publish(topic, payload, protocol_version=version, **kw)
+
+
+# ---------------------------------------------------------------------- scan
+
+
+def test_scan_takes_one_packet_and_runs_on_one_topic(lane: ModuleType) -> None:
+    one = _pub("a/b", b"hello")
+    assert lane.scan(one, False) == (4, 7, 1, len(one))
+    assert one[4:7] == b"a/b"
+    big = _pub("a/b", b"y" * 200)  # a two-byte Remaining Length
+    two = one + big
+    assert lane.scan(two, False) == (4, 7, 2, len(big))
+    v5 = _pub("t", b"p", version=5) * 3
+    assert lane.scan(v5, True) == (4, 5, 3, len(v5) // 3)
+
+
+@pytest.mark.parametrize(
+    "data, v5, why",
+    [
+        (_pub("a", qos=1, packet_id=1), False, "QoS 1"),
+        (_pub("a", retain=True), False, "RETAIN"),
+        (b"\x38" + _pub("a")[1:], False, "DUP on QoS 0"),
+        (_pub("a") + _pub("b"), False, "two topics"),
+        (_pub("a") + _pub("a", qos=1, packet_id=1), False, "QoS 0 then QoS 1"),
+        (_pub("a")[:-1], False, "a packet still arriving"),
+        (_pub("a") + b"\x30", False, "a second header still arriving"),
+        (_pub("a") + b"\xc0\x00", False, "a PINGREQ behind it"),
+        (b"\x30\x84\x00" + _pub("a")[2:], False, "Remaining Length not in its shortest form"),
+        (b"\x30\x02\x00\x00", False, "an empty topic"),
+        (b"\x30\x04\x00\x05ab", False, "a topic longer than the packet"),
+        (_pub("a", properties={"content_type": "x"}, version=5), True, "5.0 properties"),
+        (_pub("a"), True, "3.1.1 form read as 5.0 (no property block)"),
+        (_pub("a", b"x" * (16 * 1024)), False, "a read of 16 KiB or more"),
+        (b"", False, "nothing"),
+        (b"\x10\x00", False, "CONNECT"),
+    ],
+)
+def test_scan_leaves_everything_else_to_the_full_path(
+    lane: ModuleType, data: bytes, v5: bool, why: str
+) -> None:
+    assert lane.scan(data, v5) is None, why
+
+
+def _packets() -> st.SearchStrategy[bytes]:
+    """Reads built of PUBLISH packets (mostly lane-shaped, some not) and stray bytes,
+    cut anywhere."""
+    topic = st.sampled_from(["t", "a/b", "t/é", "x" * 130])
+    packet = st.one_of(
+        st.builds(lambda t, p: _pub(t, p), topic, st.binary(max_size=300)),
+        st.builds(lambda t, p: _pub(t, p, version=5), topic, st.binary(max_size=40)),
+        st.builds(lambda t: _pub(t, qos=1, packet_id=7), topic),
+        st.builds(lambda t: _pub(t, retain=True), topic),
+        st.binary(min_size=1, max_size=6),
+    )
+    return st.builds(
+        lambda parts, cut: b"".join(parts)[: cut or None],
+        st.lists(packet, min_size=1, max_size=4),
+        st.integers(min_value=0, max_value=200),
+    )
+
+
+@PROPERTY
+@given(data=st.one_of(_packets(), st.binary(max_size=64)), v5=st.booleans())
+def test_scan_takes_exactly_what_the_decoder_makes_one_run_of(
+    lane: ModuleType, data: bytes, v5: bool
+) -> None:
+    found = lane.scan(data, v5)
+    assert found == py_lane.scan(data, v5)  # the twins agree
+    if found is None:
+        return
+    start, end, count, largest = found
+    decoder = mqtt_codec.Decoder(5 if v5 else 4, 1 << 20, group_publishes=True)
+    try:
+        packets, consumed = decoder.decode(data)
+    except Exception:  # the decoder may reject the topic's text: the lane checks it too
+        packets, consumed = [], -1
+    if consumed == -1:
+        return
+    assert consumed == len(data)
+    assert len(packets) == 1
+    (run,) = packets
+    assert run.packet_type == PUBLISH_RUN and run.qos == 0
+    assert (run.count, run.largest, run.data) == (count, largest, data)
+    assert run.topic.encode() == data[start:end]
+
+
+# ---------------------------------------------------------------------- forward
+
+
+class _Transport:
+    """What a connection writes, recorded; closes as uvloop does (connection_lost next)."""
+
+    def __init__(self, conn: MqttConnection) -> None:
+        self.conn: MqttConnection | None = conn
+        self.out: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.out.append(bytes(data))
+
+    def writelines(self, parts: list[bytes]) -> None:
+        self.out.append(b"".join(parts))
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            asyncio.get_running_loop().call_soon(self._lost)
+
+    def _lost(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.connection_lost(None)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 1883) if name in ("peername", "sockname") else default
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+class _Side:
+    """A broker with clients on recording transports."""
+
+    def __init__(self) -> None:
+        self.broker = MqttBroker(MqttConfig())
+        self.clients: dict[str, MqttConnection] = {}
+
+    def connect(self, client_id: str, version: int, clean: bool = True) -> MqttConnection:
+        conn = MqttConnection(self.broker)
+        conn.connection_made(_Transport(conn))  # type: ignore[arg-type]
+        props = {"session_expiry_interval": 60} if version == 5 and not clean else None
+        conn.data_received(
+            mqtt_codec.encode(
+                mqtt_codec.Connect(
+                    client_id=client_id,
+                    protocol_version=version,
+                    clean_start=clean,
+                    keep_alive=60,
+                    properties=props,
+                ),
+                version,
+            )
+        )
+        self.clients[client_id] = conn
+        return conn
+
+    def subscribe(self, client_id: str, topic_filter: str, **options: Any) -> None:
+        conn = self.clients[client_id]
+        packet = mqtt_codec.Subscribe(1, [mqtt_codec.Subscription(topic_filter, **options)])
+        conn.data_received(mqtt_codec.encode(packet, conn.version))
+
+    def written(self) -> dict[str, bytes]:
+        out = {}
+        for client_id, conn in self.clients.items():
+            transport = conn.transport
+            out[client_id] = b"".join(transport.out) if transport is not None else b""  # type: ignore[attr-defined]
+        return out
+
+    def counts(self) -> tuple[Any, ...]:
+        b = self.broker
+        c = b.counters
+        return (
+            dict(b.stats),
+            list(c.run_publishes),
+            list(c.run_publishes_unrouted),
+            list(c.sent_by_qos),
+            [list(d) for d in c.dropped],
+            list(b.handler_latency.countdown),
+            sorted((t, p.messages) for t, p in b.router.plans() if p is not None),
+        )
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield loop
+    loop.close()
+    asyncio.set_event_loop(None)
+
+
+def _both(
+    loop: asyncio.AbstractEventLoop,
+    lane: ModuleType,
+    setup: Any,
+    reads: list[tuple[str, bytes]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[_Side, _Side, list[bool]]:
+    """The same clients and reads on two brokers: one whose reads go the full way, one
+    whose reads try ``lane`` first. Returns both sides and what the lane said per read."""
+    taken: list[bool] = []
+
+    def forward(conn: MqttConnection, data: bytes) -> bool:
+        taken.append(lane.forward(conn, data))
+        return taken[-1]
+
+    async def run() -> tuple[_Side, _Side]:
+        sides = []
+        for use_lane in (False, True):
+            monkeypatch.setattr(connection, "_forward_qos0", lambda conn, data: False)
+            side = _Side()
+            setup(side)
+            for conn in side.clients.values():
+                conn.transport.out.clear()  # type: ignore[union-attr]
+            if use_lane:
+                monkeypatch.setattr(connection, "_forward_qos0", forward)
+            for client_id, data in reads:
+                side.clients[client_id].data_received(data)
+                await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            sides.append(side)
+        return sides[0], sides[1]
+
+    full, laned = loop.run_until_complete(run())
+    return full, laned, taken
+
+
+def _same(full: _Side, laned: _Side) -> None:
+    assert laned.written() == full.written()
+    assert laned.counts() == full.counts()
+
+
+def _v4_pair(side: _Side) -> None:
+    side.connect("pub", 4)
+    side.connect("sub", 4)
+    side.connect("other", 4)
+    side.subscribe("sub", "t/#")
+    side.subscribe("other", "t/1")
+
+
+def test_forward_matches_the_full_path_between_3_1_1_clients(lane, loop, monkeypatch) -> None:
+    reads = [("pub", _pub("t/1", b"m1")), ("pub", _pub("t/2", b"m2") * 2), ("pub", _pub("u"))]
+    full, laned, taken = _both(loop, lane, _v4_pair, reads, monkeypatch)
+    _same(full, laned)
+    assert taken == [True, True, True]  # "u": a plan with no one in it
+    assert laned.written()["sub"] == _pub("t/1", b"m1") + _pub("t/2", b"m2") * 2
+    assert laned.written()["other"] == _pub("t/1", b"m1")
+
+
+def test_forward_leaves_mixed_protocol_versions_to_the_full_path(lane, loop, monkeypatch) -> None:
+    def setup(side: _Side) -> None:
+        side.connect("pub", 4)
+        side.connect("sub4", 4)
+        side.connect("sub5", 5)
+        side.subscribe("sub4", "t")
+        side.subscribe("sub5", "t")
+
+    full, laned, taken = _both(loop, lane, setup, [("pub", _pub("t", b"x"))], monkeypatch)
+    _same(full, laned)
+    assert taken == [False]
+    assert laned.written()["sub5"] == _pub("t", b"x", version=5)
+
+
+def test_forward_between_5_0_clients_honours_no_local(lane, loop, monkeypatch) -> None:
+    def setup(side: _Side) -> None:
+        side.connect("pub", 5)
+        side.connect("sub", 5)
+        side.subscribe("pub", "t", no_local=True)
+        side.subscribe("sub", "t")
+
+    data = _pub("t", b"x", version=5)
+    full, laned, taken = _both(loop, lane, setup, [("pub", data)], monkeypatch)
+    _same(full, laned)
+    assert taken == [True]
+    assert laned.written() == {"pub": b"", "sub": data}
+
+
+def test_forward_counts_an_offline_subscriber_as_the_full_path_does(
+    lane, loop, monkeypatch
+) -> None:
+    def setup(side: _Side) -> None:
+        side.connect("pub", 5)
+        gone = side.connect("gone", 5, clean=False)
+        side.subscribe("gone", "t")
+        gone.data_received(b"\xe0\x00")  # DISCONNECT: the session stays, offline
+
+    full, laned, taken = _both(loop, lane, setup, [("pub", _pub("t", version=5) * 3)], monkeypatch)
+    _same(full, laned)
+    assert taken == [True]
+    assert sum(laned.broker.counters.dropped[3]) == 3  # OFFLINE, QoS 0 is not queued
+
+
+@pytest.mark.parametrize(
+    "data, why",
+    [
+        (_pub("t/+"), "a wildcard in a topic name"),
+        (_pub("t/\x00"), "U+0000 in a topic name"),
+        (b"\x30\x04\x00\x02\xff\xfe", "a topic that is not UTF-8"),
+        (_pub("$SYS/x"), "a $ topic"),
+        (_pub("t/1", retain=True), "RETAIN"),
+    ],
+)
+def test_forward_leaves_bad_or_special_publishes_to_the_full_path(
+    lane, loop, monkeypatch, data: bytes, why: str
+) -> None:
+    full, laned, taken = _both(
+        loop, lane, _v4_pair, [("pub", data), ("pub", _pub("t/1"))], monkeypatch
+    )
+    _same(full, laned)
+    assert taken[0] is False, why
+
+
+def test_forward_keeps_order_behind_output_waiting_for_the_loop(lane, loop, monkeypatch) -> None:
+    """A retained message queued for a subscriber by a timer write waits for the next
+    loop iteration: what the lane forwards goes behind it, not ahead."""
+
+    async def run() -> bytes:
+        monkeypatch.setattr(connection, "_forward_qos0", lane.forward)
+        side = _Side()
+        _v4_pair(side)
+        sub = side.clients["sub"]
+        sub.transport.out.clear()  # type: ignore[union-attr]
+        sub.write(b"first")  # not in a read: flushed on the next loop iteration
+        side.clients["pub"].data_received(_pub("t/1", b"second"))
+        await asyncio.sleep(0)
+        return b"".join(sub.transport.out)  # type: ignore[union-attr]
+
+    assert loop.run_until_complete(run()) == b"first" + _pub("t/1", b"second")
+
+
+def test_forward_steps_aside_for_paused_subscribers_and_sampled_reads(
+    lane, loop, monkeypatch
+) -> None:
+    async def run() -> list[bool]:
+        side = _Side()
+        _v4_pair(side)
+        pub, sub = side.clients["pub"], side.clients["sub"]
+        data = _pub("t/1")
+        said = [lane.forward(pub, data)]
+        sub.paused = True
+        said.append(lane.forward(pub, data))
+        sub.paused = False
+        side.broker.handler_latency.countdown[PUBLISH_RUN] = 1  # this read is timed
+        said.append(lane.forward(pub, data))
+        return said
+
+    assert loop.run_until_complete(run()) == [True, False, False]
