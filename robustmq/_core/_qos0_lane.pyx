@@ -9,7 +9,6 @@ from libc.string cimport memcmp
 import time
 
 from robustmq._core.mqtt_spec import PUBLISH_RUN
-from robustmq.observability.counters import OFFLINE
 
 __all__ = ["FAIR_READ", "forward", "scan"]
 
@@ -17,7 +16,6 @@ FAIR_READ = 16 * 1024  # reads this long are a streaming client's: the full path
 
 cdef object _monotonic = time.monotonic
 cdef Py_ssize_t _RUN = PUBLISH_RUN
-cdef Py_ssize_t _OFFLINE = OFFLINE
 cdef Py_ssize_t _FAIR_READ = FAIR_READ
 
 
@@ -122,7 +120,7 @@ def forward(conn, bytes data):
     for target in plan:
         sub = target[0].connection
         if sub is None:
-            continue
+            return False  # offline: counted as dropped by the full path
         if (sub.version == 5) != v5 or sub.paused or sub.alias_maximum:
             return False
         transport = sub.transport
@@ -142,9 +140,6 @@ def forward(conn, bytes data):
     for target in plan:
         session = target[0]
         sub = session.connection
-        if sub is None:
-            counters.drop(_OFFLINE, 0, count)
-            continue
         if target[1] and session.client_id == sender:
             continue  # No Local
         if sub._flush_scheduled:

@@ -12,8 +12,8 @@ Covered: a read shorter than 16 KiB of whole PUBLISH packets on one topic (first
 block), each within the connection's maximum packet size: what the decoder makes one
 ``PublishRun`` of. The topic must have a delivery plan (``Router.forwarding``: a valid
 name, no shared subscriptions or subscription identifiers, not ``$``), and every
-connected subscriber must take the packets as they are: the publisher's protocol family
-(3.1/3.1.1 or 5.0), not paused, no outbound topic aliases, each packet within its
+subscriber must take the packets as they are: connected, in the publisher's protocol
+family (3.1/3.1.1 or 5.0), not paused, no outbound topic aliases, each packet within its
 Maximum Packet Size. The publisher must have no ACL, publish quota or topic rewriting to
 apply, the broker no internal subscriber (bridge, cluster link), and the handler timing
 must not be due to sample this read.
@@ -33,7 +33,6 @@ import time
 from typing import Any
 
 from robustmq._core.mqtt_spec import PUBLISH_RUN
-from robustmq.observability.counters import OFFLINE
 
 __all__ = ["FAIR_READ", "forward", "scan"]
 
@@ -122,7 +121,7 @@ def forward(conn: Any, data: bytes) -> bool:
     for target in plan:
         sub = target[0].connection
         if sub is None:
-            continue
+            return False  # offline: counted as dropped by the full path
         if (sub.version == 5) != v5 or sub.paused or sub.alias_maximum:
             return False
         transport = sub.transport
@@ -142,9 +141,6 @@ def forward(conn: Any, data: bytes) -> bool:
     for target in plan:
         session = target[0]
         sub = session.connection
-        if sub is None:
-            counters.drop(OFFLINE, 0, count)
-            continue
         if target[1] and session.client_id == sender:
             continue  # No Local
         if sub._flush_scheduled:
