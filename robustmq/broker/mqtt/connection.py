@@ -69,6 +69,12 @@ log = logging.getLogger(__name__)
 _refusals = RateLimitedLog(log)  # refused CONNECTs are caused by clients: no log flood
 
 _PINGRESP = b"\xd0\x00"
+# A 3.1/3.1.1 CONNACK accepting the client has no properties: encoded once.
+_CONNACK_ACCEPTED = {
+    (version, present): mqtt.encode(mqtt.Connack(present, 0), version)
+    for version in (3, 4)
+    for present in (False, True)
+}
 # A read at least this large means the client is streaming: yield to the loop after it.
 _FAIR_READ = qos0_lane.FAIR_READ
 _forward_qos0 = qos0_lane.forward
@@ -605,8 +611,8 @@ class MqttConnection(asyncio.Protocol):
         self.opened_at = 0.0
         self.connected = True
         session, present = broker.open_session(self, p.clean_start, expiry)
-        ack_props: dict[str, Any] = {}
         if v5:
+            ack_props: dict[str, Any] = {}
             if assigned:
                 ack_props["assigned_client_identifier"] = self.client_id
             if server_keep_alive is not None:
@@ -622,7 +628,9 @@ class MqttConnection(asyncio.Protocol):
                 ack_props["retain_available"] = 0
             if auth_props:
                 ack_props.update(auth_props)
-        self.write(mqtt.encode(mqtt.Connack(present, 0, ack_props or None), self.version))
+            self.write(mqtt.encode(mqtt.Connack(present, 0, ack_props), 5))
+        else:
+            self.write(_CONNACK_ACCEPTED[self.version, present])
         broker.counters.packets_sent[CONNACK] += 1
         session.resume(self)
         if broker.auto_subscribe:

@@ -251,6 +251,8 @@ class Session:
         """Removes and returns the unacknowledged deliveries of shared subscriptions."""
         # QoS 2 deliveries under way stay: they must complete with this client, never
         # another (MQTT 5 §4.8.2); QoS 1 ones may go to another member.
+        if not self.inflight and not self.queue:
+            return []
         moving = [p for p, e in self.inflight.items() if e.delivery.shared and e.delivery.qos == 1]
         taken = [self.inflight.pop(p).delivery for p in moving]
         if self.queue:
@@ -267,6 +269,8 @@ class Session:
     def resume(self, conn: MqttConnection) -> None:
         """A client reconnected to this session: resend what was in flight (§4.4)."""
         self.connection = conn
+        if not self.inflight and not self.queue:
+            return  # a new session, or one that owed the client nothing
         window = conn.send_quota  # MQTT 5 §4.9 applies to resent PUBLISHes too
         for packet_id, entry in list(self.inflight.items()):  # send_publish may discard
             if entry.released:
