@@ -1,0 +1,82 @@
+"""Micro benchmark of the QoS 0 lane: one read holding one 64-byte QoS 0 PUBLISH, from a
+3.1.1 client to one subscriber, through ``MqttConnection.data_received`` of a broker of
+real objects whose sockets are no-op transports. Three ways side by side: the full path
+(decoder, handler, write batching), the lane's pure-Python reference and its compiled
+twin. Run: ``python -m pytest benchmarks/test_bench_qos0_lane.py -p no:cacheprovider``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import robustmq._core.qos0_lane as py_lane
+from robustmq._core import mqtt_codec
+from robustmq.broker.mqtt import connection
+from robustmq.broker.mqtt.connection import MqttConnection
+from robustmq.broker.mqtt.server import MqttBroker
+from robustmq.config import MqttConfig
+
+try:
+    import robustmq._core._qos0_lane as c_lane
+except ImportError:
+    c_lane = None
+
+
+class _Transport:
+    """A socket that takes every write and is never closing."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def writelines(self, parts: list[bytes]) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 1883) if name == "peername" else default
+
+
+def _client(broker: MqttBroker, client_id: str) -> MqttConnection:
+    conn = MqttConnection(broker)
+    conn.connection_made(_Transport())  # type: ignore[arg-type]
+    conn.data_received(mqtt_codec.encode(mqtt_codec.Connect(client_id), 4))
+    return conn
+
+
+@pytest.fixture(params=["full", "py", "c"], ids=["full path", "lane py", "lane c"])
+def publisher(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    lanes = {"full": None, "py": py_lane, "c": c_lane}
+    lane = lanes[request.param]
+    if request.param == "c" and c_lane is None:
+        pytest.skip("compiled robustmq._core._qos0_lane is not built")
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+
+    async def setup() -> MqttConnection:
+        monkeypatch.setattr(connection, "_forward_qos0", lambda conn, data: False)
+        broker = MqttBroker(MqttConfig())
+        pub, sub = _client(broker, "pub"), _client(broker, "sub")
+        sub.data_received(
+            mqtt_codec.encode(mqtt_codec.Subscribe(1, [mqtt_codec.Subscription("t/1")]), 4)
+        )
+        if lane is not None:
+            monkeypatch.setattr(connection, "_forward_qos0", lane.forward)
+        return pub
+
+    yield loop.run_until_complete(setup())
+    loop.close()
+    asyncio.set_event_loop(None)
+
+
+def test_one_publish_per_read(benchmark: Any, publisher: MqttConnection) -> None:
+    data = mqtt_codec.encode_publish("t/1", b"x" * 64)
+    received = publisher.broker.stats["messages_sent"]
+    benchmark.group = "one QoS 0 PUBLISH per read, one subscriber"
+    benchmark(publisher.data_received, data)
+    assert publisher.broker.stats["messages_sent"] > received
