@@ -366,3 +366,28 @@ async def test_the_bytes_waiting_for_a_node_are_bounded(monkeypatch: pytest.Monk
         assert broker.stats["cluster_forward_dropped"] == 20 - peer.queued
     finally:
         await link.stop()
+
+
+async def test_a_shared_groups_turn_goes_with_its_last_route_elsewhere() -> None:
+    table: dict[str, dict[str, int]] = {
+        "2": {"$share/g/a": 1, "$share/g/b": 1},
+        "3": {"$share/g/a": 1},
+    }
+    link = _link(
+        _broker(),
+        routes=lambda: table,
+        addresses=lambda: {1: "127.0.0.1:1", 2: "127.0.0.1:2", 3: "127.0.0.1:3"},
+        brokers=lambda: {1, 2, 3},
+    )
+    link._sync_routes(None)
+    for tag in ("g/a", "g/b"):
+        _, groups = link._plan(tag[2:])
+        members = next(m for g, f, m in groups if f"{g}/{f}" == tag)
+        link._next_member(tag, members)
+    assert set(link._turn) == {"g/a", "g/b"}
+    del table["2"]
+    link._sync_routes({2})
+    assert set(link._turn) == {"g/a"}  # node 3 is still a member of g/a
+    del table["3"]
+    link._sync_routes({3})
+    assert link._turn == {}

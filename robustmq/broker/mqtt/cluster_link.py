@@ -576,6 +576,16 @@ class ClusterLink:
                 self._remote_routes[node_id] = wanted
             else:
                 self._remote_routes.pop(node_id, None)
+            for topic_filter in held - wanted:
+                self._forget_turn(topic_filter)
+
+    def _forget_turn(self, topic_filter: str) -> None:
+        """A shared group's turn goes with its last route on another node, so that groups
+        come and gone leave nothing behind."""
+        shared = trie.parse_shared(topic_filter)
+        if shared is None or any(topic_filter in held for held in self._remote_routes.values()):
+            return
+        self._turn.pop(f"{shared[0]}/{shared[1]}", None)
 
     def _internal_change(self, topic_filter: str, change: int) -> None:
         shared = trie.parse_shared(topic_filter)
