@@ -211,7 +211,7 @@ class MqttConnection(asyncio.Protocol):
             publisher._resume_reading()
 
     def data_received(self, data: bytes) -> None:
-        if _forward_qos0(self, data):  # one plain QoS 0 PUBLISH, handled in one call
+        if _forward_qos0(self, data):  # plain QoS 0 PUBLISHes on one topic: one call
             return
         broker = self.broker
         self.last_seen = time.monotonic()
