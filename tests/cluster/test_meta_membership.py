@@ -233,8 +233,11 @@ async def test_a_follower_that_lost_its_data_is_re_added_and_caught_up_by_snapsh
     try:
         leader = await _leader(client, c, "mqtt")
         await _write(client, range(0, 200), acked)
-        # Compact every member's log, so that nothing but a snapshot can catch a node up.
+        # Compact every member's log, so that nothing but a snapshot can catch a node up:
+        # first each must have applied the writes (a quorum acknowledged them, and the
+        # third member may still be catching up).
         for i in (1, 2, 3):
+            await _wait_for(f"node {i} applied", lambda i=i: _caught_up(client, c, i, leader))
             assert await client.snapshot(c.address(i), "mqtt") > 200
         await _write(client, range(200, 250), acked)
         lost = next(i for i in (1, 2, 3) if i not in (leader, 1))  # node 1 serves HTTP
