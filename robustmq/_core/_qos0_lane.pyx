@@ -95,11 +95,9 @@ def forward(conn, bytes data):
     broker = conn.broker
     if s.largest > conn.decoder.max_packet_size:
         return False
-    if conn.publish_quota is not None or conn.authorizer is not None or broker.rewriter._rules:
+    if conn.publish_quota is not None or broker.rewriter._rules:
         return False
     router = broker.router
-    if router.internal_subscriptions:
-        return False
     countdown = broker.handler_latency.countdown
     if countdown[_RUN] <= 1:
         return False  # the full path times this one
@@ -117,6 +115,11 @@ def forward(conn, bytes data):
         plan = router.forwarding(topic, max_levels)
     if plan is None:
         return False
+    if router.internal_subscriptions and router.internal_for(topic):
+        return False  # the bridge or the cluster link takes these messages too
+    authorizer = conn.authorizer
+    if authorizer is not None and not authorizer.permits_publish(topic, 0, False):
+        return False  # refused, counted and logged by the full path
     for target in plan:
         sub = target[0].connection
         if sub is None:

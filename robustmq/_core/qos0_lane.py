@@ -14,16 +14,17 @@ block), each within the connection's maximum packet size: what the decoder makes
 name, no shared subscriptions or subscription identifiers, not ``$``), and every
 subscriber must take the packets as they are: connected, in the publisher's protocol
 family (3.1/3.1.1 or 5.0), not paused, no outbound topic aliases, each packet within its
-Maximum Packet Size. The publisher must have no ACL, publish quota or topic rewriting to
-apply, the broker no internal subscriber (bridge, cluster link), and the handler timing
-must not be due to sample this read.
+Maximum Packet Size. The publisher's ACL, when it has one, must allow the topic; it must
+have no publish quota or topic rewriting to apply, the topic no internal subscriber (the
+MQTT to Kafka bridge, the cluster link), and the handler timing must not be due to sample
+this read.
 
 Unlike the rest of ``_core`` this module reads and writes the broker's objects. What it
 uses: of the connection ``_buffer connected closing version decoder.max_packet_size
-broker publish_quota authorizer client_id last_seen paused alias_maximum transport
-client_max_packet _flush_scheduled _out``; of the broker ``config.max_topic_levels
+broker publish_quota authorizer.permits_publish client_id last_seen paused alias_maximum
+transport client_max_packet _flush_scheduled _out``; of the broker ``config.max_topic_levels
 rewriter._rules router stats counters handler_latency.countdown``; of the router
-``internal_subscriptions forwarding`` and the cache behind it, ``_plans
+``internal_subscriptions internal_for forwarding`` and the cache behind it, ``_plans
 _cache_generation _validated_levels subscriptions.generation``.
 """
 
@@ -96,11 +97,9 @@ def forward(conn: Any, data: bytes) -> bool:
     broker = conn.broker
     if largest > conn.decoder.max_packet_size:
         return False
-    if conn.publish_quota is not None or conn.authorizer is not None or broker.rewriter._rules:
+    if conn.publish_quota is not None or broker.rewriter._rules:
         return False
     router = broker.router
-    if router.internal_subscriptions:
-        return False
     countdown = broker.handler_latency.countdown
     if countdown[PUBLISH_RUN] <= 1:
         return False  # the full path times this one
@@ -118,6 +117,11 @@ def forward(conn: Any, data: bytes) -> bool:
         plan = router.forwarding(topic, max_levels)
     if plan is None:
         return False
+    if router.internal_subscriptions and router.internal_for(topic):
+        return False  # the bridge or the cluster link takes these messages too
+    authorizer = conn.authorizer
+    if authorizer is not None and not authorizer.permits_publish(topic, 0, False):
+        return False  # refused, counted and logged by the full path
     for target in plan:
         sub = target[0].connection
         if sub is None:

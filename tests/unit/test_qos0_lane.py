@@ -23,7 +23,7 @@ from robustmq._core.mqtt_spec import PUBLISH_RUN
 from robustmq.broker.mqtt import connection
 from robustmq.broker.mqtt.connection import MqttConnection
 from robustmq.broker.mqtt.server import MqttBroker
-from robustmq.config import MqttConfig
+from robustmq.config import AuthConfig, MqttConfig
 
 try:
     import robustmq._core._qos0_lane as c_lane
@@ -189,8 +189,8 @@ class _Transport:
 class _Side:
     """A broker with clients on recording transports."""
 
-    def __init__(self) -> None:
-        self.broker = MqttBroker(MqttConfig())
+    def __init__(self, auth: AuthConfig | None = None) -> None:
+        self.broker = MqttBroker(MqttConfig(), auth=auth)
         self.clients: dict[str, MqttConnection] = {}
 
     def connect(self, client_id: str, version: int, clean: bool = True) -> MqttConnection:
@@ -253,6 +253,7 @@ def _both(
     setup: Any,
     reads: list[tuple[str, bytes]],
     monkeypatch: pytest.MonkeyPatch,
+    auth: AuthConfig | None = None,
 ) -> tuple[_Side, _Side, list[bool]]:
     """The same clients and reads on two brokers: one whose reads go the full way, one
     whose reads try ``lane`` first. Returns both sides and what the lane said per read."""
@@ -266,7 +267,7 @@ def _both(
         sides = []
         for use_lane in (False, True):
             monkeypatch.setattr(connection, "_forward_qos0", lambda conn, data: False)
-            side = _Side()
+            side = _Side(auth)
             setup(side)
             for conn in side.clients.values():
                 conn.transport.out.clear()  # type: ignore[union-attr]
@@ -401,3 +402,45 @@ def test_forward_steps_aside_for_paused_subscribers_and_sampled_reads(
         return said
 
     assert loop.run_until_complete(run()) == [True, False, False]
+
+
+def test_forward_asks_the_acl_and_leaves_refusals_to_the_full_path(
+    lane, loop, monkeypatch, tmp_path
+) -> None:
+    acl = tmp_path / "acl"
+    acl.write_text("allow all all t/1\ndeny all publish t/2\nallow all all #\n")
+    reads = [("pub", _pub("t/1", b"ok")), ("pub", _pub("t/2", b"no")), ("pub", _pub("t/1"))]
+    auth = AuthConfig(acl_file=str(acl))
+    full, laned, taken = _both(loop, lane, _v4_pair, reads, monkeypatch, auth)
+    _same(full, laned)
+    assert laned.clients["pub"].authorizer is not None
+    assert taken == [True, False, True]
+    assert laned.broker.stats["acl_denied_publish"] == 1
+    assert laned.written()["sub"] == _pub("t/1", b"ok") + _pub("t/1")
+
+
+class _Bridge:
+    """An internal subscriber (what the MQTT to Kafka bridge is to the router)."""
+
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+
+    def deliver_messages(self, messages: list[Any]) -> None:
+        self.messages += messages
+
+
+def test_forward_leaves_topics_an_internal_subscriber_wants_to_the_full_path(
+    lane, loop, monkeypatch
+) -> None:
+    bridges: list[_Bridge] = []
+
+    def setup(side: _Side) -> None:
+        _v4_pair(side)
+        bridges.append(_Bridge())
+        side.broker.router.subscribe_internal(bridges[-1], "t/2")
+
+    reads = [("pub", _pub("t/1", b"a")), ("pub", _pub("t/2", b"b"))]
+    full, laned, taken = _both(loop, lane, setup, reads, monkeypatch)
+    _same(full, laned)
+    assert taken == [True, False]
+    assert [m.payload for m in bridges[1].messages] == [b"b"]

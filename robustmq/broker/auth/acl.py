@@ -252,14 +252,19 @@ class Authorizer:
 
     def publish_allowed(self, topic: str, qos: int, retain: bool) -> bool:
         """Whether this client may publish to ``topic``; denials are counted and logged."""
-        decisions = self._cache.get(topic)
-        if decisions is None:
-            decisions = self._publish_decisions(topic)
-        if decisions[qos << 1 | retain]:
+        if self.permits_publish(topic, qos, retain):
             return True
         self._stats["acl_denied_publish"] += 1
         _DENIALS.warning("client %r: PUBLISH to %r denied by ACL", self._client_id, topic)
         return False
+
+    def permits_publish(self, topic: str, qos: int, retain: bool) -> bool:
+        """``publish_allowed`` without counting or logging a denial (a question asked
+        before the handler that will act on the answer, by the QoS 0 lane)."""
+        decisions = self._cache.get(topic)
+        if decisions is None:
+            decisions = self._publish_decisions(topic)
+        return decisions[qos << 1 | retain]
 
     def _publish_decisions(self, topic: str) -> tuple[bool, ...]:
         levels = topic.split("/")
