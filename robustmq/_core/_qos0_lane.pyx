@@ -105,14 +105,7 @@ def forward(conn, bytes data):
         topic = data[s.start:s.end].decode("utf-8")
     except UnicodeDecodeError:
         return False
-    max_levels = broker.config.max_topic_levels
-    plan = router._plans.get(topic, False)  # Router.forwarding's cache, while it is valid
-    if (
-        plan is False
-        or router.subscriptions.generation != router._cache_generation
-        or router._validated_levels != max_levels
-    ):
-        plan = router.forwarding(topic, max_levels)
+    plan = router.forwarding(topic, broker.config.max_topic_levels)
     if plan is None:
         return False
     if router.internal_subscriptions and router.internal_for(topic):

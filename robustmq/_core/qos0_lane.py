@@ -24,8 +24,7 @@ uses: of the connection ``_buffer connected closing version decoder.max_packet_s
 broker publish_quota authorizer.permits_publish client_id last_seen paused alias_maximum
 transport client_max_packet _flush_scheduled _out``; of the broker ``config.max_topic_levels
 rewriter._rules router stats counters handler_latency.countdown``; of the router
-``internal_subscriptions internal_for forwarding`` and the cache behind it, ``_plans
-_cache_generation _validated_levels subscriptions.generation``.
+``internal_subscriptions internal_for forwarding``.
 """
 
 from __future__ import annotations
@@ -107,14 +106,7 @@ def forward(conn: Any, data: bytes) -> bool:
         topic = data[start:end].decode("utf-8")
     except UnicodeDecodeError:
         return False
-    max_levels = broker.config.max_topic_levels
-    plan = router._plans.get(topic, False)  # Router.forwarding's cache, while it is valid
-    if (
-        plan is False
-        or router.subscriptions.generation != router._cache_generation
-        or router._validated_levels != max_levels
-    ):
-        plan = router.forwarding(topic, max_levels)
+    plan = router.forwarding(topic, broker.config.max_topic_levels)
     if plan is None:
         return False
     if router.internal_subscriptions and router.internal_for(topic):

@@ -181,12 +181,15 @@ class Router:
         if max_levels != self._validated_levels:
             self._plans.clear()
             self._validated_levels = max_levels
-        if topic not in self._plans:
-            try:
-                trie.validate_topic_name(topic, max_levels)
-            except MqttError:
-                self._plans[topic] = None
-                return None
+        try:
+            return self._plans[topic]  # one call for a topic seen before
+        except KeyError:
+            pass
+        try:
+            trie.validate_topic_name(topic, max_levels)
+        except MqttError:
+            self._plans[topic] = None
+            return None
         return self._plan(topic)
 
     def _plan(self, topic: str) -> Plan | None:
