@@ -14,16 +14,10 @@ from typing import Any
 import pytest
 
 import robustmq._core.qos0_lane as py_lane
-from robustmq._core import mqtt_codec
-from robustmq.broker.mqtt import connection
+from robustmq._core import compiled, lane, mqtt_codec
 from robustmq.broker.mqtt.connection import MqttConnection
 from robustmq.broker.mqtt.server import MqttBroker
 from robustmq.config import MqttConfig
-
-try:
-    import robustmq._core._qos0_lane as c_lane
-except ImportError:
-    c_lane = None
 
 
 class _Transport:
@@ -42,31 +36,48 @@ class _Transport:
         return ("127.0.0.1", 1883) if name == "peername" else default
 
 
-def _client(broker: MqttBroker, client_id: str) -> MqttConnection:
-    conn = MqttConnection(broker)
+class _Full(MqttConnection):
+    """Every read the full way."""
+
+    __slots__ = ()
+
+    def data_received(self, data: bytes) -> None:
+        self._read(data)
+
+
+class _PyLane(MqttConnection):
+    """Reads offered to the pure-Python lane first."""
+
+    __slots__ = ()
+
+    def data_received(self, data: bytes) -> None:
+        if not py_lane.forward(self, data):
+            self._read(data)
+
+
+def _client(broker: MqttBroker, client_id: str, cls: type[MqttConnection]) -> MqttConnection:
+    conn = cls(broker)
     conn.connection_made(_Transport())  # type: ignore[arg-type]
     conn.data_received(mqtt_codec.encode(mqtt_codec.Connect(client_id), 4))
     return conn
 
 
 @pytest.fixture(params=["full", "py", "c"], ids=["full path", "lane py", "lane c"])
-def publisher(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    lanes = {"full": None, "py": py_lane, "c": c_lane}
-    lane = lanes[request.param]
-    if request.param == "c" and c_lane is None:
+def publisher(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The publisher: the full path, the pure lane, or ``MqttConnection`` as it is (its
+    compiled core's ``data_received`` and lane)."""
+    if request.param == "c" and not compiled(lane):
         pytest.skip("compiled robustmq._core._qos0_lane is not built")
+    cls = {"full": _Full, "py": _PyLane, "c": MqttConnection}[request.param]
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
 
     async def setup() -> MqttConnection:
-        monkeypatch.setattr(connection, "_forward_qos0", lambda conn, data: False)
         broker = MqttBroker(MqttConfig())
-        pub, sub = _client(broker, "pub"), _client(broker, "sub")
+        pub, sub = _client(broker, "pub", cls), _client(broker, "sub", _Full)
         sub.data_received(
             mqtt_codec.encode(mqtt_codec.Subscribe(1, [mqtt_codec.Subscription("t/1")]), 4)
         )
-        if lane is not None:
-            monkeypatch.setattr(connection, "_forward_qos0", lane.forward)
         return pub
 
     yield loop.run_until_complete(setup())

@@ -5,6 +5,10 @@ compiled twin. The backend is chosen once, here, at import: the compiled one unl
 ``ROBUSTMQ_NO_EXTENSIONS=1`` is set or it was not built (then a warning is logged).
 Callers use the selected modules (``from robustmq._core import mqtt``) and never mix
 backends within one connection; tests import both twins directly and compare them.
+No selected name is the name of a twin's module: importing ``robustmq._core.segment_io``
+(a test does, for the pure twin) sets the package attribute ``segment_io`` to it, and a
+later ``from robustmq._core import segment_io`` would get the pure twin in place of the
+selected one. Hence ``segments`` and ``lane``.
 """
 
 from __future__ import annotations
@@ -41,8 +45,8 @@ def compiled(module: ModuleType) -> bool:
 
 mqtt = load("mqtt_codec")
 trie = load("topic_trie")
-segment_io = load("segment_io")
-kafka = load("kafka_codec")  # after segment_io: the Kafka codec uses its CRC32C
-qos0_lane = load("qos0_lane")
+segments = load("segment_io")
+kafka = load("kafka_codec")  # after segments: the Kafka codec uses its CRC32C
+lane = load("qos0_lane")
 
-__all__ = ["NO_EXTENSIONS", "compiled", "kafka", "load", "mqtt", "qos0_lane", "segment_io", "trie"]
+__all__ = ["NO_EXTENSIONS", "compiled", "kafka", "lane", "load", "mqtt", "segments", "trie"]

@@ -23,7 +23,7 @@ from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint16_t, uint32_t, 
 from libc.string cimport memcpy
 
 from robustmq._core import kafka_codec as _pure
-from robustmq._core import segment_io as _segment_io
+from robustmq._core import segments as _segment_io
 from robustmq._core.kafka_codec import (
     BATCH_HEADER_SIZE,
     LOG_OVERHEAD,

@@ -8,15 +8,42 @@ from libc.string cimport memcmp
 
 import time
 
-from robustmq._core.mqtt_spec import PUBLISH_RUN
+from robustmq._core.mqtt_spec import MAX_PACKET_SIZE, PUBLISH_RUN
 
-__all__ = ["FAIR_READ", "forward", "scan"]
+__all__ = ["FAIR_READ", "ConnectionCore", "forward", "scan"]
 
 FAIR_READ = 16 * 1024  # reads this long are a streaming client's: the full path
 
 cdef object _monotonic = time.monotonic
 cdef Py_ssize_t _RUN = PUBLISH_RUN
 cdef Py_ssize_t _FAIR_READ = FAIR_READ
+
+
+cdef class ConnectionCore:
+    """The base of ``MqttConnection`` (see ``qos0_lane.ConnectionCore``): the fields the
+    lane reads and writes, as C fields, and the entry of every read."""
+
+    cdef public object broker, decoder, transport, client_id, publish_quota, authorizer
+    cdef public object _buffer, _out
+    cdef public int version
+    cdef public bint connected, closing, paused, _flush_scheduled
+    cdef public double last_seen
+    cdef public Py_ssize_t alias_maximum, client_max_packet, read_pauses
+
+    def __init__(self, broker):
+        self.broker = broker
+        self.client_id = ""
+        self.version = 4
+        self.last_seen = _monotonic()
+        self.client_max_packet = MAX_PACKET_SIZE
+        self._buffer = b""
+
+    def data_received(self, data):
+        if type(data) is not bytes or not _forward(self, <bytes>data):
+            self._read(data)
+
+    def _read(self, data):
+        raise NotImplementedError  # MqttConnection: the full path
 
 
 cdef struct _Scan:
@@ -77,13 +104,18 @@ def scan(bytes data, bint v5):
     return s.start, s.end, s.count, s.largest
 
 
-def forward(conn, bytes data):
+def forward(ConnectionCore conn, bytes data):
     """Forwards ``data`` when it is plain QoS 0 PUBLISHes the lane covers; True when it
     did (the read is handled), False with nothing changed otherwise (caches aside)."""
+    return _forward(conn, data)
+
+
+cdef bint _forward(ConnectionCore conn, bytes data) except -1:
     cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(data)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(data), i, count
     cdef bint v5
     cdef _Scan s
+    cdef ConnectionCore sub
     if conn._buffer or not conn.connected or conn.closing:
         return False
     v5 = conn.version == 5
@@ -114,9 +146,10 @@ def forward(conn, bytes data):
     if authorizer is not None and not authorizer.permits_publish(topic, 0, False):
         return False  # refused, counted and logged by the full path
     for target in plan:
-        sub = target[0].connection
-        if sub is None:
-            return False  # offline: counted as dropped by the full path
+        connection = target[0].connection
+        if not isinstance(connection, ConnectionCore):
+            return False  # offline (None): counted as dropped by the full path
+        sub = <ConnectionCore>connection
         if (sub.version == 5) != v5 or sub.paused or sub.alias_maximum:
             return False
         transport = sub.transport
@@ -135,7 +168,7 @@ def forward(conn, bytes data):
     sender = conn.client_id
     for target in plan:
         session = target[0]
-        sub = session.connection
+        sub = <ConnectionCore>session.connection
         if target[1] and session.client_id == sender:
             continue  # No Local
         if sub._flush_scheduled:

@@ -18,7 +18,7 @@ import struct
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from robustmq._core import segment_io
+from robustmq._core import segments as segment_io
 from robustmq._core.kafka_spec import APIS, NO_DEFAULT, PRODUCE, Field, in_range
 from robustmq.errors import (
     KafkaCorruptMessage,

@@ -4,7 +4,7 @@ At light load most reads hold one PUBLISH or two, and the full path through the
 connection's packet loop, the run handler and the write batching costs a dozen Python
 calls for them, each slow when the caches are cold between messages. ``forward`` does the
 same work in one call for the case it covers; anything else returns False before it
-changes anything, and the read goes the full way (``MqttConnection.data_received``).
+changes anything, and the read goes the full way (``MqttConnection._read``).
 ``_qos0_lane.pyx`` is the compiled twin; the tests compare both with the full path.
 
 Covered: a read shorter than 16 KiB of whole PUBLISH packets on one topic (first byte
@@ -19,8 +19,9 @@ have no publish quota or topic rewriting to apply, the topic no internal subscri
 MQTT to Kafka bridge, the cluster link), and the handler timing must not be due to sample
 this read.
 
-Unlike the rest of ``_core`` this module reads and writes the broker's objects. What it
-uses: of the connection ``_buffer connected closing version decoder.max_packet_size
+Unlike the rest of ``_core`` this module reads and writes the broker's objects. Every
+read enters through ``ConnectionCore.data_received`` (``MqttConnection``'s base), which
+holds the connection's fields the lane uses. What it uses: of the connection ``_buffer connected closing version decoder.max_packet_size
 broker publish_quota authorizer.permits_publish client_id last_seen paused alias_maximum
 transport client_max_packet _flush_scheduled _out``; of the broker ``config.max_topic_levels
 rewriter._rules router stats counters handler_latency.countdown``; of the router
@@ -32,11 +33,50 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from robustmq._core.mqtt_spec import PUBLISH_RUN
+from robustmq._core.mqtt_spec import MAX_PACKET_SIZE, PUBLISH_RUN
 
-__all__ = ["FAIR_READ", "forward", "scan"]
+__all__ = ["FAIR_READ", "ConnectionCore", "forward", "scan"]
 
 FAIR_READ = 16 * 1024  # reads this long are a streaming client's: the full path
+
+
+class ConnectionCore:
+    """The base of ``MqttConnection``: the fields the lane reads and writes, and the
+    entry of every read. ``data_received`` offers the read to the lane first and hands it
+    to the connection's ``_read`` (the full path) when the lane does not take it. In the
+    compiled twin the fields are C fields and the lane reads them without a lookup."""
+
+    __slots__ = (
+        "broker", "decoder", "transport", "client_id", "version", "connected", "closing",
+        "last_seen", "paused", "alias_maximum", "client_max_packet", "read_pauses",
+        "publish_quota", "authorizer", "_buffer", "_out", "_flush_scheduled",
+    )  # fmt: skip
+
+    def __init__(self, broker: Any) -> None:
+        self.broker = broker
+        self.decoder: Any = None
+        self.transport: Any = None
+        self.client_id = ""
+        self.version = 4
+        self.connected = False
+        self.closing = False
+        self.last_seen = time.monotonic()
+        self.paused = False
+        self.alias_maximum = 0  # the client's Topic Alias Maximum: aliases we may send
+        self.client_max_packet = MAX_PACKET_SIZE  # the client's Maximum Packet Size
+        self.read_pauses = 0  # subscribers that paused reading from us
+        self.publish_quota: Any = None  # None: no quota; see broker/auth/limits.py
+        self.authorizer: Any = None  # ACL of this client (None: nothing is denied)
+        self._buffer = b""  # the start of a packet the next read completes
+        self._out: list[bytes] | None = None  # output waiting for the next loop iteration
+        self._flush_scheduled = False
+
+    def data_received(self, data: bytes) -> None:
+        if not forward(self, data):  # plain QoS 0 PUBLISHes on one topic: one call
+            self._read(data)
+
+    def _read(self, data: bytes) -> None:
+        raise NotImplementedError  # MqttConnection: the full path
 
 
 def scan(data: bytes, v5: bool) -> tuple[int, int, int, int] | None:

@@ -28,7 +28,8 @@ from typing import Any, cast
 
 import numpy as np
 
-from robustmq._core import kafka, segment_io
+from robustmq._core import kafka
+from robustmq._core import segments as segment_io
 from robustmq.bench.histogram import Histogram
 from robustmq.bench.kafka_config import KafkaBenchConfig
 from robustmq.bench.mqtt_client import Receiver

@@ -16,7 +16,7 @@ import struct
 from collections.abc import Callable
 from typing import NamedTuple
 
-from robustmq._core import segment_io
+from robustmq._core import segments as segment_io
 from robustmq._core.kafka_codec import BATCH_HEADER_SIZE, BatchHeader
 from robustmq.errors import KafkaCorruptMessage
 

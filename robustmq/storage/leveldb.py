@@ -30,7 +30,7 @@ from typing import Any
 
 import plyvel
 
-from robustmq._core import segment_io
+from robustmq._core import segments as segment_io
 from robustmq.errors import (
     Corrupted,
     OffsetOutOfRange,

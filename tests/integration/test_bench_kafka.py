@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from robustmq._core import kafka, segment_io
+from robustmq._core import kafka
+from robustmq._core import segments as segment_io
 from robustmq.bench.kafka_client import BatchBuilder, new_errors, value_heads
 from robustmq.bench.kafka_config import KafkaBenchConfig
 from robustmq.bench.payload import MAGIC, parse_headers

@@ -22,7 +22,7 @@ def test_protocol_and_session_suites_pass_on_the_pure_python_twins():
     env = dict(os.environ, ROBUSTMQ_NO_EXTENSIONS="1")
     check = (
         "import robustmq._core as c; "
-        "assert not any(c.compiled(m) for m in (c.mqtt, c.trie, c.qos0_lane))"
+        "assert not any(c.compiled(m) for m in (c.mqtt, c.trie, c.lane, c.segments))"
     )
     subprocess.run([sys.executable, "-c", check], cwd=ROOT, env=env, check=True)
     result = subprocess.run(

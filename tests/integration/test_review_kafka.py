@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from robustmq._core import segment_io
+from robustmq._core import segments as segment_io
 from tests.integration.clients import wait_until
 from tests.integration.test_kafka_clients import KafkaThread
 from tests.integration.test_kafka_protocol import Raw, _produce

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from robustmq._core import kafka_codec as kc
-from robustmq._core import segment_io
+from robustmq._core import segments as segment_io
 from robustmq._core.kafka_spec import APIS, SUPPORTED, Field, f, in_range, parse_range
 from robustmq.errors import (
     KafkaCorruptMessage,

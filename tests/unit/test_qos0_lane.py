@@ -9,9 +9,9 @@ subscriber and the same counters, or False with nothing changed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import ModuleType
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import robustmq._core.qos0_lane as py_lane
 from robustmq._core import mqtt_codec
-from robustmq._core.mqtt_spec import PUBLISH_RUN
+from robustmq._core.mqtt_spec import MAX_PACKET_SIZE, PUBLISH_RUN
 from robustmq.broker.mqtt import connection
 from robustmq.broker.mqtt.connection import MqttConnection
 from robustmq.broker.mqtt.server import MqttBroker
@@ -54,7 +54,8 @@ def test_compiled_twin_is_compiled() -> None:
     if c_lane is None:
         pytest.skip(NOT_BUILT)
     assert not c_lane.__file__.endswith(".py")
-    assert set(py_lane.__all__) == set(c_lane.__all__) == {"FAIR_READ", "forward", "scan"}
+    expected = {"FAIR_READ", "ConnectionCore", "forward", "scan"}
+    assert set(py_lane.__all__) == set(c_lane.__all__) == expected
     assert c_lane.FAIR_READ == py_lane.FAIR_READ == connection._FAIR_READ
 
 
@@ -186,6 +187,19 @@ class _Transport:
         pass
 
 
+class _Switched(MqttConnection):
+    """A connection whose reads try the lane the test chose (``lane``: a twin's
+    ``forward``, or None for the full path) instead of its own core's."""
+
+    __slots__ = ()
+    lane: ClassVar[Callable[[Any, bytes], bool] | None] = None
+
+    def data_received(self, data: bytes) -> None:
+        forward = _Switched.lane
+        if forward is None or not forward(self, data):
+            self._read(data)
+
+
 class _Side:
     """A broker with clients on recording transports."""
 
@@ -193,8 +207,10 @@ class _Side:
         self.broker = MqttBroker(MqttConfig(), auth=auth)
         self.clients: dict[str, MqttConnection] = {}
 
-    def connect(self, client_id: str, version: int, clean: bool = True) -> MqttConnection:
-        conn = MqttConnection(self.broker)
+    def connect(
+        self, client_id: str, version: int, clean: bool = True, cls: type = _Switched
+    ) -> MqttConnection:
+        conn = cls(self.broker)
         conn.connection_made(_Transport(conn))  # type: ignore[arg-type]
         props = {"session_expiry_interval": 60} if version == 5 and not clean else None
         conn.data_received(
@@ -266,13 +282,13 @@ def _both(
     async def run() -> tuple[_Side, _Side]:
         sides = []
         for use_lane in (False, True):
-            monkeypatch.setattr(connection, "_forward_qos0", lambda conn, data: False)
+            monkeypatch.setattr(_Switched, "lane", None)
             side = _Side(auth)
             setup(side)
             for conn in side.clients.values():
                 conn.transport.out.clear()  # type: ignore[union-attr]
             if use_lane:
-                monkeypatch.setattr(connection, "_forward_qos0", forward)
+                monkeypatch.setattr(_Switched, "lane", forward)
             for client_id, data in reads:
                 side.clients[client_id].data_received(data)
                 await asyncio.sleep(0)
@@ -372,7 +388,7 @@ def test_forward_keeps_order_behind_output_waiting_for_the_loop(lane, loop, monk
     loop iteration: what the lane forwards goes behind it, not ahead."""
 
     async def run() -> bytes:
-        monkeypatch.setattr(connection, "_forward_qos0", lane.forward)
+        monkeypatch.setattr(_Switched, "lane", lane.forward)
         side = _Side()
         _v4_pair(side)
         sub = side.clients["sub"]
@@ -444,3 +460,78 @@ def test_forward_leaves_topics_an_internal_subscriber_wants_to_the_full_path(
     _same(full, laned)
     assert taken == [True, False]
     assert [m.payload for m in bridges[1].messages] == [b"b"]
+
+
+@pytest.fixture(params=["py", "c"], ids=["py", "c"])
+def core(request: pytest.FixtureRequest) -> type:
+    """A connection core of each twin whose full path records what it is handed."""
+    module = py_lane if request.param == "py" else c_lane
+    if module is None:
+        pytest.skip(NOT_BUILT)
+
+    class Recording(module.ConnectionCore):  # type: ignore[name-defined,misc]
+        __slots__ = ("full",)
+
+        def _read(self, data: bytes) -> None:
+            self.full.append(data)
+
+    return Recording
+
+
+def test_core_fields_start_the_same_in_both_twins(core: type) -> None:
+    conn = core(broker := object())
+    assert conn.broker is broker
+    assert (conn.decoder, conn.transport, conn.publish_quota, conn.authorizer) == (None,) * 4
+    assert (conn.client_id, conn.version, conn.connected, conn.closing, conn.paused) == (
+        "",
+        4,
+        False,
+        False,
+        False,
+    )
+    assert (conn.alias_maximum, conn.read_pauses, conn._buffer, conn._out) == (0, 0, b"", None)
+    assert conn.client_max_packet == MAX_PACKET_SIZE
+    assert conn._flush_scheduled is False
+    assert conn.last_seen > 0
+    conn.paused, conn.version, conn.alias_maximum = True, 5, 10
+    assert (conn.paused, conn.version, conn.alias_maximum) == (True, 5, 10)
+
+
+def test_core_hands_what_the_lane_does_not_take_to_the_full_path(core: type) -> None:
+    conn = core(None)
+    conn.full = []
+    conn.data_received(_pub("t/1"))  # not connected: never the lane's
+    conn.data_received(bytearray(b"\x30\x00"))
+    assert conn.full == [_pub("t/1"), bytearray(b"\x30\x00")]
+
+
+def test_the_connection_entry_takes_the_lane_for_plain_qos0_only(loop, monkeypatch) -> None:
+    """``MqttConnection.data_received`` (its core's) forwards a plain QoS 0 read itself
+    and hands a QoS 1 one to the full path (``_read``)."""
+    full_reads: list[bytes] = []
+    read = MqttConnection._read
+
+    def counting(self: MqttConnection, data: bytes) -> None:
+        full_reads.append(data)
+        read(self, data)
+
+    async def run() -> _Side:
+        side = _Side()
+        side.connect("pub", 4, cls=MqttConnection)
+        side.connect("sub", 4)
+        side.subscribe("sub", "t/#", qos=1)
+        side.clients["sub"].transport.out.clear()  # type: ignore[union-attr]
+        monkeypatch.setattr(MqttConnection, "_read", counting)
+        side.clients["pub"].data_received(_pub("t/1", b"lane"))
+        qos1 = mqtt_codec.encode(mqtt_codec.Publish("t/1", b"full", qos=1, packet_id=7), 4)
+        side.clients["pub"].data_received(qos1)
+        await asyncio.sleep(0)
+        return side
+
+    side = loop.run_until_complete(run())
+    assert full_reads == [
+        mqtt_codec.encode(mqtt_codec.Publish("t/1", b"full", qos=1, packet_id=7), 4)
+    ]
+    written = side.written()["sub"]
+    assert written.startswith(_pub("t/1", b"lane"))
+    assert b"full" in written

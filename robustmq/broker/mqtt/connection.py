@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from robustmq._core import mqtt, qos0_lane, trie
+from robustmq._core import lane, mqtt, trie
 from robustmq._core.mqtt_spec import (
     ACK_RUN,
     AUTH,
@@ -62,8 +62,11 @@ from robustmq.errors import MqttError, v3_connack_code
 from robustmq.observability.counters import OFFLINE, PACKET_TOO_LARGE, SLOW_CLIENT
 
 if TYPE_CHECKING:
+    from robustmq._core.qos0_lane import ConnectionCore
     from robustmq.broker.mqtt.server import MqttBroker
     from robustmq.broker.mqtt.session import Session
+else:
+    ConnectionCore = lane.ConnectionCore  # the selected twin: C fields when compiled
 
 log = logging.getLogger(__name__)
 _refusals = RateLimitedLog(log)  # refused CONNECTs are caused by clients: no log flood
@@ -76,8 +79,7 @@ _CONNACK_ACCEPTED = {
     for present in (False, True)
 }
 # A read at least this large means the client is streaming: yield to the loop after it.
-_FAIR_READ = qos0_lane.FAIR_READ
-_forward_qos0 = qos0_lane.forward
+_FAIR_READ = lane.FAIR_READ
 # Output at least this large goes out as a gather write instead of being joined first.
 _GATHER_WRITE = 64 * 1024
 
@@ -93,47 +95,39 @@ class Publisher(Protocol):
     def _resume_reading(self) -> None: ...
 
 
-class MqttConnection(asyncio.Protocol):
+class MqttConnection(ConnectionCore, asyncio.Protocol):
     # Slots: a broker holds one of these per client, so its size is memory per connection.
+    # The fields the QoS 0 lane uses are ConnectionCore's (qos0_lane.py): the broker,
+    # decoder, transport, client id, version, connected, closing, last_seen, paused,
+    # alias_maximum, client_max_packet, read_pauses, publish_quota, authorizer and the
+    # read and write buffers.
     __slots__ = (
-        "broker", "decoder", "transport", "_peer", "version", "client_id",
-        "username", "session", "connected", "closing", "will", "keep_alive", "last_seen",
-        "send_quota", "client_max_packet", "topic_aliases", "alias_maximum",
-        "outbound_aliases", "paused", "paused_at", "held_back", "read_pauses",
-        "_buffer", "_out", "_flush_scheduled", "opened_at", "_auth", "_auth_method",
-        "_pending_connect", "authorizer", "publish_quota", "counted_ip", "_held",
-        "superuser", "claims", "connected_ms",
+        "_peer", "username", "session", "will", "keep_alive", "send_quota", "topic_aliases",
+        "outbound_aliases", "paused_at", "held_back", "opened_at", "_auth", "_auth_method",
+        "_pending_connect", "counted_ip", "_held", "superuser", "claims", "connected_ms",
     )  # fmt: skip
 
+    broker: MqttBroker
+    decoder: Any  # mqtt.Decoder of the selected twin
+    transport: asyncio.Transport | None
+    authorizer: Authorizer | None
+    publish_quota: PublishQuota | None
+
     def __init__(self, broker: MqttBroker) -> None:
-        self.broker = broker
-        cfg = broker.config
-        self.decoder = mqtt.Decoder(0, cfg.max_packet_size, group_publishes=True)
-        self.transport: asyncio.Transport | None = None
+        super().__init__(broker)
+        self.decoder = mqtt.Decoder(0, broker.config.max_packet_size, group_publishes=True)
         self._peer: str | None = None
-        self.version = 4
-        self.client_id = ""
         self.username: str | None = None
         self.session: Session | None = None
-        self.connected = False
-        self.closing = False
         self.will: Any = None
         self.keep_alive = 0
-        self.last_seen = time.monotonic()
         self.send_quota = 65535  # the client's Receive Maximum
-        self.client_max_packet = MAX_PACKET_SIZE
         # Containers are created on first use: most clients never need them, and an empty
         # dict, set or list costs 56-216 bytes per connection.
         self.topic_aliases: dict[int, str] | None = None  # the client's, for its PUBLISHes
-        self.alias_maximum = 0  # the client's Topic Alias Maximum: aliases we may send
         self.outbound_aliases: dict[str, int] | None = None
-        self.paused = False
         self.paused_at = 0.0
         self.held_back: set[Publisher] | None = None  # publishers paused for our sake
-        self.read_pauses = 0  # subscribers that paused reading from us
-        self._buffer = b""
-        self._out: list[bytes] | None = None
-        self._flush_scheduled = False
         # When the socket was accepted, until CONNECT arrives (the keep-alive sweep
         # enforces connect_timeout: no timer per connection).
         self.opened_at = self.last_seen
@@ -143,12 +137,9 @@ class MqttConnection(asyncio.Protocol):
         # A CONNECT awaiting its AUTH exchange or its authenticators: (packet, assigned id,
         # the exchange).
         self._pending_connect: tuple[Any, bool, Any] | None = None
-        # ACL of this client (None: nothing can be denied, no call needed); see acl.py.
-        self.authorizer: Authorizer | None = None
         # What the authenticators said, kept so an ACL change can rebuild the authorizer.
         self.superuser = False
         self.claims: Mapping[str, Any] | None = None
-        self.publish_quota: PublishQuota | None = None  # None: no quota; see limits.py
         self.counted_ip: str | None = None  # counted in the per-IP connection limit
         self._held: list[Any] | None = None  # packets behind a CONNECT being authenticated
 
@@ -210,9 +201,9 @@ class MqttConnection(asyncio.Protocol):
         for publisher in held or ():
             publisher._resume_reading()
 
-    def data_received(self, data: bytes) -> None:
-        if _forward_qos0(self, data):  # plain QoS 0 PUBLISHes on one topic: one call
-            return
+    def _read(self, data: bytes) -> None:
+        """The full path of a read the QoS 0 lane did not take (``data_received`` is
+        ConnectionCore's)."""
         broker = self.broker
         self.last_seen = time.monotonic()
         broker.stats["bytes_received"] += len(data)

@@ -26,7 +26,7 @@ import os
 import struct
 from dataclasses import dataclass
 
-from robustmq._core import segment_io
+from robustmq._core import segments as segment_io
 from robustmq.errors import RaftCompacted, RaftLogCorrupted, RaftUnavailable
 from robustmq.meta.raft.storage import limit_size
 from robustmq.meta.raft.types import (

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 from urllib.parse import quote
 
-from robustmq._core import segment_io
+from robustmq._core import segments as segment_io
 from robustmq.errors import Corrupted
 
 LOG_MAGIC = b"RMQL"

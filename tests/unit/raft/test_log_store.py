@@ -148,7 +148,7 @@ def test_stale_log_under_an_installed_snapshot_is_dropped_on_recovery(tmp_path) 
 
 
 def _last_frame_bounds(path: str) -> tuple[int, int]:
-    from robustmq._core import segment_io
+    from robustmq._core import segments as segment_io
 
     with open(path, "rb") as f:
         buf = f.read()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import struct
 
-from robustmq._core import segment_io
+from robustmq._core import segments as segment_io
 from robustmq.storage.engine import Record
 from robustmq.storage.segment.format import (
     LOG_MAGIC,
