@@ -391,3 +391,33 @@ async def test_a_shared_groups_turn_goes_with_its_last_route_elsewhere() -> None
     del table["3"]
     link._sync_routes({3})
     assert link._turn == {}
+
+
+async def test_a_dropped_message_is_counted_once_across_failed_attempts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A message too large for a frame, at the head of a queue whose node fails twice
+    before it answers, is one dropped message, not one per attempt."""
+    monkeypatch.setattr(cluster_link, "FRAME_LIMIT", 4096)
+    broker = _broker()
+    calls = 0
+
+    def flaky(self: _Channel, method: str) -> Any:
+        nonlocal calls
+        calls += 1
+        return lambda: _Call(calls > 2, 1 << 30)  # the first two attempts fail
+
+    monkeypatch.setattr(_Channel, "stream_stream", flaky)
+    link = _link(broker, channel=lambda address: _Channel(address, works=True))
+    link.retained(Message("big/1", b"x" * 10_000, 1, True, None, "a-client"))
+    link.retained(Message("small/1", b"on", 1, True, None, "a-client"))
+    try:
+        await _until(
+            "the small message never got through",
+            lambda: broker.stats["cluster_forwarded_out"] >= 1,
+        )
+    finally:
+        await link.stop()
+    assert calls == 3
+    assert broker.stats["cluster_forward_dropped"] == 1
+    assert link._peer(2).queued == 0

@@ -662,8 +662,8 @@ class ClusterLink:
                         peer.address = address
                     peer.call = peer.channel.stream_stream(FORWARD_METHOD)()
                 batch, taken = self._frame(peer)
-                if not batch:  # all of it expired
-                    self._sent(peer, taken, 0)
+                if not batch:  # all of it expired or was too large
+                    self._sent(peer, 0, 0)  # (releases the publishers it held back)
                     continue
                 try:
                     timeout = SEND_TIMEOUT + self.broker.config.backpressure_timeout
@@ -728,18 +728,20 @@ class ClusterLink:
     def _frame(self, peer: Peer) -> tuple[list[bytes], int]:
         """The next frame's entries from the head of ``peer``'s queue (about
         ``MAX_FRAME_BYTES``, never over ``FRAME_LIMIT``), encoded now, and how many queued
-        messages they took; a message whose expiry ran out while it waited is dropped
-        (MQTT 5 §3.3.2.3.3), as is one too large for a frame of its own."""
+        messages they are. A message whose expiry ran out while it waited is dropped
+        (MQTT 5 §3.3.2.3.3), as is one too large for a frame of its own: both leave the
+        queue here, so a failed attempt does not count them again on the next."""
         batch: list[bytes] = []
         size = 0
         taken = 0
+        dropped: list[int] = []
         now = time.monotonic()
-        for message, groups, flags, stamp in peer.queue:
+        for index, (message, groups, flags, stamp) in enumerate(peer.queue):
             if batch and size >= MAX_FRAME_BYTES:
                 break
-            taken += 1
             if message.expired(now):
                 self.broker.counters.drop(EXPIRED, message.qos)
+                dropped.append(index)
                 continue
             entry = encode_entry(message, groups, flags, stamp)
             if _HEAD.size + len(entry) > FRAME_LIMIT:
@@ -753,12 +755,16 @@ class ClusterLink:
                     peer.node_id,
                     FRAME_LIMIT,
                 )
+                dropped.append(index)
                 continue
             if batch and _HEAD.size + size + len(entry) > FRAME_LIMIT:
-                taken -= 1  # it goes in a frame of its own, next
-                break
+                break  # it goes in a frame of its own, next
             batch.append(entry)
             size += len(entry)
+            taken += 1
+        for index in reversed(dropped):  # the batch's entries move up to the head
+            peer.queued_bytes -= _size(peer.queue.pop(index)[0])
+            peer.queued -= 1
         return batch, taken
 
     def _sent(self, peer: Peer, taken: int, sent: int) -> None:
