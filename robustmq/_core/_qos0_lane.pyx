@@ -4,19 +4,53 @@ attributes of the broker's objects it reads and writes. Same behaviour, without 
 interpreter between the read and the write."""
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.dict cimport PyDict_GetItem
+from cpython.ref cimport PyObject
 from libc.string cimport memcmp
 
 import time
 
 from robustmq._core.mqtt_spec import MAX_PACKET_SIZE, PUBLISH_RUN
 
-__all__ = ["FAIR_READ", "ConnectionCore", "forward", "scan"]
+__all__ = ["FAIR_READ", "ConnectionCore", "LaneContext", "PlanCache", "forward", "scan"]
 
 FAIR_READ = 16 * 1024  # reads this long are a streaming client's: the full path
 
 cdef object _monotonic = time.monotonic
 cdef Py_ssize_t _RUN = PUBLISH_RUN
 cdef Py_ssize_t _FAIR_READ = FAIR_READ
+
+
+cdef class PlanCache:
+    """The router's delivery plans per topic and what they hold for (see
+    ``qos0_lane.PlanCache``), as C fields."""
+
+    cdef public dict plans
+    cdef public long long generation
+    cdef public Py_ssize_t levels
+
+    def __init__(self):
+        self.plans = {}
+        self.generation = -1
+
+
+cdef class LaneContext:
+    """What the lane uses of one broker, looked up once (see ``qos0_lane.LaneContext``)."""
+
+    cdef public object router, trie
+    cdef public PlanCache plan_cache
+    cdef public object stats  # a Counter
+    cdef public list countdown, run_publishes, sent_by_qos
+
+    def __init__(self, broker):
+        router = broker.router
+        self.router = router
+        self.trie = router.subscriptions
+        self.plan_cache = router.plan_cache
+        self.stats = broker.stats
+        self.countdown = broker.handler_latency.countdown
+        self.run_publishes = broker.counters.run_publishes
+        self.sent_by_qos = broker.counters.sent_by_qos
 
 
 cdef class ConnectionCore:
@@ -29,9 +63,11 @@ cdef class ConnectionCore:
     cdef public bint connected, closing, paused, _flush_scheduled
     cdef public double last_seen
     cdef public Py_ssize_t alias_maximum, client_max_packet, read_pauses
+    cdef public LaneContext context
 
     def __init__(self, broker):
         self.broker = broker
+        self.context = broker.lane_context
         self.client_id = ""
         self.version = 4
         self.last_seen = _monotonic()
@@ -116,6 +152,10 @@ cdef bint _forward(ConnectionCore conn, bytes data) except -1:
     cdef bint v5
     cdef _Scan s
     cdef ConnectionCore sub
+    cdef LaneContext context
+    cdef PlanCache cache
+    cdef PyObject *found
+    cdef list countdown
     if conn._buffer or not conn.connected or conn.closing:
         return False
     v5 = conn.version == 5
@@ -129,15 +169,26 @@ cdef bint _forward(ConnectionCore conn, bytes data) except -1:
         return False
     if conn.publish_quota is not None or broker.rewriter._rules:
         return False
-    router = broker.router
-    countdown = broker.handler_latency.countdown
+    context = conn.context
+    if context is None:
+        return False
+    countdown = context.countdown
     if countdown[_RUN] <= 1:
         return False  # the full path times this one
     try:
         topic = data[s.start:s.end].decode("utf-8")
     except UnicodeDecodeError:
         return False
-    plan = router.forwarding(topic, broker.config.max_topic_levels)
+    router = context.router
+    max_levels = broker.config.max_topic_levels
+    cache = context.plan_cache
+    found = NULL
+    if context.trie.generation == cache.generation and max_levels == cache.levels:
+        found = PyDict_GetItem(cache.plans, topic)  # what forwarding would answer
+    if found is NULL:
+        plan = router.forwarding(topic, max_levels)  # validates, plans and caches it
+    else:
+        plan = <object>found
     if plan is None:
         return False
     if router.internal_subscriptions and router.internal_for(topic):
@@ -158,11 +209,10 @@ cdef bint _forward(ConnectionCore conn, bytes data) except -1:
     # Everything is known: forward, and count as the full path would.
     conn.last_seen = _monotonic()
     count = s.count
-    stats = broker.stats
-    counters = broker.counters
+    stats = context.stats
     stats["bytes_received"] += n
     countdown[_RUN] -= 1  # one run: the full path counts packets by this
-    counters.run_publishes[0] += count
+    context.run_publishes[0] += count
     plan.messages += count
     stats["messages_received"] += count
     sender = conn.client_id
@@ -177,5 +227,5 @@ cdef bint _forward(ConnectionCore conn, bytes data) except -1:
             sub.transport.write(data)
             stats["bytes_sent"] += n
         stats["messages_sent"] += count
-        counters.sent_by_qos[0] += count
+        context.sent_by_qos[0] += count
     return True

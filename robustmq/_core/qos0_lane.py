@@ -21,11 +21,16 @@ this read.
 
 Unlike the rest of ``_core`` this module reads and writes the broker's objects. Every
 read enters through ``ConnectionCore.data_received`` (``MqttConnection``'s base), which
-holds the connection's fields the lane uses. What it uses: of the connection ``_buffer connected closing version decoder.max_packet_size
-broker publish_quota authorizer.permits_publish client_id last_seen paused alias_maximum
-transport client_max_packet _flush_scheduled _out``; of the broker ``config.max_topic_levels
-rewriter._rules router stats counters handler_latency.countdown``; of the router
-``internal_subscriptions internal_for forwarding``.
+holds the connection's fields the lane uses: ``_buffer connected closing version decoder
+broker publish_quota authorizer client_id last_seen paused alias_maximum transport
+client_max_packet _flush_scheduled _out context``. ``context`` is the broker's
+``LaneContext``, what the lane uses of the broker that stays the same for its lifetime
+(the router, its trie and ``PlanCache``, ``stats``, ``counters.run_publishes
+sent_by_qos``, ``handler_latency.countdown``); ``config.max_topic_levels`` and
+``rewriter._rules`` are read from the broker per read, since a hot change replaces them.
+Of the router it uses ``internal_subscriptions internal_for forwarding``; of the
+decoder ``max_packet_size``; of the authorizer ``permits_publish``; of a session
+``connection client_id``; of a plan ``messages``.
 """
 
 from __future__ import annotations
@@ -35,9 +40,44 @@ from typing import Any
 
 from robustmq._core.mqtt_spec import MAX_PACKET_SIZE, PUBLISH_RUN
 
-__all__ = ["FAIR_READ", "ConnectionCore", "forward", "scan"]
+__all__ = ["FAIR_READ", "ConnectionCore", "LaneContext", "PlanCache", "forward", "scan"]
 
 FAIR_READ = 16 * 1024  # reads this long are a streaming client's: the full path
+_UNKNOWN: Any = object()  # a topic the plan cache does not know (None: known to have no plan)
+
+
+class PlanCache:
+    """The router's delivery plans per topic (``Router.forwarding``: a plan, or None for
+    a topic that has none) and what they hold for: the subscription trie's
+    ``generation`` and the ``max_topic_levels`` the topics were validated with. Kept here
+    so that the lane reads a cached plan without calling the router."""
+
+    __slots__ = ("plans", "generation", "levels")
+
+    def __init__(self) -> None:
+        self.plans: dict[str, Any] = {}
+        self.generation = -1
+        self.levels = 0
+
+
+class LaneContext:
+    """What the lane uses of one broker, looked up once (each is the broker's for its
+    lifetime): the router, its subscription trie and plan cache, the broker's stats,
+    the run and sent-by-QoS counters and the handler-latency countdown."""
+
+    __slots__ = (
+        "router", "trie", "plan_cache", "stats", "countdown", "run_publishes", "sent_by_qos",
+    )  # fmt: skip
+
+    def __init__(self, broker: Any) -> None:
+        router = broker.router
+        self.router = router
+        self.trie = router.subscriptions
+        self.plan_cache: PlanCache = router.plan_cache
+        self.stats: dict[str, int] = broker.stats
+        self.countdown: list[int] = broker.handler_latency.countdown
+        self.run_publishes: list[int] = broker.counters.run_publishes
+        self.sent_by_qos: list[int] = broker.counters.sent_by_qos
 
 
 class ConnectionCore:
@@ -49,11 +89,12 @@ class ConnectionCore:
     __slots__ = (
         "broker", "decoder", "transport", "client_id", "version", "connected", "closing",
         "last_seen", "paused", "alias_maximum", "client_max_packet", "read_pauses",
-        "publish_quota", "authorizer", "_buffer", "_out", "_flush_scheduled",
+        "publish_quota", "authorizer", "_buffer", "_out", "_flush_scheduled", "context",
     )  # fmt: skip
 
     def __init__(self, broker: Any) -> None:
         self.broker = broker
+        self.context: LaneContext | None = broker.lane_context
         self.decoder: Any = None
         self.transport: Any = None
         self.client_id = ""
@@ -138,15 +179,24 @@ def forward(conn: Any, data: bytes) -> bool:
         return False
     if conn.publish_quota is not None or broker.rewriter._rules:
         return False
-    router = broker.router
-    countdown = broker.handler_latency.countdown
+    context = conn.context
+    if context is None:
+        return False
+    countdown = context.countdown
     if countdown[PUBLISH_RUN] <= 1:
         return False  # the full path times this one
     try:
         topic = data[start:end].decode("utf-8")
     except UnicodeDecodeError:
         return False
-    plan = router.forwarding(topic, broker.config.max_topic_levels)
+    router = context.router
+    max_levels = broker.config.max_topic_levels
+    cache = context.plan_cache
+    plan = _UNKNOWN
+    if context.trie.generation == cache.generation and max_levels == cache.levels:
+        plan = cache.plans.get(topic, _UNKNOWN)  # what forwarding would answer
+    if plan is _UNKNOWN:
+        plan = router.forwarding(topic, max_levels)  # validates, plans and caches it
     if plan is None:
         return False
     if router.internal_subscriptions and router.internal_for(topic):
@@ -166,11 +216,10 @@ def forward(conn: Any, data: bytes) -> bool:
     # Everything is known: forward, and count as the full path would.
     conn.last_seen = time.monotonic()
     n = len(data)
-    stats = broker.stats
-    counters = broker.counters
+    stats = context.stats
     stats["bytes_received"] += n
     countdown[PUBLISH_RUN] -= 1  # one run: the full path counts packets by this
-    counters.run_publishes[0] += count
+    context.run_publishes[0] += count
     plan.messages += count
     stats["messages_received"] += count
     sender = conn.client_id
@@ -185,5 +234,5 @@ def forward(conn: Any, data: bytes) -> bool:
             sub.transport.write(data)
             stats["bytes_sent"] += n
         stats["messages_sent"] += count
-        counters.sent_by_qos[0] += count
+        context.sent_by_qos[0] += count
     return True

@@ -20,7 +20,7 @@ import zlib
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from robustmq._core import trie
+from robustmq._core import lane, trie
 from robustmq.broker.mqtt.message import Message
 from robustmq.broker.mqtt.persistence import NullStore, SessionStore
 from robustmq.broker.mqtt.session import Delivery, Session, SubscriptionOptions
@@ -88,9 +88,10 @@ class Router:
         self.store: SessionStore = NullStore()
         self._system_retained: set[str] = set()
         self._cache: dict[str, tuple[list[Any], list[Any]]] = {}
-        self._plans: dict[str, Plan | None] = {}
-        self._validated_levels = 0  # the max_topic_levels cached topics were checked with
-        self._cache_generation = -1
+        # The delivery plans per topic, for the trie generation and the max_topic_levels
+        # they were made with; the QoS 0 lane reads it too (see qos0_lane.py).
+        self.plan_cache = lane.PlanCache()
+        self._plans: dict[str, Plan | None] = self.plan_cache.plans
         self._turn: dict[tuple[str, str], int] = {}
         # Internal subscribers (``subscribe_internal``) in a trie of their own: the
         # session plans stay as they are, and a broker without any pays one int test.
@@ -157,7 +158,7 @@ class Router:
                 subscriber.deliver_messages(messages)
 
     def _match(self, topic: str) -> tuple[list[Any], list[Any]]:
-        if self.subscriptions.generation != self._cache_generation:
+        if self.subscriptions.generation != self.plan_cache.generation:
             self._new_generation()
         found = self._cache.get(topic)
         if found is None:
@@ -169,18 +170,18 @@ class Router:
     def _new_generation(self) -> None:
         self._cache.clear()
         self._plans.clear()
-        self._cache_generation = self.subscriptions.generation
+        self.plan_cache.generation = self.subscriptions.generation
 
     def forwarding(self, topic: str, max_levels: int) -> Plan | None:
         """The delivery plan for ``topic`` (see ``_plan``), validating the topic name
         the first time it is seen: the forwarding lane decodes only a run's first packet.
         A changed ``max_levels`` (a hot config change) empties the cache, so every topic
         is checked against the new limit."""
-        if self.subscriptions.generation != self._cache_generation:
+        if self.subscriptions.generation != self.plan_cache.generation:
             self._new_generation()
-        if max_levels != self._validated_levels:
+        if max_levels != self.plan_cache.levels:
             self._plans.clear()
-            self._validated_levels = max_levels
+            self.plan_cache.levels = max_levels
         try:
             return self._plans[topic]  # one call for a topic seen before
         except KeyError:
@@ -233,7 +234,7 @@ class Router:
 
     def plans(self) -> list[tuple[str, Plan]]:
         """The topics with a cached delivery plan, and their plans."""
-        if self.subscriptions.generation != self._cache_generation:
+        if self.subscriptions.generation != self.plan_cache.generation:
             self._new_generation()
         return [(topic, plan) for topic, plan in self._plans.items() if plan is not None]
 
@@ -243,7 +244,7 @@ class Router:
         if self.internal_subscriptions:
             for subscriber in self.internal_for(message.topic):
                 subscriber.deliver_messages([message])
-        if self.subscriptions.generation != self._cache_generation:
+        if self.subscriptions.generation != self.plan_cache.generation:
             self._new_generation()
         plan = self._plan(message.topic)
         if plan is not None:

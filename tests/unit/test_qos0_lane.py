@@ -9,8 +9,9 @@ subscriber and the same counters, or False with nothing changed.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable, Iterator
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any, ClassVar
 
 import pytest
@@ -54,7 +55,7 @@ def test_compiled_twin_is_compiled() -> None:
     if c_lane is None:
         pytest.skip(NOT_BUILT)
     assert not c_lane.__file__.endswith(".py")
-    expected = {"FAIR_READ", "ConnectionCore", "forward", "scan"}
+    expected = {"FAIR_READ", "ConnectionCore", "LaneContext", "PlanCache", "forward", "scan"}
     assert set(py_lane.__all__) == set(c_lane.__all__) == expected
     assert c_lane.FAIR_READ == py_lane.FAIR_READ == connection._FAIR_READ
 
@@ -479,8 +480,8 @@ def core(request: pytest.FixtureRequest) -> type:
 
 
 def test_core_fields_start_the_same_in_both_twins(core: type) -> None:
-    conn = core(broker := object())
-    assert conn.broker is broker
+    conn = core(broker := SimpleNamespace(lane_context=None))
+    assert conn.broker is broker and conn.context is None
     assert (conn.decoder, conn.transport, conn.publish_quota, conn.authorizer) == (None,) * 4
     assert (conn.client_id, conn.version, conn.connected, conn.closing, conn.paused) == (
         "",
@@ -498,7 +499,7 @@ def test_core_fields_start_the_same_in_both_twins(core: type) -> None:
 
 
 def test_core_hands_what_the_lane_does_not_take_to_the_full_path(core: type) -> None:
-    conn = core(None)
+    conn = core(SimpleNamespace(lane_context=None))
     conn.full = []
     conn.data_received(_pub("t/1"))  # not connected: never the lane's
     conn.data_received(bytearray(b"\x30\x00"))
@@ -535,3 +536,48 @@ def test_the_connection_entry_takes_the_lane_for_plain_qos0_only(loop, monkeypat
     written = side.written()["sub"]
     assert written.startswith(_pub("t/1", b"lane"))
     assert b"full" in written
+
+
+def test_forward_reads_cached_plans_and_asks_the_router_after_a_change(
+    lane, loop, monkeypatch
+) -> None:
+    """The lane answers a topic from the router's plan cache without calling the router;
+    after a subscription change (a new trie generation) or a new max_topic_levels it asks
+    the router again, and forwards by the new plan."""
+    asked: list[str] = []
+
+    async def run() -> _Side:
+        side = _Side()
+        _v4_pair(side)
+        router = side.broker.router
+        forwarding = router.forwarding
+
+        def counting(topic: str, max_levels: int) -> Any:
+            asked.append(topic)
+            return forwarding(topic, max_levels)
+
+        monkeypatch.setattr(router, "forwarding", counting)
+        monkeypatch.setattr(_Switched, "lane", lane.forward)
+        for client in side.clients.values():
+            client.transport.out.clear()  # type: ignore[union-attr]
+        pub = side.clients["pub"]
+        pub.data_received(_pub("t/1", b"1"))  # first time: planned by the router
+        pub.data_received(_pub("t/1", b"2"))  # cached
+        side.connect("late", 4)
+        side.subscribe("late", "t/1")  # a new generation
+        side.clients["late"].transport.out.clear()  # type: ignore[union-attr]
+        pub.data_received(_pub("t/1", b"3"))
+        pub.data_received(_pub("t/1", b"4"))
+        config = side.broker.config  # a hot config change replaces it
+        side.broker.config = dataclasses.replace(
+            config, max_topic_levels=config.max_topic_levels + 1
+        )
+        pub.data_received(_pub("t/1", b"5"))
+        await asyncio.sleep(0)
+        return side
+
+    side = loop.run_until_complete(run())
+    assert asked == ["t/1", "t/1", "t/1"]
+    written = side.written()
+    assert written["other"] == b"".join(_pub("t/1", bytes([c])) for c in b"12345")
+    assert written["late"] == b"".join(_pub("t/1", bytes([c])) for c in b"345")
