@@ -161,8 +161,10 @@ class MqttConnection(ConnectionCore, asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.broker.connections.add(self)
-        self.broker.stats["connections_total"] += 1
+        broker = self.broker
+        broker.connections.add(self)
+        broker.stats["connections_total"] += 1
+        broker.watch_connect(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
@@ -191,6 +193,7 @@ class MqttConnection(ConnectionCore, asyncio.Protocol):
             return False
         if self.held_back is None:
             self.held_back = set()
+            self.broker.holding.add(self)
         if publisher not in self.held_back:
             self.held_back.add(publisher)
             publisher._pause_reading()
@@ -198,8 +201,10 @@ class MqttConnection(ConnectionCore, asyncio.Protocol):
 
     def _release_publishers(self) -> None:
         held, self.held_back = self.held_back, None
-        for publisher in held or ():
-            publisher._resume_reading()
+        if held is not None:
+            self.broker.holding.discard(self)
+            for publisher in held:
+                publisher._resume_reading()
 
     def _read(self, data: bytes) -> None:
         """The full path of a read the QoS 0 lane did not take (``data_received`` is
@@ -227,6 +232,7 @@ class MqttConnection(ConnectionCore, asyncio.Protocol):
     def _resume_reading(self) -> None:
         self.read_pauses -= 1
         if self.read_pauses == 0 and not self.closing and self.transport is not None:
+            self.last_seen = time.monotonic()  # its silence while we did not read was ours
             self.transport.resume_reading()
 
     def _handle_bytes(self, data: bytes) -> None:
@@ -601,6 +607,8 @@ class MqttConnection(ConnectionCore, asyncio.Protocol):
         self.will = p.will
         self.opened_at = 0.0
         self.connected = True
+        if keep_alive:
+            broker.watch_alive(self)
         session, present = broker.open_session(self, p.clean_start, expiry)
         if v5:
             ack_props: dict[str, Any] = {}

@@ -88,6 +88,13 @@ class MqttBroker:
         )
         self.sessions: dict[str, Session] = {}
         self.connections: set[MqttConnection] = set()
+        # When to look at a connection again (``_sweep``), by whole second of the
+        # monotonic clock: for its CONNECT timeout, then for its keep alive. A
+        # connection is looked at once per timeout, not once a second.
+        self._connect_due: dict[int, list[MqttConnection]] = {}
+        self._alive_due: dict[int, list[MqttConnection]] = {}
+        self._swept = int(time.monotonic())  # the last second swept
+        self.holding: set[MqttConnection] = set()  # subscribers holding publishers back
         self.publishing: Publisher | None = None  # whose PUBLISH is being routed
         self.reading = False  # inside a connection's data_received
         self.pending_flush: list[MqttConnection] = []  # written to during this read
@@ -326,25 +333,59 @@ class MqttBroker:
         offline_since = now if stored.offline_since is None else stored.offline_since
         return stored.expiry_interval - (now - offline_since)
 
+    def watch_connect(self, conn: MqttConnection) -> None:
+        """Looks at ``conn`` when its connect_timeout has run out (``_sweep``)."""
+        due = int(conn.opened_at + self.config.connect_timeout) + 1
+        self._connect_due.setdefault(due, []).append(conn)
+
+    def watch_alive(self, conn: MqttConnection) -> None:
+        """Looks at ``conn`` when 1.5 times its keep alive has passed since it was last
+        heard from (§3.1.2.10)."""
+        due = int(conn.last_seen + conn.keep_alive * 1.5) + 1
+        self._alive_due.setdefault(due, []).append(conn)
+
     async def _sweep_keep_alive(self) -> None:
-        """Once a second: closes connections silent for 1.5 times their keep alive
-        (§3.1.2.10) and those that sent no CONNECT within connect_timeout."""
         while True:
             await asyncio.sleep(1.0)
-            now = time.monotonic()
-            connect_timeout = self.config.connect_timeout
-            for conn in list(self.connections):
-                if conn.opened_at and now - conn.opened_at > connect_timeout and not conn.closing:
+            self._sweep(time.monotonic())
+
+    def _sweep(self, now: float) -> None:
+        """Once a second: closes the connections due whose CONNECT did not come within
+        connect_timeout or that were silent for 1.5 times their keep alive, and looks
+        again later at those that were not; ends the backpressure that lasted longer
+        than backpressure_timeout."""
+        second = int(now)
+        connect_timeout = self.config.connect_timeout
+        for due in range(self._swept + 1, second + 1):
+            for conn in self._connect_due.pop(due, ()):
+                if not conn.opened_at or conn.closing:
+                    continue  # connected, waiting for the cluster's sessions, or gone
+                if now - conn.opened_at > connect_timeout:
                     conn.connect_timed_out()
+                else:
+                    self.watch_connect(conn)  # connect_timeout grew meanwhile
+            alive_due = self._alive_due
+            for conn in alive_due.pop(due, ()):
+                keep_alive = conn.keep_alive
+                if not conn.connected or conn.closing or not keep_alive:
                     continue
-                if conn.held_back and now - conn.paused_at > self.config.backpressure_timeout:
-                    conn._release_publishers()  # held back long enough: drop instead
                 if conn.read_pauses:  # we stopped reading it: its silence is ours
                     conn.last_seen = now
-                elif conn.connected and conn.keep_alive and not conn.closing:
-                    if now - conn.last_seen > conn.keep_alive * 1.5:
-                        log.info("client %r: keep alive timeout", conn.client_id)
-                        conn.disconnect(ReasonCode.KEEP_ALIVE_TIMEOUT)
+                elif now - conn.last_seen > keep_alive * 1.5:
+                    log.info("client %r: keep alive timeout", conn.client_id)
+                    conn.disconnect(ReasonCode.KEEP_ALIVE_TIMEOUT)
+                    continue
+                again = int(conn.last_seen + keep_alive * 1.5) + 1  # as watch_alive
+                bucket = alive_due.get(again)
+                if bucket is None:
+                    alive_due[again] = [conn]
+                else:
+                    bucket.append(conn)
+        self._swept = max(self._swept, second)
+        timeout = self.config.backpressure_timeout
+        for conn in list(self.holding):
+            if now - conn.paused_at > timeout:
+                conn._release_publishers()  # held back long enough: drop instead
 
     def flush_pending(self) -> None:
         """Writes out what the read just handled produced, one write per connection;

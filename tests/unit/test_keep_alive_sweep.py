@@ -1,0 +1,171 @@
+"""The broker's once-a-second sweep (``MqttBroker._sweep``): CONNECT timeout, keep alive
+(§3.1.2.10: 1.5 times the keep alive without a packet closes the connection) and the end
+of backpressure, on a broker of real objects whose sockets are recording transports and
+whose clock is the test's. Each connection is looked at when its timeout is due, not
+every second: the sweep costs nothing for idle clients between their deadlines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from robustmq._core import mqtt_codec
+from robustmq.broker.mqtt import connection
+from robustmq.broker.mqtt.connection import MqttConnection
+from robustmq.broker.mqtt.server import MqttBroker
+from robustmq.config import MqttConfig
+
+
+class _Transport:
+    def __init__(self, conn: MqttConnection) -> None:
+        self.conn = conn
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def writelines(self, parts: list[bytes]) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 1883) if name == "peername" else default
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+class _Clock:
+    """The connection's monotonic clock, moved by the test (it starts at the real one:
+    a connection's socket opens on the real clock)."""
+
+    def __init__(self) -> None:
+        self.now = time.monotonic()
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)  # the rest of the time module, as it is
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
+    clock = _Clock()
+    monkeypatch.setattr(connection, "time", clock)
+    return clock
+
+
+@pytest.fixture
+def broker(clock: _Clock) -> Iterator[MqttBroker]:
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield MqttBroker(MqttConfig(connect_timeout=5.0))
+    loop.close()
+    asyncio.set_event_loop(None)
+
+
+def _open(broker: MqttBroker) -> MqttConnection:
+    conn = MqttConnection(broker)
+    conn.connection_made(_Transport(conn))  # type: ignore[arg-type]
+    return conn
+
+
+def _connect(broker: MqttBroker, client_id: str, keep_alive: int) -> MqttConnection:
+    conn = _open(broker)
+    conn.data_received(mqtt_codec.encode(mqtt_codec.Connect(client_id, keep_alive=keep_alive), 4))
+    assert conn.connected
+    return conn
+
+
+def _closed(conn: MqttConnection) -> bool:
+    return conn.transport.closed  # type: ignore[union-attr]
+
+
+def _sweep_until(broker: MqttBroker, clock: _Clock, until: float) -> None:
+    """Sweeps once a second of the test's clock, as the task does, up to ``until``."""
+    while clock.now + 1 <= until:
+        clock.now += 1
+        broker._sweep(clock.now)
+
+
+def test_a_silent_client_is_closed_after_one_and_a_half_keep_alives(broker, clock) -> None:
+    start = clock.now
+    silent = _connect(broker, "silent", 10)
+    _sweep_until(broker, clock, start + 14)
+    assert not _closed(silent)
+    _sweep_until(broker, clock, start + 17)
+    assert _closed(silent)
+
+
+def test_a_packet_moves_the_deadline(broker, clock) -> None:
+    start = clock.now
+    talking = _connect(broker, "talking", 10)
+    _sweep_until(broker, clock, start + 10)
+    talking.data_received(mqtt_codec.encode(mqtt_codec.Pingreq(), 4))
+    _sweep_until(broker, clock, start + 24)
+    assert not _closed(talking)
+    _sweep_until(broker, clock, start + 27)
+    assert _closed(talking)
+
+
+def test_keep_alive_zero_is_never_timed_out(broker, clock) -> None:
+    forever = _connect(broker, "forever", 0)
+    _sweep_until(broker, clock, clock.now + 200)
+    assert not _closed(forever)
+    assert not any(forever in due for due in broker._alive_due.values())
+
+
+def test_a_client_we_stopped_reading_is_not_timed_out_for_our_silence(broker, clock) -> None:
+    start = clock.now
+    held = _connect(broker, "held", 10)
+    held._pause_reading()
+    _sweep_until(broker, clock, start + 40)
+    assert not _closed(held)
+    held._resume_reading()  # at 40: its silence until now was ours
+    _sweep_until(broker, clock, start + 54)
+    assert not _closed(held)
+    _sweep_until(broker, clock, start + 57)
+    assert _closed(held)
+
+
+def test_no_connect_within_connect_timeout_closes_the_socket(broker, clock) -> None:
+    start = clock.now
+    mute = _open(broker)
+    connected = _connect(broker, "fine", 0)
+    _sweep_until(broker, clock, start + 4)
+    assert not _closed(mute)
+    _sweep_until(broker, clock, start + 7)
+    assert _closed(mute)
+    assert not _closed(connected)
+
+
+def test_an_idle_client_is_looked_at_once_per_keep_alive_not_every_second(broker, clock) -> None:
+    """A client that pings every second is due at one second at a time, and that
+    second moves once in 100 s: when it came (1.5 keep alives after CONNECT)."""
+    start = clock.now
+    idle = _connect(broker, "idle", 60)
+    dues: list[list[int]] = []
+    while clock.now < start + 100:
+        idle.data_received(mqtt_codec.encode(mqtt_codec.Pingreq(), 4))  # every second
+        _sweep_until(broker, clock, clock.now + 1)
+        dues.append([due for due, conns in broker._alive_due.items() if idle in conns])
+    assert not _closed(idle)
+    assert all(len(due) == 1 for due in dues)  # never twice
+    first, *later = [due[0] for due in dues]
+    assert first >= start + 90
+    moved = [due for due in later if due != first]
+    assert moved and len(set(moved)) == 1  # looked at once, at its deadline
