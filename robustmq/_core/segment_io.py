@@ -1,7 +1,7 @@
 """Segment framing: the readable reference of the append (encode) and scan (decode) loops.
 
 ``_segment_io.pyx`` (with ``csrc/crc32c.c`` and ``csrc/segment_format.h``) is the compiled
-twin with the same API; ``robustmq._core.segment_io`` is the one selected. The storage
+twin with the same API; ``robustmq._core.segments`` is the one selected. The storage
 engines own files, offsets bookkeeping and errors; this module only turns records into
 frame bytes and frame bytes back into records, and never raises on malformed input: it
 reports a status instead.
