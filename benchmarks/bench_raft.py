@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import time
 
-from robustmq._core import compiled, segment_io
+from robustmq._core import compiled, segments
 from robustmq.meta.raft import Config, RawNode, StateType
 from robustmq.meta.raft.log_store import LogStore
 
@@ -83,7 +83,7 @@ def main() -> None:
     p.add_argument("--dir", default=None, help="where the log goes (default: a temp dir)")
     args = p.parse_args()
     base = tempfile.mkdtemp(prefix="bench-raft-", dir=args.dir)
-    backend = "compiled" if compiled(segment_io) else "pure Python"
+    backend = "compiled" if compiled(segments) else "pure Python"
     print(f"1-node Raft group, LogStore with fsync in {base}; framing: {backend}")
     print(f"{'mode':<28}{'proposals':>10}{'prop/s':>12}{'p50 ms':>9}{'p99 ms':>9}{'fsyncs':>8}")
     cases = [

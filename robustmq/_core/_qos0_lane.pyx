@@ -218,7 +218,10 @@ cdef bint _forward(ConnectionCore conn, bytes data) except -1:
     sender = conn.client_id
     for target in plan:
         session = target[0]
-        sub = <ConnectionCore>session.connection
+        connection = session.connection
+        if not isinstance(connection, ConnectionCore):
+            continue  # cannot happen (checked above, nothing ran since): never a crash
+        sub = <ConnectionCore>connection
         if target[1] and session.client_id == sender:
             continue  # No Local
         if sub._flush_scheduled:

@@ -113,7 +113,9 @@ class ConnectionCore:
         self._flush_scheduled = False
 
     def data_received(self, data: bytes) -> None:
-        if not forward(self, data):  # plain QoS 0 PUBLISHes on one topic: one call
+        # Plain QoS 0 PUBLISHes on one topic: one call (a read is bytes; anything else,
+        # a WebSocket frame's bytearray say, takes the full path, as in the C twin).
+        if type(data) is not bytes or not forward(self, data):
             self._read(data)
 
     def _read(self, data: bytes) -> None:

@@ -126,7 +126,8 @@ def test_keep_alive_zero_is_never_timed_out(broker, clock) -> None:
     forever = _connect(broker, "forever", 0)
     _sweep_until(broker, clock, clock.now + 200)
     assert not _closed(forever)
-    assert not any(forever in due for due in broker._alive_due.values())
+    assert not any(forever in due for due in broker._due.values())
+    assert forever.watched == 0
 
 
 def test_a_client_we_stopped_reading_is_not_timed_out_for_our_silence(broker, clock) -> None:
@@ -162,10 +163,37 @@ def test_an_idle_client_is_looked_at_once_per_keep_alive_not_every_second(broker
     while clock.now < start + 100:
         idle.data_received(mqtt_codec.encode(mqtt_codec.Pingreq(), 4))  # every second
         _sweep_until(broker, clock, clock.now + 1)
-        dues.append([due for due, conns in broker._alive_due.items() if idle in conns])
+        dues.append([due for due, conns in broker._due.items() if idle in conns])
     assert not _closed(idle)
     assert all(len(due) == 1 for due in dues)  # never twice
     first, *later = [due[0] for due in dues]
     assert first >= start + 90
     moved = [due for due in later if due != first]
     assert moved and len(set(moved)) == 1  # looked at once, at its deadline
+
+
+def test_a_socket_whose_connect_deadline_passed_before_it_was_watched_is_closed(
+    broker, clock
+) -> None:
+    """A TLS handshake longer than connect_timeout: the protocol (and its open time)
+    was made before the handshake, connection_made comes after it, past the deadline."""
+    start = clock.now
+    _sweep_until(broker, clock, start + 30)
+    late = MqttConnection(broker)
+    late.opened_at = start  # accepted 30 s ago
+    late.connection_made(_Transport(late))  # type: ignore[arg-type]
+    _sweep_until(broker, clock, clock.now + 1)
+    assert _closed(late)
+
+
+def test_a_closed_connection_leaves_the_sweep(broker, clock) -> None:
+    """Nothing of a closed connection is kept until its deadline (up to 27 h)."""
+    gone = _connect(broker, "gone", 600)
+    assert any(gone in due for due in broker._due.values())
+
+    async def close() -> None:
+        gone.connection_lost(None)
+
+    asyncio.get_event_loop().run_until_complete(close())
+    assert not any(gone in due for due in broker._due.values())
+    assert gone.watched == 0

@@ -105,6 +105,7 @@ class MqttConnection(ConnectionCore, asyncio.Protocol):
         "_peer", "username", "session", "will", "keep_alive", "send_quota", "topic_aliases",
         "outbound_aliases", "paused_at", "held_back", "opened_at", "_auth", "_auth_method",
         "_pending_connect", "counted_ip", "_held", "superuser", "claims", "connected_ms",
+        "watched",
     )  # fmt: skip
 
     broker: MqttBroker
@@ -142,6 +143,7 @@ class MqttConnection(ConnectionCore, asyncio.Protocol):
         self.claims: Mapping[str, Any] | None = None
         self.counted_ip: str | None = None  # counted in the per-IP connection limit
         self._held: list[Any] | None = None  # packets behind a CONNECT being authenticated
+        self.watched = 0  # the second the broker's sweep looks at it next (0: none)
 
     # ------------------------------------------------------------------ transport
 
@@ -164,11 +166,12 @@ class MqttConnection(ConnectionCore, asyncio.Protocol):
         broker = self.broker
         broker.connections.add(self)
         broker.stats["connections_total"] += 1
-        broker.watch_connect(self)
+        broker.watch(self, self.opened_at + broker.config.connect_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.broker.connections.discard(self)
+        self.broker.unwatch(self)
         self._release_publishers()
         if self.connected:
             self.broker.connection_gone(self)
@@ -608,7 +611,9 @@ class MqttConnection(ConnectionCore, asyncio.Protocol):
         self.opened_at = 0.0
         self.connected = True
         if keep_alive:
-            broker.watch_alive(self)
+            broker.watch(self, self.last_seen + keep_alive * 1.5)
+        else:
+            broker.unwatch(self)  # no CONNECT timeout left, and no keep alive
         session, present = broker.open_session(self, p.clean_start, expiry)
         if v5:
             ack_props: dict[str, Any] = {}

@@ -90,9 +90,9 @@ class MqttBroker:
         self.connections: set[MqttConnection] = set()
         # When to look at a connection again (``_sweep``), by whole second of the
         # monotonic clock: for its CONNECT timeout, then for its keep alive. A
-        # connection is looked at once per timeout, not once a second.
-        self._connect_due: dict[int, list[MqttConnection]] = {}
-        self._alive_due: dict[int, list[MqttConnection]] = {}
+        # connection is looked at once per timeout, not once a second, and is in one
+        # second at most (``MqttConnection.watched``).
+        self._due: dict[int, set[MqttConnection]] = {}
         self._swept = int(time.monotonic())  # the last second swept
         self.holding: set[MqttConnection] = set()  # subscribers holding publishers back
         self.publishing: Publisher | None = None  # whose PUBLISH is being routed
@@ -333,16 +333,25 @@ class MqttBroker:
         offline_since = now if stored.offline_since is None else stored.offline_since
         return stored.expiry_interval - (now - offline_since)
 
-    def watch_connect(self, conn: MqttConnection) -> None:
-        """Looks at ``conn`` when its connect_timeout has run out (``_sweep``)."""
-        due = int(conn.opened_at + self.config.connect_timeout) + 1
-        self._connect_due.setdefault(due, []).append(conn)
+    def watch(self, conn: MqttConnection, deadline: float) -> None:
+        """Looks at ``conn`` in the first sweep after ``deadline`` (monotonic): when its
+        connect_timeout or 1.5 times its keep alive (§3.1.2.10) may have run out. A
+        deadline already past is looked at in the next sweep."""
+        self.unwatch(conn)
+        due = max(int(deadline) + 1, self._swept + 1)
+        bucket = self._due.get(due)
+        if bucket is None:
+            self._due[due] = {conn}
+        else:
+            bucket.add(conn)
+        conn.watched = due
 
-    def watch_alive(self, conn: MqttConnection) -> None:
-        """Looks at ``conn`` when 1.5 times its keep alive has passed since it was last
-        heard from (§3.1.2.10)."""
-        due = int(conn.last_seen + conn.keep_alive * 1.5) + 1
-        self._alive_due.setdefault(due, []).append(conn)
+    def unwatch(self, conn: MqttConnection) -> None:
+        if conn.watched:
+            bucket = self._due.get(conn.watched)
+            if bucket is not None:
+                bucket.discard(conn)
+            conn.watched = 0
 
     async def _sweep_keep_alive(self) -> None:
         while True:
@@ -356,31 +365,35 @@ class MqttBroker:
         than backpressure_timeout."""
         second = int(now)
         connect_timeout = self.config.connect_timeout
+        wheel = self._due
         for due in range(self._swept + 1, second + 1):
-            for conn in self._connect_due.pop(due, ()):
-                if not conn.opened_at or conn.closing:
-                    continue  # connected, waiting for the cluster's sessions, or gone
-                if now - conn.opened_at > connect_timeout:
-                    conn.connect_timed_out()
-                else:
-                    self.watch_connect(conn)  # connect_timeout grew meanwhile
-            alive_due = self._alive_due
-            for conn in alive_due.pop(due, ()):
-                keep_alive = conn.keep_alive
-                if not conn.connected or conn.closing or not keep_alive:
+            for conn in wheel.pop(due, ()):
+                conn.watched = 0
+                if conn.closing:
                     continue
+                if conn.opened_at:  # no CONNECT yet
+                    if now - conn.opened_at > connect_timeout:
+                        conn.connect_timed_out()
+                    else:
+                        self.watch(conn, conn.opened_at + connect_timeout)  # it grew
+                    continue
+                keep_alive = conn.keep_alive
+                if not conn.connected or not keep_alive:
+                    continue  # waiting for the cluster's sessions: _accept watches it
                 if conn.read_pauses:  # we stopped reading it: its silence is ours
                     conn.last_seen = now
                 elif now - conn.last_seen > keep_alive * 1.5:
                     log.info("client %r: keep alive timeout", conn.client_id)
                     conn.disconnect(ReasonCode.KEEP_ALIVE_TIMEOUT)
                     continue
-                again = int(conn.last_seen + keep_alive * 1.5) + 1  # as watch_alive
-                bucket = alive_due.get(again)
+                # As watch(), inline: this loop may file 100,000 connections at once.
+                again = max(int(conn.last_seen + keep_alive * 1.5) + 1, second + 1)
+                bucket = wheel.get(again)
                 if bucket is None:
-                    alive_due[again] = [conn]
+                    wheel[again] = {conn}
                 else:
-                    bucket.append(conn)
+                    bucket.add(conn)
+                conn.watched = again
         self._swept = max(self._swept, second)
         timeout = self.config.backpressure_timeout
         for conn in list(self.holding):
