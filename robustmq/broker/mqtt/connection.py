@@ -99,8 +99,8 @@ class MqttConnection(ConnectionCore, asyncio.Protocol):
     # Slots: a broker holds one of these per client, so its size is memory per connection.
     # The fields the QoS 0 lane uses are ConnectionCore's (qos0_lane.py): the broker,
     # decoder, transport, client id, version, connected, closing, last_seen, paused,
-    # alias_maximum, client_max_packet, read_pauses, publish_quota, authorizer and the
-    # read and write buffers.
+    # alias_maximum, client_max_packet, read_pauses, publish_quota, authorizer, the read
+    # and write buffers and the broker's lane context.
     __slots__ = (
         "_peer", "username", "session", "will", "keep_alive", "send_quota", "topic_aliases",
         "outbound_aliases", "paused_at", "held_back", "opened_at", "_auth", "_auth_method",
