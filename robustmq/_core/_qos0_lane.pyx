@@ -167,7 +167,7 @@ cdef bint _forward(ConnectionCore conn, bytes data) except -1:
     broker = conn.broker
     if s.largest > conn.decoder.max_packet_size:
         return False
-    if conn.publish_quota is not None or broker.rewriter._rules:
+    if conn.publish_quota is not None or broker.rewriter.active:
         return False
     context = conn.context
     if context is None:

@@ -27,7 +27,7 @@ client_max_packet _flush_scheduled _out context``. ``context`` is the broker's
 ``LaneContext``, what the lane uses of the broker that stays the same for its lifetime
 (the router, its trie and ``PlanCache``, ``stats``, ``counters.run_publishes
 sent_by_qos``, ``handler_latency.countdown``); ``config.max_topic_levels`` and
-``rewriter._rules`` are read from the broker per read, since a hot change replaces them.
+``rewriter.active`` are read from the broker per read, since a hot change replaces them.
 Of the router it uses ``internal_subscriptions internal_for forwarding``; of the
 decoder ``max_packet_size``; of the authorizer ``permits_publish``; of a session
 ``connection client_id``; of a plan ``messages``.
@@ -179,7 +179,7 @@ def forward(conn: Any, data: bytes) -> bool:
     broker = conn.broker
     if largest > conn.decoder.max_packet_size:
         return False
-    if conn.publish_quota is not None or broker.rewriter._rules:
+    if conn.publish_quota is not None or broker.rewriter.active:
         return False
     context = conn.context
     if context is None:

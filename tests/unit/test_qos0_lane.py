@@ -23,6 +23,7 @@ from robustmq._core import mqtt_codec
 from robustmq._core.mqtt_spec import MAX_PACKET_SIZE, PUBLISH_RUN
 from robustmq.broker.mqtt import connection
 from robustmq.broker.mqtt.connection import MqttConnection
+from robustmq.broker.mqtt.rewrite import TopicRewriter
 from robustmq.broker.mqtt.server import MqttBroker
 from robustmq.config import AuthConfig, MqttConfig
 
@@ -586,3 +587,19 @@ def test_forward_reads_cached_plans_and_asks_the_router_after_a_change(
     written = side.written()
     assert written["other"] == b"".join(_pub("t/1", bytes([c])) for c in b"12345")
     assert written["late"] == b"".join(_pub("t/1", bytes([c])) for c in b"345")
+
+
+def test_forward_leaves_publishes_to_the_full_path_while_rewrite_rules_exist(
+    lane, loop, monkeypatch
+) -> None:
+    def setup(side: _Side) -> None:
+        side.connect("pub", 4)
+        side.connect("sub", 4)
+        side.subscribe("sub", "#")
+        rule = {"action": "publish", "source_topic": "t/#", "re": "^t/(.+)$", "dest_topic": "x/$1"}
+        side.broker.rewriter = TopicRewriter([rule])  # as the rules API replaces it
+
+    full, laned, taken = _both(loop, lane, setup, [("pub", _pub("t/1", b"r"))], monkeypatch)
+    _same(full, laned)
+    assert taken == [False]
+    assert laned.written()["sub"] == _pub("x/1", b"r")

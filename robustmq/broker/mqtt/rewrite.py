@@ -70,9 +70,12 @@ class TopicRewriter:
                 raise ConfigError(f"{key}.dest_topic", dest, "a topic template")
             self._rules.append((action, source, pattern, dest))
             self._filters.add(source, i, None)
+        # Whether any rule exists (a change of rules makes a new rewriter): the QoS 0
+        # lane reads this to leave every PUBLISH to the full path while rules exist.
+        self.active = bool(self._rules)
 
     def __bool__(self) -> bool:
-        return bool(self._rules)
+        return self.active
 
     @property
     def rules(self) -> list[dict[str, str]]:
