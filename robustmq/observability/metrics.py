@@ -355,6 +355,7 @@ class NodeCollector(Collector):
 
 
 def _mqtt_metrics(b: MqttBroker) -> Iterator[Metric]:
+    b.lane_context.fold()  # the QoS 0 lane's counts, into stats and counters
     for key, name in _MQTT_COUNTERS.items():
         yield _metric(name, b.stats[key])
     yield _metric("robustmq_mqtt_retained_rejected", b.router.retained_rejected)

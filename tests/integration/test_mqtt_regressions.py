@@ -11,6 +11,7 @@ import threading
 import pytest
 
 from robustmq._core import mqtt_codec as codec
+from robustmq.broker.mqtt.sys_topics import sys_values
 from tests.conftest import free_port
 from tests.integration.clients import Raw, raw_connect, wait_until
 
@@ -48,7 +49,9 @@ def test_held_back_publisher_is_released_once_backpressure_timeout_passes(broker
     threading.Thread(target=send, daemon=True).start()
     # Documented: held back for at most backpressure_timeout seconds, then QoS 0 messages
     # for the stalled subscriber are dropped and the publisher is read again.
-    assert wait_until(lambda: b.run(lambda: b.broker.stats["messages_received"]) >= count, 8.0)
+    assert wait_until(
+        lambda: b.run(lambda: int(sys_values(b.broker)["messages/received"])) >= count, 8.0
+    )
 
 
 # ---------------------------------------------------------------------------- sessions

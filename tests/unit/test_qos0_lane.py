@@ -25,7 +25,9 @@ from robustmq.broker.mqtt import connection
 from robustmq.broker.mqtt.connection import MqttConnection
 from robustmq.broker.mqtt.rewrite import TopicRewriter
 from robustmq.broker.mqtt.server import MqttBroker
+from robustmq.broker.mqtt.sys_topics import sys_values
 from robustmq.config import AuthConfig, MqttConfig
+from robustmq.observability.metrics import _mqtt_metrics
 
 try:
     import robustmq._core._qos0_lane as c_lane
@@ -246,6 +248,7 @@ class _Side:
 
     def counts(self) -> tuple[Any, ...]:
         b = self.broker
+        b.lane_context.fold()  # what the lane counted, into stats and counters
         c = b.counters
         return (
             dict(b.stats),
@@ -603,3 +606,21 @@ def test_forward_leaves_publishes_to_the_full_path_while_rewrite_rules_exist(
     _same(full, laned)
     assert taken == [False]
     assert laned.written()["sub"] == _pub("x/1", b"r")
+
+
+def test_what_the_lane_counts_reaches_sys_topics_and_metrics(lane, loop, monkeypatch) -> None:
+    # The lane counts in its context's integers; $SYS and /metrics must show them with
+    # what the full path counted, without anyone folding them in first.
+    reads = [("pub", _pub("t/1", b"m1")), ("pub", _pub("t/2", b"m2") * 2)]
+    full, laned, taken = _both(loop, lane, _v4_pair, reads, monkeypatch)
+    assert taken == [True, True]
+    values, expected = sys_values(laned.broker), sys_values(full.broker)
+    for key in ("messages/received", "messages/sent", "bytes/received", "bytes/sent"):
+        assert values[key] == expected[key], key
+    assert (values["messages/received"], values["messages/sent"]) == ("3", "4")
+    assert lane.forward(laned.clients["pub"], _pub("t/1", b"m3"))  # more, after the fold
+    samples = {
+        m.name: [(s.labels, s.value) for s in m.samples] for m in _mqtt_metrics(laned.broker)
+    }
+    assert samples["robustmq_mqtt_messages_received"] == [({}, 4.0)]
+    assert ({"qos": "0"}, 6.0) in samples["robustmq_mqtt_messages_sent_by_qos"]

@@ -25,6 +25,7 @@ def is_sys_topic(topic: str) -> bool:
 
 
 def sys_values(broker: MqttBroker) -> dict[str, str]:
+    broker.lane_context.fold()  # the QoS 0 lane's counts, into stats
     stats = broker.stats
     return {
         "version": __version__,
