@@ -11,7 +11,7 @@ from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from robustmq._core.mqtt_spec import MAX_PACKET_SIZE, PUBLISH_RUN
 
-__all__ = ["FAIR_READ", "ConnectionCore", "LaneContext", "PlanCache", "forward", "scan"]
+__all__ = ["FAIR_READ", "ConnectionCore", "LaneContext", "Plan", "PlanCache", "forward", "scan"]
 
 FAIR_READ = 16 * 1024  # reads this long are a streaming client's: the full path
 
@@ -24,6 +24,12 @@ cdef inline double _now() noexcept:
     cdef timespec ts
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+cdef class Plan(list):
+    """The delivery plan of one topic (see ``qos0_lane.Plan``), counting in a C field."""
+
+    cdef public long long messages
 
 
 cdef class PlanCache:
@@ -208,8 +214,8 @@ cdef bint _forward(ConnectionCore conn, bytes data) except -1:
         plan = router.forwarding(topic, max_levels)  # validates, plans and caches it
     else:
         plan = <object>found
-    if plan is None:
-        return False
+    if type(plan) is not Plan:
+        return False  # None: no plan (the full path routes it message by message)
     if router.internal_subscriptions and router.internal_for(topic):
         return False  # the bridge or the cluster link takes these messages too
     authorizer = conn.authorizer
@@ -231,7 +237,7 @@ cdef bint _forward(ConnectionCore conn, bytes data) except -1:
     context.bytes_received += n
     countdown[_RUN] -= 1  # one run: the full path counts packets by this
     context.messages_received += count
-    plan.messages += count
+    (<Plan>plan).messages += count
     sender = conn.client_id
     for target in plan:
         session = target[0]

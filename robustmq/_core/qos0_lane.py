@@ -43,10 +43,22 @@ from typing import Any
 
 from robustmq._core.mqtt_spec import MAX_PACKET_SIZE, PUBLISH_RUN
 
-__all__ = ["FAIR_READ", "ConnectionCore", "LaneContext", "PlanCache", "forward", "scan"]
+__all__ = ["FAIR_READ", "ConnectionCore", "LaneContext", "Plan", "PlanCache", "forward", "scan"]
 
 FAIR_READ = 16 * 1024  # reads this long are a streaming client's: the full path
 _UNKNOWN: Any = object()  # a topic the plan cache does not know (None: known to have no plan)
+
+
+class Plan(list[Any]):
+    """The router's delivery plan of one topic: its targets, (session, No Local, maximum
+    QoS, Retain As Published) each, and the messages routed by it while cached (one
+    integer add per message or run; a C field in the compiled twin)."""
+
+    __slots__ = ("messages",)
+
+    def __init__(self, targets: Any = ()) -> None:
+        super().__init__(targets)
+        self.messages = 0
 
 
 class PlanCache:

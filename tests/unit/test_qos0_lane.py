@@ -60,7 +60,15 @@ def test_compiled_twin_is_compiled() -> None:
     if c_lane is None:
         pytest.skip(NOT_BUILT)
     assert not c_lane.__file__.endswith(".py")
-    expected = {"FAIR_READ", "ConnectionCore", "LaneContext", "PlanCache", "forward", "scan"}
+    expected = {
+        "FAIR_READ",
+        "ConnectionCore",
+        "LaneContext",
+        "Plan",
+        "PlanCache",
+        "forward",
+        "scan",
+    }
     assert set(py_lane.__all__) == set(c_lane.__all__) == expected
     assert c_lane.FAIR_READ == py_lane.FAIR_READ == connection._FAIR_READ
 
