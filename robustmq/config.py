@@ -167,7 +167,9 @@ class MqttConfig:
         max=65535,
     )
     connect_timeout: float = option(
-        10.0, "seconds a socket may stay open without sending CONNECT", min=0.1
+        10.0,
+        "seconds a connection may stay open without sending CONNECT (TLS: after the handshake)",
+        min=0.1,
     )
     max_session_expiry_interval: int = option(
         4_294_967_295,

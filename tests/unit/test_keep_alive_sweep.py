@@ -1,13 +1,15 @@
 """The broker's once-a-second sweep (``MqttBroker._sweep``): CONNECT timeout, keep alive
 (§3.1.2.10: 1.5 times the keep alive without a packet closes the connection) and the end
 of backpressure, on a broker of real objects whose sockets are recording transports and
-whose clock is the test's. Each connection is looked at when its timeout is due, not
-every second: the sweep costs nothing for idle clients between their deadlines.
+whose clock is the test's. A connected client is looked at when its keep alive is due,
+not every second: the sweep costs nothing for idle clients between their deadlines.
+Sockets waiting for CONNECT are looked at in the order they were established.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -172,18 +174,43 @@ def test_an_idle_client_is_looked_at_once_per_keep_alive_not_every_second(broker
     assert moved and len(set(moved)) == 1  # looked at once, at its deadline
 
 
-def test_a_socket_whose_connect_deadline_passed_before_it_was_watched_is_closed(
-    broker, clock
-) -> None:
-    """A TLS handshake longer than connect_timeout: the protocol (and its open time)
-    was made before the handshake, connection_made comes after it, past the deadline."""
-    start = clock.now
-    _sweep_until(broker, clock, start + 30)
+def test_the_connect_timeout_counts_from_the_established_connection(broker, clock) -> None:
+    """A TLS handshake: the protocol is made at accept, connection_made comes after the
+    handshake (which has its own timeout); the CONNECT timeout starts there."""
     late = MqttConnection(broker)
-    late.opened_at = start  # accepted 30 s ago
+    clock.now += 30  # the handshake took 30 s
+    start = clock.now
     late.connection_made(_Transport(late))  # type: ignore[arg-type]
-    _sweep_until(broker, clock, clock.now + 1)
+    _sweep_until(broker, clock, start + 4)
+    assert not _closed(late)
+    _sweep_until(broker, clock, start + 6)
     assert _closed(late)
+
+
+def test_a_connect_timeout_change_applies_to_the_sockets_waiting(broker, clock) -> None:
+    start = clock.now
+    first, second = _open(broker), _open(broker)
+    broker.config = dataclasses.replace(broker.config, connect_timeout=60.0)
+    _sweep_until(broker, clock, start + 10)
+    assert not _closed(first) and not _closed(second)
+    broker.config = dataclasses.replace(broker.config, connect_timeout=2.0)
+    _sweep_until(broker, clock, start + 11)
+    assert _closed(first) and _closed(second)
+
+
+def test_the_sweep_keeps_only_the_sockets_still_waiting_for_connect(broker, clock) -> None:
+    connected = _connect(broker, "in", 0)
+    gone = _open(broker)
+    waiting = _open(broker)
+
+    async def close() -> None:
+        gone.connection_lost(None)
+
+    asyncio.get_event_loop().run_until_complete(close())
+    assert list(broker.connecting) == [connected, gone, waiting]
+    _sweep_until(broker, clock, clock.now + 1)
+    assert list(broker.connecting) == [waiting]
+    assert not _closed(waiting) and connected.connected
 
 
 def test_a_closed_connection_leaves_the_sweep(broker, clock) -> None:

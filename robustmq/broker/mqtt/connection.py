@@ -129,8 +129,9 @@ class MqttConnection(ConnectionCore, asyncio.Protocol):
         self.outbound_aliases: dict[str, int] | None = None
         self.paused_at = 0.0
         self.held_back: set[Publisher] | None = None  # publishers paused for our sake
-        # When the socket was accepted, until CONNECT arrives (the keep-alive sweep
-        # enforces connect_timeout: no timer per connection).
+        # When the network connection was established (for TLS: its handshake done),
+        # until CONNECT arrives (the broker's sweep enforces connect_timeout: no timer
+        # per connection).
         self.opened_at = self.last_seen
         self.connected_ms = 0  # wall clock of the CONNACK (a cluster orders takeovers by it)
         self._auth: AuthExchange | None = None  # an enhanced-authentication exchange
@@ -163,10 +164,14 @@ class MqttConnection(ConnectionCore, asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        # The CONNECT timeout counts from here, after a TLS handshake too (3.1.1 on
+        # CONNECT: "a reasonable amount of time after the Network Connection is
+        # established"); the handshake has its own timeout.
+        self.opened_at = self.last_seen = time.monotonic()
         broker = self.broker
         broker.connections.add(self)
         broker.stats["connections_total"] += 1
-        broker.watch(self, self.opened_at + broker.config.connect_timeout)
+        broker.connecting.append(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
@@ -612,8 +617,6 @@ class MqttConnection(ConnectionCore, asyncio.Protocol):
         self.connected = True
         if keep_alive:
             broker.watch(self, self.last_seen + keep_alive * 1.5)
-        else:
-            broker.unwatch(self)  # no CONNECT timeout left, and no keep alive
         session, present = broker.open_session(self, p.clean_start, expiry)
         if v5:
             ack_props: dict[str, Any] = {}

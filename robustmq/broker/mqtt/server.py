@@ -88,10 +88,12 @@ class MqttBroker:
         )
         self.sessions: dict[str, Session] = {}
         self.connections: set[MqttConnection] = set()
-        # When to look at a connection again (``_sweep``), by whole second of the
-        # monotonic clock: for its CONNECT timeout, then for its keep alive. A
-        # connection is looked at once per timeout, not once a second, and is in one
-        # second at most (``MqttConnection.watched``).
+        # Sockets waiting for their CONNECT, in the order they were established: the
+        # sweep closes those connect_timeout old from the front (one append per socket).
+        self.connecting: deque[MqttConnection] = deque()
+        # When to look at a connected client again for its keep alive (``_sweep``), by
+        # whole second of the monotonic clock: once per timeout, not once a second, and
+        # in one second at most (``MqttConnection.watched``).
         self._due: dict[int, set[MqttConnection]] = {}
         self._swept = int(time.monotonic())  # the last second swept
         self.holding: set[MqttConnection] = set()  # subscribers holding publishers back
@@ -334,9 +336,9 @@ class MqttBroker:
         return stored.expiry_interval - (now - offline_since)
 
     def watch(self, conn: MqttConnection, deadline: float) -> None:
-        """Looks at ``conn`` in the first sweep after ``deadline`` (monotonic): when its
-        connect_timeout or 1.5 times its keep alive (§3.1.2.10) may have run out. A
-        deadline already past is looked at in the next sweep."""
+        """Looks at ``conn`` in the first sweep after ``deadline`` (monotonic): when 1.5
+        times its keep alive (§3.1.2.10) may have run out. A deadline already past is
+        looked at in the next sweep."""
         self.unwatch(conn)
         due = max(int(deadline) + 1, self._swept + 1)
         bucket = self._due.get(due)
@@ -359,23 +361,25 @@ class MqttBroker:
             self._sweep(time.monotonic())
 
     def _sweep(self, now: float) -> None:
-        """Once a second: closes the connections due whose CONNECT did not come within
-        connect_timeout or that were silent for 1.5 times their keep alive, and looks
-        again later at those that were not; ends the backpressure that lasted longer
-        than backpressure_timeout."""
+        """Once a second: closes the sockets whose CONNECT did not come within
+        connect_timeout and the connections due that were silent for 1.5 times their
+        keep alive, and looks again later at those that were not; ends the backpressure
+        that lasted longer than backpressure_timeout."""
+        connect_timeout = self.config.connect_timeout  # read now: a change applies at once
+        waiting = self.connecting
+        while waiting:
+            conn = waiting[0]
+            if conn.opened_at and not conn.closing:  # no CONNECT yet
+                if now - conn.opened_at <= connect_timeout:
+                    break  # and those behind it were established later
+                conn.connect_timed_out()
+            waiting.popleft()
         second = int(now)
-        connect_timeout = self.config.connect_timeout
         wheel = self._due
         for due in range(self._swept + 1, second + 1):
             for conn in wheel.pop(due, ()):
                 conn.watched = 0
                 if conn.closing:
-                    continue
-                if conn.opened_at:  # no CONNECT yet
-                    if now - conn.opened_at > connect_timeout:
-                        conn.connect_timed_out()
-                    else:
-                        self.watch(conn, conn.opened_at + connect_timeout)  # it grew
                     continue
                 keep_alive = conn.keep_alive
                 if not conn.connected or not keep_alive:
