@@ -16,7 +16,10 @@ little as they can, and what is already counted elsewhere is not counted again:
   counted where they are written); the rare runs the lanes pass on
   to ``handle_publish`` or the ACL refuses are subtracted (``run_publishes_unrouted``, and
   ``run_pubacks_single`` for acknowledgements written one by one);
-- messages sent at QoS 1 are ``MqttBroker.stats["messages_sent"]`` less QoS 0 and 2.
+- messages sent at QoS 1 are ``MqttBroker.stats["messages_sent"]`` less QoS 0 and 2;
+- the QoS 0 lane counts in its ``LaneContext``'s own integers: whoever reads the counts
+  it feeds (``stats`` bytes and messages, ``run_publishes``, ``sent_by_qos``) calls
+  ``MqttBroker.lane_context.fold()`` first, as ``metrics.py`` and ``$SYS`` do.
 
 Nothing here knows Prometheus or sockets.
 """
