@@ -9,6 +9,7 @@ listeners start only when a certificate is configured.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import ssl
 from typing import TYPE_CHECKING, Any
@@ -175,7 +176,7 @@ async def start_listeners(broker: MqttBroker) -> tuple[list[Any], list[tuple[str
     for name, port, tls in (("mqtt", cfg.port, None), ("mqtts", cfg.tls_port, ctx)):
         if port and (name == "mqtt" or tls is not None):
             server = await loop.create_server(
-                lambda: MqttConnection(broker),
+                functools.partial(MqttConnection, broker),  # no Python frame per accept
                 cfg.bind,
                 port,
                 ssl=tls,
