@@ -2,7 +2,10 @@
 3.1.1 client to one subscriber, through ``MqttConnection.data_received`` of a broker of
 real objects whose sockets are no-op transports. Three ways side by side: the full path
 (decoder, handler, write batching), the lane's pure-Python reference and its compiled
-twin. Run: ``python -m pytest benchmarks/test_bench_qos0_lane.py -p no:cacheprovider``.
+twin; each once with warm caches (a read after a read) and once with 16 MiB written
+between reads, which evicts the core's L1 and L2 caches as the kernel and the load
+generator do between messages at light load. Run:
+``python -m pytest benchmarks/test_bench_qos0_lane.py -p no:cacheprovider``.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import asyncio
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 
 import robustmq._core.qos0_lane as py_lane
@@ -94,3 +98,14 @@ def test_one_publish_per_read(benchmark: Any, publisher: MqttConnection) -> None
     benchmark(publisher.data_received, data)
     context.fold()
     assert publisher.broker.stats["messages_sent"] > received
+
+
+def test_one_publish_per_read_cold_caches(benchmark: Any, publisher: MqttConnection) -> None:
+    data = mqtt_codec.encode_publish("t/1", b"x" * 64)
+    junk = np.zeros(16 * 1024 * 1024 // 8, dtype=np.int64)
+
+    def evict() -> None:
+        junk[::8] += 1  # one write per 64-byte line
+
+    benchmark.group = "one QoS 0 PUBLISH per read, one subscriber, caches evicted"
+    benchmark.pedantic(publisher.data_received, (data,), setup=evict, rounds=3000)
