@@ -53,6 +53,9 @@ cdef class LaneContext:
     cdef public object stats  # a Counter
     cdef public list countdown, run_publishes, sent_by_qos
     cdef public long long bytes_received, messages_received, bytes_sent, messages_sent
+    cdef public object config, rewriter
+    cdef public Py_ssize_t max_levels
+    cdef public bint rewriting
 
     def __init__(self, broker):
         router = broker.router
@@ -87,7 +90,7 @@ cdef class ConnectionCore:
     cdef public int version
     cdef public bint connected, closing, paused, _flush_scheduled
     cdef public double last_seen
-    cdef public Py_ssize_t alias_maximum, client_max_packet, read_pauses
+    cdef public Py_ssize_t alias_maximum, client_max_packet, read_pauses, max_packet
     cdef public LaneContext context
 
     def __init__(self, broker):
@@ -97,6 +100,7 @@ cdef class ConnectionCore:
         self.version = 4
         self.last_seen = _now()
         self.client_max_packet = MAX_PACKET_SIZE
+        self.max_packet = MAX_PACKET_SIZE
         self._buffer = b""
 
     def data_received(self, data):
@@ -181,6 +185,7 @@ cdef bint _forward(ConnectionCore conn, bytes data) except -1:
     cdef PlanCache cache
     cdef PyObject *found
     cdef list countdown
+    cdef Py_ssize_t max_levels
     if conn._buffer or not conn.connected or conn.closing:
         return False
     v5 = conn.version == 5
@@ -189,13 +194,21 @@ cdef bint _forward(ConnectionCore conn, bytes data) except -1:
     for i in range(s.start, s.end):
         if p[i] == 0:
             return False  # U+0000 is malformed: the decoder says so
-    broker = conn.broker
-    if s.largest > conn.decoder.max_packet_size:
-        return False
-    if conn.publish_quota is not None or broker.rewriter.active:
+    if s.largest > conn.max_packet:
         return False
     context = conn.context
-    if context is None:
+    if context is None or conn.publish_quota is not None:
+        return False
+    broker = conn.broker
+    config = broker.config
+    if config is not context.config:  # replaced by a hot change
+        context.max_levels = config.max_topic_levels
+        context.config = config
+    rewriter = broker.rewriter
+    if rewriter is not context.rewriter:
+        context.rewriting = rewriter.active
+        context.rewriter = rewriter
+    if context.rewriting:
         return False
     countdown = context.countdown
     if countdown[_RUN] <= 1:
@@ -205,7 +218,7 @@ cdef bint _forward(ConnectionCore conn, bytes data) except -1:
     except UnicodeDecodeError:
         return False
     router = context.router
-    max_levels = broker.config.max_topic_levels
+    max_levels = context.max_levels
     cache = context.plan_cache
     found = NULL
     if context.trie.generation == cache.generation and max_levels == cache.levels:

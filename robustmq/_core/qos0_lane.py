@@ -21,19 +21,21 @@ this read.
 
 Unlike the rest of ``_core`` this module reads and writes the broker's objects. Every
 read enters through ``ConnectionCore.data_received`` (``MqttConnection``'s base), which
-holds the connection's fields the lane uses: ``_buffer connected closing version decoder
-broker publish_quota authorizer client_id last_seen paused alias_maximum transport
-client_max_packet _flush_scheduled _out context``. ``context`` is the broker's
+holds the connection's fields the lane uses: ``_buffer connected closing version
+max_packet broker publish_quota authorizer client_id last_seen paused alias_maximum
+transport client_max_packet _flush_scheduled _out context``. ``context`` is the broker's
 ``LaneContext``, what the lane uses of the broker that stays the same for its lifetime
 (the router, its trie and ``PlanCache``, ``stats``, ``counters.run_publishes
-sent_by_qos``, ``handler_latency.countdown``); ``config.max_topic_levels`` and
-``rewriter.active`` are read from the broker per read, since a hot change replaces them.
+sent_by_qos``, ``handler_latency.countdown``). A hot change replaces the broker's
+``config`` and ``rewriter``: the lane looks both up per read and compares them with the
+ones the context has seen, whose ``max_topic_levels`` and ``active`` it keeps (both are
+fixed for the life of their object).
 The lane counts what it forwarded in the context's own integers, not in ``stats`` and
 the counter lists: ``LaneContext.fold`` adds them there, and whatever reads those counts
 (metrics, ``$SYS``) calls it first.
 Of the router it uses ``internal_subscriptions internal_for forwarding``; of the
-decoder ``max_packet_size``; of the authorizer ``permits_publish``; of a session
-``connection client_id``; of a plan ``messages``.
+authorizer ``permits_publish``; of a session ``connection client_id``; of a plan
+``messages``. A connection's ``max_packet`` is its decoder's limit (fixed when made).
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ class LaneContext:
     __slots__ = (
         "router", "trie", "plan_cache", "stats", "countdown", "run_publishes", "sent_by_qos",
         "bytes_received", "messages_received", "bytes_sent", "messages_sent",
+        "config", "max_levels", "rewriter", "rewriting",
     )  # fmt: skip
 
     def __init__(self, broker: Any) -> None:
@@ -101,6 +104,11 @@ class LaneContext:
         self.messages_received = 0
         self.bytes_sent = 0
         self.messages_sent = 0
+        # The broker's config and rewriter the lane last saw, and what it uses of them.
+        self.config: Any = None
+        self.max_levels = 0
+        self.rewriter: Any = None
+        self.rewriting = False
 
     def fold(self) -> None:
         """Adds what the lane counted to the broker's stats and counters (where the full
@@ -127,6 +135,7 @@ class ConnectionCore:
         "broker", "decoder", "transport", "client_id", "version", "connected", "closing",
         "last_seen", "paused", "alias_maximum", "client_max_packet", "read_pauses",
         "publish_quota", "authorizer", "_buffer", "_out", "_flush_scheduled", "context",
+        "max_packet",
     )  # fmt: skip
 
     def __init__(self, broker: Any) -> None:
@@ -142,6 +151,7 @@ class ConnectionCore:
         self.paused = False
         self.alias_maximum = 0  # the client's Topic Alias Maximum: aliases we may send
         self.client_max_packet = MAX_PACKET_SIZE  # the client's Maximum Packet Size
+        self.max_packet = MAX_PACKET_SIZE  # ours: the decoder's max_packet_size
         self.read_pauses = 0  # subscribers that paused reading from us
         self.publish_quota: Any = None  # None: no quota; see broker/auth/limits.py
         self.authorizer: Any = None  # ACL of this client (None: nothing is denied)
@@ -213,13 +223,19 @@ def forward(conn: Any, data: bytes) -> bool:
     start, end, count, largest = found
     if 0 in data[start:end]:
         return False  # U+0000 is malformed: the decoder says so
-    broker = conn.broker
-    if largest > conn.decoder.max_packet_size:
-        return False
-    if conn.publish_quota is not None or broker.rewriter.active:
+    if largest > conn.max_packet:
         return False
     context = conn.context
-    if context is None:
+    if context is None or conn.publish_quota is not None:
+        return False
+    broker = conn.broker
+    config = broker.config
+    if config is not context.config:  # replaced by a hot change
+        context.config, context.max_levels = config, config.max_topic_levels
+    rewriter = broker.rewriter
+    if rewriter is not context.rewriter:
+        context.rewriter, context.rewriting = rewriter, rewriter.active
+    if context.rewriting:
         return False
     countdown = context.countdown
     if countdown[PUBLISH_RUN] <= 1:
@@ -229,7 +245,7 @@ def forward(conn: Any, data: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     router = context.router
-    max_levels = broker.config.max_topic_levels
+    max_levels = context.max_levels
     cache = context.plan_cache
     plan = _UNKNOWN
     if context.trie.generation == cache.generation and max_levels == cache.levels:

@@ -505,7 +505,7 @@ def test_core_fields_start_the_same_in_both_twins(core: type) -> None:
         False,
     )
     assert (conn.alias_maximum, conn.read_pauses, conn._buffer, conn._out) == (0, 0, b"", None)
-    assert conn.client_max_packet == MAX_PACKET_SIZE
+    assert conn.client_max_packet == conn.max_packet == MAX_PACKET_SIZE
     assert conn._flush_scheduled is False
     assert conn.last_seen > 0
     conn.paused, conn.version, conn.alias_maximum = True, 5, 10
@@ -632,3 +632,50 @@ def test_what_the_lane_counts_reaches_sys_topics_and_metrics(lane, loop, monkeyp
     }
     assert samples["robustmq_mqtt_messages_received"] == [({}, 4.0)]
     assert ({"qos": "0"}, 6.0) in samples["robustmq_mqtt_messages_sent_by_qos"]
+
+
+def test_forward_holds_each_connection_to_its_own_packet_limit(lane, loop, monkeypatch) -> None:
+    # max_packet_size applies to connections made after a change: the publisher keeps the
+    # limit of 100 its decoder was made with, and the lane must not forward past it.
+    def setup(side: _Side) -> None:
+        side.broker.config = dataclasses.replace(side.broker.config, max_packet_size=100)
+        side.connect("pub", 4)
+        side.broker.config = dataclasses.replace(side.broker.config, max_packet_size=1000)
+        side.connect("sub", 4)
+        side.subscribe("sub", "t/#")
+
+    reads = [("pub", _pub("t/1", b"x" * 50)), ("pub", _pub("t/1", b"y" * 150))]
+    full, laned, taken = _both(loop, lane, setup, reads, monkeypatch)
+    _same(full, laned)
+    assert taken == [True, False]
+    assert laned.written()["sub"] == _pub("t/1", b"x" * 50)
+    assert laned.clients["pub"].closing  # the full path's verdict: packet too large
+
+
+def test_forward_sees_rewrite_rules_added_after_it_forwarded(lane, loop, monkeypatch) -> None:
+    rule = {"action": "publish", "source_topic": "t/#", "re": "^t/(.+)$", "dest_topic": "x/$1"}
+
+    def setup(side: _Side) -> None:
+        side.connect("pub", 4)
+        side.connect("sub", 4)
+        side.subscribe("sub", "#")
+
+    def read(side: _Side) -> None:
+        side.clients["pub"].data_received(_pub("t/1", b"a"))
+        side.broker.rewriter = TopicRewriter([rule])  # as the rules API replaces it
+        side.clients["pub"].data_received(_pub("t/1", b"b"))
+
+    taken: list[bool] = []
+
+    def forward(conn: MqttConnection, data: bytes) -> bool:
+        taken.append(lane.forward(conn, data))
+        return taken[-1]
+
+    full, laned, _ = _both(loop, lane, setup, [], monkeypatch)
+    monkeypatch.setattr(_Switched, "lane", None)
+    read(full)
+    monkeypatch.setattr(_Switched, "lane", forward)
+    read(laned)
+    _same(full, laned)
+    assert taken == [True, False]
+    assert laned.written()["sub"] == _pub("t/1", b"a") + _pub("x/1", b"b")

@@ -116,7 +116,9 @@ class MqttConnection(ConnectionCore, asyncio.Protocol):
 
     def __init__(self, broker: MqttBroker) -> None:
         super().__init__(broker)
-        self.decoder = mqtt.Decoder(0, broker.config.max_packet_size, group_publishes=True)
+        limit = broker.config.max_packet_size  # a hot change applies to later connections
+        self.decoder = mqtt.Decoder(0, limit, group_publishes=True)
+        self.max_packet = limit  # the lane's copy of the decoder's
         self._peer: str | None = None
         self.username: str | None = None
         self.session: Session | None = None
