@@ -199,17 +199,19 @@ def test_a_connect_timeout_change_applies_to_the_sockets_waiting(broker, clock) 
 
 
 def test_the_sweep_keeps_only_the_sockets_still_waiting_for_connect(broker, clock) -> None:
+    # A socket that never sends CONNECT must not hold on to those that came after it
+    # (connected or closed) until its own timeout: only the waiting stay.
+    waiting = _open(broker)
     connected = _connect(broker, "in", 0)
     gone = _open(broker)
-    waiting = _open(broker)
 
     async def close() -> None:
         gone.connection_lost(None)
 
     asyncio.get_event_loop().run_until_complete(close())
-    assert list(broker.connecting) == [connected, gone, waiting]
+    assert broker.connecting == [waiting, connected, gone]
     _sweep_until(broker, clock, clock.now + 1)
-    assert list(broker.connecting) == [waiting]
+    assert broker.connecting == [waiting]
     assert not _closed(waiting) and connected.connected
 
 

@@ -88,9 +88,10 @@ class MqttBroker:
         )
         self.sessions: dict[str, Session] = {}
         self.connections: set[MqttConnection] = set()
-        # Sockets waiting for their CONNECT, in the order they were established: the
-        # sweep closes those connect_timeout old from the front (one append per socket).
-        self.connecting: deque[MqttConnection] = deque()
+        # Sockets waiting for their CONNECT (one append per socket): the sweep closes
+        # those connect_timeout old and keeps only those still waiting, so a closed or
+        # connected socket is let go within a second.
+        self.connecting: list[MqttConnection] = []
         # When to look at a connected client again for its keep alive (``_sweep``), by
         # whole second of the monotonic clock: once per timeout, not once a second, and
         # in one second at most (``MqttConnection.watched``).
@@ -365,15 +366,15 @@ class MqttBroker:
         connect_timeout and the connections due that were silent for 1.5 times their
         keep alive, and looks again later at those that were not; ends the backpressure
         that lasted longer than backpressure_timeout."""
-        connect_timeout = self.config.connect_timeout  # read now: a change applies at once
-        waiting = self.connecting
-        while waiting:
-            conn = waiting[0]
-            if conn.opened_at and not conn.closing:  # no CONNECT yet
-                if now - conn.opened_at <= connect_timeout:
-                    break  # and those behind it were established later
-                conn.connect_timed_out()
-            waiting.popleft()
+        if self.connecting:
+            connect_timeout = self.config.connect_timeout  # read now: a change applies at once
+            waiting, self.connecting = self.connecting, []
+            for conn in waiting:
+                if conn.opened_at and not conn.closing:  # no CONNECT yet
+                    if now - conn.opened_at > connect_timeout:
+                        conn.connect_timed_out()
+                    else:
+                        self.connecting.append(conn)
         second = int(now)
         wheel = self._due
         for due in range(self._swept + 1, second + 1):
