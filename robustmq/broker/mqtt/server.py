@@ -382,9 +382,7 @@ class MqttBroker:
                 conn.watched = 0
                 if conn.closing:
                     continue
-                keep_alive = conn.keep_alive
-                if not conn.connected or not keep_alive:
-                    continue  # waiting for the cluster's sessions: _accept watches it
+                keep_alive = conn.keep_alive  # watched only by _accept, when not 0
                 if conn.read_pauses:  # we stopped reading it: its silence is ours
                     conn.last_seen = now
                 elif now - conn.last_seen > keep_alive * 1.5:
