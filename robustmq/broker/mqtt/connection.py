@@ -97,10 +97,8 @@ class Publisher(Protocol):
 
 class MqttConnection(ConnectionCore, asyncio.Protocol):
     # Slots: a broker holds one of these per client, so its size is memory per connection.
-    # The fields the QoS 0 lane uses are ConnectionCore's (qos0_lane.py): the broker,
-    # decoder, transport, client id, version, connected, closing, last_seen, paused,
-    # alias_maximum, client_max_packet, read_pauses, publish_quota, authorizer, the read
-    # and write buffers and the broker's lane context.
+    # The fields the QoS 0 lane uses are ConnectionCore's (qos0_lane.py lists them), and
+    # so is the decoder.
     __slots__ = (
         "_peer", "username", "session", "will", "keep_alive", "send_quota", "topic_aliases",
         "outbound_aliases", "paused_at", "held_back", "opened_at", "_auth", "_auth_method",
@@ -131,9 +129,9 @@ class MqttConnection(ConnectionCore, asyncio.Protocol):
         self.outbound_aliases: dict[str, int] | None = None
         self.paused_at = 0.0
         self.held_back: set[Publisher] | None = None  # publishers paused for our sake
-        # When the network connection was established (for TLS: its handshake done),
-        # until CONNECT arrives (the broker's sweep enforces connect_timeout: no timer
-        # per connection).
+        # When the network connection was established (set by connection_made; for TLS
+        # after its handshake), until CONNECT arrives (the broker's sweep enforces
+        # connect_timeout: no timer per connection).
         self.opened_at = self.last_seen
         self.connected_ms = 0  # wall clock of the CONNACK (a cluster orders takeovers by it)
         self._auth: AuthExchange | None = None  # an enhanced-authentication exchange
