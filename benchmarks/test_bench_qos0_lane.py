@@ -4,7 +4,8 @@ real objects whose sockets are no-op transports. Three ways side by side: the fu
 (decoder, handler, write batching), the lane's pure-Python reference and its compiled
 twin; each once with warm caches (a read after a read) and once with 16 MiB written
 between reads, which evicts the core's L1 and L2 caches as the kernel and the load
-generator do between messages at light load. Run:
+generator do between messages at light load. And the connect lane: a new connection's
+plain 3.1.1 CONNECT, the same three ways. Run:
 ``python -m pytest benchmarks/test_bench_qos0_lane.py -p no:cacheprovider``.
 """
 
@@ -50,13 +51,16 @@ class _Full(MqttConnection):
 
 
 class _PyLane(MqttConnection):
-    """Reads offered to the pure-Python lane first."""
+    """Reads offered to the pure-Python lanes first."""
 
     __slots__ = ()
 
     def data_received(self, data: bytes) -> None:
-        if not py_lane.forward(self, data):
+        if not (py_lane.forward if self.connected else py_lane.connect)(self, data):
             self._read(data)
+
+
+_WAYS = {"full": _Full, "py": _PyLane, "c": MqttConnection}
 
 
 def _client(broker: MqttBroker, client_id: str, cls: type[MqttConnection]) -> MqttConnection:
@@ -72,7 +76,7 @@ def publisher(request: pytest.FixtureRequest) -> Iterator[Any]:
     compiled core's ``data_received`` and lane)."""
     if request.param == "c" and not compiled(lane):
         pytest.skip("compiled robustmq._core._qos0_lane is not built")
-    cls = {"full": _Full, "py": _PyLane, "c": MqttConnection}[request.param]
+    cls = _WAYS[request.param]
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
 
@@ -109,3 +113,31 @@ def test_one_publish_per_read_cold_caches(benchmark: Any, publisher: MqttConnect
 
     benchmark.group = "one QoS 0 PUBLISH per read, one subscriber, caches evicted"
     benchmark.pedantic(publisher.data_received, (data,), setup=evict, rounds=3000)
+
+
+@pytest.mark.parametrize("way", ["full", "py", "c"], ids=["full path", "lane py", "lane c"])
+def test_one_plain_connect(benchmark: Any, way: str) -> None:
+    """A new connection's first read: a plain 3.1.1 CONNECT (clean session, keep alive
+    60), to its CONNACK; each round a new connection and client id."""
+    if way == "c" and not compiled(lane):
+        pytest.skip("compiled robustmq._core._qos0_lane is not built")
+    cls = _WAYS[way]
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    broker = loop.run_until_complete(asyncio.sleep(0, MqttBroker(MqttConfig())))
+    ids = iter(range(1 << 30))
+
+    def fresh() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        conn = cls(broker)
+        conn.connection_made(_Transport())  # type: ignore[arg-type]
+        connect = mqtt_codec.encode(mqtt_codec.Connect(f"client-{next(ids)}"), 4)
+        return (conn, connect), {}
+
+    def read(conn: MqttConnection, data: bytes) -> None:
+        conn.data_received(data)
+
+    benchmark.group = "one plain CONNECT, new connection"
+    benchmark.pedantic(read, setup=fresh, rounds=5000)
+    assert len(broker.sessions) == 5000 and all(c.connected for c in broker.connections)
+    loop.close()
+    asyncio.set_event_loop(None)

@@ -4,5 +4,7 @@ from robustmq._core.qos0_lane import ConnectionCore as ConnectionCore
 from robustmq._core.qos0_lane import LaneContext as LaneContext
 from robustmq._core.qos0_lane import Plan as Plan
 from robustmq._core.qos0_lane import PlanCache as PlanCache
+from robustmq._core.qos0_lane import connect as connect
 from robustmq._core.qos0_lane import forward as forward
+from robustmq._core.qos0_lane import plain_connect as plain_connect
 from robustmq._core.qos0_lane import scan as scan

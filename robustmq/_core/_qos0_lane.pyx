@@ -9,14 +9,22 @@ from cpython.ref cimport PyObject
 from libc.string cimport memcmp
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
-from robustmq._core.mqtt_spec import MAX_PACKET_SIZE, PUBLISH_RUN
+from robustmq._core.mqtt_spec import CONNACK, CONNECT, MAX_PACKET_SIZE, PUBLISH_RUN
 
-__all__ = ["FAIR_READ", "ConnectionCore", "LaneContext", "Plan", "PlanCache", "forward", "scan"]
+__all__ = [
+    "FAIR_READ", "ConnectionCore", "LaneContext", "Plan", "PlanCache", "connect", "forward",
+    "plain_connect", "scan",
+]
 
 FAIR_READ = 16 * 1024  # reads this long are a streaming client's: the full path
 
 cdef Py_ssize_t _RUN = PUBLISH_RUN
 cdef Py_ssize_t _FAIR_READ = FAIR_READ
+cdef Py_ssize_t _CONNECT = CONNECT
+cdef Py_ssize_t _CONNACK = CONNACK
+# A plain CONNECT's variable header up to its keep alive (see qos0_lane.py).
+cdef bytes _PLAIN_CONNECT = b"\x00\x04MQTT\x04\x02"
+cdef bytes _CONNACK_ACCEPTED = b"\x20\x02\x00\x00"
 
 
 cdef inline double _now() noexcept:
@@ -51,7 +59,7 @@ cdef class LaneContext:
     cdef public object router, trie
     cdef public PlanCache plan_cache
     cdef public object stats  # a Counter
-    cdef public list countdown, run_publishes, sent_by_qos
+    cdef public list countdown, run_publishes, sent_by_qos, packets_received, packets_sent
     cdef public long long bytes_received, messages_received, bytes_sent, messages_sent
     cdef public object config, rewriter
     cdef public Py_ssize_t max_levels
@@ -66,18 +74,23 @@ cdef class LaneContext:
         self.countdown = broker.handler_latency.countdown
         self.run_publishes = broker.counters.run_publishes
         self.sent_by_qos = broker.counters.sent_by_qos
+        self.packets_received = broker.counters.packets_received
+        self.packets_sent = broker.counters.packets_sent
 
     def fold(self):
         """Adds what the lane counted to the broker's stats and counters, from zero again."""
-        if not self.messages_received:
+        if not self.bytes_received:  # every read the lanes took counted its bytes
             return
         stats = self.stats
         stats["bytes_received"] += self.bytes_received
-        stats["messages_received"] += self.messages_received
-        stats["bytes_sent"] += self.bytes_sent
-        stats["messages_sent"] += self.messages_sent
-        self.run_publishes[0] += self.messages_received
-        self.sent_by_qos[0] += self.messages_sent
+        if self.bytes_sent:
+            stats["bytes_sent"] += self.bytes_sent
+        if self.messages_received:  # not from a CONNECT alone (the connect lane)
+            stats["messages_received"] += self.messages_received
+            self.run_publishes[0] += self.messages_received
+        if self.messages_sent:
+            stats["messages_sent"] += self.messages_sent
+            self.sent_by_qos[0] += self.messages_sent
         self.bytes_received = self.messages_received = self.bytes_sent = self.messages_sent = 0
 
 
@@ -104,8 +117,13 @@ cdef class ConnectionCore:
         self._buffer = b""
 
     def data_received(self, data):
-        if type(data) is not bytes or not _forward(self, <bytes>data):
-            self._read(data)
+        if type(data) is bytes:
+            if self.connected:
+                if _forward(self, <bytes>data):
+                    return
+            elif _connect(self, <bytes>data):
+                return
+        self._read(data)
 
     def _read(self, data):
         raise NotImplementedError  # MqttConnection: the full path
@@ -266,4 +284,77 @@ cdef bint _forward(ConnectionCore conn, bytes data) except -1:
             sub.transport.write(data)
             context.bytes_sent += n
         context.messages_sent += count
+    return True
+
+
+cdef bint _plain_connect(const unsigned char *p, Py_ssize_t n, int *keep_alive) noexcept:
+    cdef Py_ssize_t i
+    if n < 15 or n > 129 or p[0] != 0x10 or p[1] + 2 != n:
+        return False  # n <= 129: a one-byte Remaining Length
+    if memcmp(p + 2, PyBytes_AS_STRING(_PLAIN_CONNECT), 8) != 0:
+        return False
+    if ((p[12] << 8) | p[13]) != n - 14:
+        return False
+    for i in range(14, n):
+        if p[i] < 0x20 or p[i] > 0x7E:
+            return False
+    keep_alive[0] = (p[10] << 8) | p[11]
+    return True
+
+
+def plain_connect(bytes data):
+    """(client id, keep alive) when ``data`` is one whole plain CONNECT (see
+    qos0_lane.py), else None."""
+    cdef int keep_alive
+    if not _plain_connect(<const unsigned char *>PyBytes_AS_STRING(data),
+                          PyBytes_GET_SIZE(data), &keep_alive):
+        return None
+    return data[14:].decode("ascii"), keep_alive
+
+
+def connect(ConnectionCore conn, bytes data):
+    """Accepts ``data`` when it is a plain CONNECT the connect lane covers, as the full
+    path would; True when it did, False with nothing changed otherwise."""
+    return _connect(conn, data)
+
+
+cdef bint _connect(ConnectionCore conn, bytes data) except -1:
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+    cdef int keep_alive
+    cdef LaneContext context
+    if not _plain_connect(<const unsigned char *>PyBytes_AS_STRING(data), n, &keep_alive):
+        return False
+    decoder, transport, context = conn.decoder, conn.transport, conn.context
+    if conn._buffer or conn.closing or conn._out is not None or context is None:
+        return False
+    if decoder is None or decoder.protocol_version or transport is None or transport.is_closing():
+        return False  # a CONNECT came before: the full path refuses this one
+    broker = conn.broker
+    client_id = data[14:].decode("ascii")
+    sessions = broker.sessions
+    if PyDict_GetItem(sessions, client_id) is not NULL:
+        return False
+    if len(broker.connections) > broker.config.max_connections:
+        return False
+    if not broker.admits_plain_connects():
+        return False
+    # Accepted: what the CONNECT handler, its session and CONNACK would do.
+    decoder.protocol_version = 4
+    conn.version = 4
+    conn.client_id = client_id
+    conn.last_seen = _now()
+    conn.keep_alive = keep_alive
+    conn.opened_at = 0.0  # the broker's sweep drops it from the sockets awaiting CONNECT
+    conn.connected = True
+    if keep_alive:
+        broker.watch(conn, conn.last_seen + keep_alive * 1.5)
+    session = broker.new_session(client_id, None)
+    sessions[client_id] = session
+    session.connection = conn  # Session.resume for a new session
+    conn.session = session
+    context.packets_received[_CONNECT] += 1
+    context.packets_sent[_CONNACK] += 1
+    context.bytes_received += n
+    context.bytes_sent += PyBytes_GET_SIZE(_CONNACK_ACCEPTED)
+    transport.write(_CONNACK_ACCEPTED)
     return True

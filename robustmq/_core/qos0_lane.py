@@ -36,6 +36,19 @@ the counter lists: ``LaneContext.fold`` adds them there, and whatever reads thos
 Of the router it uses ``internal_subscriptions internal_for forwarding``; of the
 authorizer ``permits_publish``; of a session ``connection client_id``; of a plan
 ``messages``. A connection's ``max_packet`` is its decoder's limit (fixed when made).
+
+The connect lane: ``connect`` accepts the most common first read the same way, in one
+call instead of the full path's dozen and a half (the CONNECT handler, its checks, the
+session, the CONNACK's write batching). It covers one whole 3.1.1 CONNECT with a clean
+session and no will, username, password or properties, whose client id is 1 to 115
+printable ASCII characters (space to ``~``) and has no session: what ``plain_connect``
+recognises, sent to a broker whose ``admits_plain_connects()`` says such a CONNECT needs
+no check beyond the session and ``max_connections`` (no authentication, ACL, limits,
+redirect, auto-subscriptions or cluster). Anything else goes the full way, where the
+decoder judges it. Besides the core's fields it sets the connection's ``keep_alive
+opened_at session`` and its decoder's ``protocol_version`` (0 until a CONNECT), and uses
+the broker's ``sessions connections config.max_connections watch new_session`` and the
+context's ``packets_received packets_sent`` (the broker's counters by packet type).
 """
 
 from __future__ import annotations
@@ -43,12 +56,19 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from robustmq._core.mqtt_spec import MAX_PACKET_SIZE, PUBLISH_RUN
+from robustmq._core.mqtt_spec import CONNACK, CONNECT, MAX_PACKET_SIZE, PUBLISH_RUN
 
-__all__ = ["FAIR_READ", "ConnectionCore", "LaneContext", "Plan", "PlanCache", "forward", "scan"]
+__all__ = [
+    "FAIR_READ", "ConnectionCore", "LaneContext", "Plan", "PlanCache", "connect", "forward",
+    "plain_connect", "scan",
+]  # fmt: skip
 
 FAIR_READ = 16 * 1024  # reads this long are a streaming client's: the full path
 _UNKNOWN: Any = object()  # a topic the plan cache does not know (None: known to have no plan)
+# A plain CONNECT's variable header up to its keep alive: protocol name "MQTT", level 4
+# (3.1.1), flags 0x02 (clean session; no will, username or password).
+_PLAIN_CONNECT = b"\x00\x04MQTT\x04\x02"
+_CONNACK_ACCEPTED = b"\x20\x02\x00\x00"  # 3.1.1: session not present, accepted
 
 
 class Plan(list[Any]):
@@ -85,6 +105,7 @@ class LaneContext:
 
     __slots__ = (
         "router", "trie", "plan_cache", "stats", "countdown", "run_publishes", "sent_by_qos",
+        "packets_received", "packets_sent",
         "bytes_received", "messages_received", "bytes_sent", "messages_sent",
         "config", "max_levels", "rewriter", "rewriting",
     )  # fmt: skip
@@ -98,6 +119,8 @@ class LaneContext:
         self.countdown: list[int] = broker.handler_latency.countdown
         self.run_publishes: list[int] = broker.counters.run_publishes
         self.sent_by_qos: list[int] = broker.counters.sent_by_qos
+        self.packets_received: list[int] = broker.counters.packets_received
+        self.packets_sent: list[int] = broker.counters.packets_sent
         # Counted here, in plain integers (C fields in the compiled twin): four updates of
         # the stats Counter cost the compiled lane more than the rest of its work.
         self.bytes_received = 0
@@ -113,15 +136,18 @@ class LaneContext:
     def fold(self) -> None:
         """Adds what the lane counted to the broker's stats and counters (where the full
         path counts the same messages) and starts again from zero."""
-        if not self.messages_received:
+        if not self.bytes_received:  # every read the lanes took counted its bytes
             return
         stats = self.stats
         stats["bytes_received"] += self.bytes_received
-        stats["messages_received"] += self.messages_received
-        stats["bytes_sent"] += self.bytes_sent
-        stats["messages_sent"] += self.messages_sent
-        self.run_publishes[0] += self.messages_received  # a run each read: see counters.py
-        self.sent_by_qos[0] += self.messages_sent
+        if self.bytes_sent:
+            stats["bytes_sent"] += self.bytes_sent
+        if self.messages_received:  # not from a CONNECT alone (the connect lane)
+            stats["messages_received"] += self.messages_received
+            self.run_publishes[0] += self.messages_received  # a run each read: counters.py
+        if self.messages_sent:
+            stats["messages_sent"] += self.messages_sent
+            self.sent_by_qos[0] += self.messages_sent
         self.bytes_received = self.messages_received = self.bytes_sent = self.messages_sent = 0
 
 
@@ -160,10 +186,12 @@ class ConnectionCore:
         self._flush_scheduled = False
 
     def data_received(self, data: bytes) -> None:
-        # Plain QoS 0 PUBLISHes on one topic: one call (a read is bytes; anything else,
-        # a WebSocket frame's bytearray say, takes the full path, as in the C twin).
-        if type(data) is not bytes or not forward(self, data):
-            self._read(data)
+        # Plain QoS 0 PUBLISHes on one topic, or a plain CONNECT: one call (a read is
+        # bytes; anything else, a WebSocket frame's bytearray say, takes the full path,
+        # as in the C twin).
+        if type(data) is bytes and (forward if self.connected else connect)(self, data):
+            return
+        self._read(data)
 
     def _read(self, data: bytes) -> None:
         raise NotImplementedError  # MqttConnection: the full path
@@ -287,4 +315,59 @@ def forward(conn: Any, data: bytes) -> bool:
             sub.transport.write(data)
             context.bytes_sent += n
         context.messages_sent += count
+    return True
+
+
+def plain_connect(data: bytes) -> tuple[str, int] | None:
+    """(client id, keep alive) when ``data`` is one whole plain CONNECT (see the module
+    doc), else None."""
+    n = len(data)
+    if n < 15 or n > 129 or data[0] != 0x10 or data[1] + 2 != n:
+        return None  # n <= 129: a one-byte Remaining Length
+    if data[2:10] != _PLAIN_CONNECT or (data[12] << 8) | data[13] != n - 14:
+        return None
+    client_id = data[14:]
+    if any(b < 0x20 or b > 0x7E for b in client_id):
+        return None
+    return client_id.decode("ascii"), (data[10] << 8) | data[11]
+
+
+def connect(conn: Any, data: bytes) -> bool:
+    """Accepts ``data`` when it is a plain CONNECT the connect lane covers, as the full
+    path would: a new session, the CONNACK written, the keep alive watched. True when it
+    did, False with nothing changed otherwise."""
+    found = plain_connect(data)
+    if found is None:
+        return False
+    decoder, transport, context = conn.decoder, conn.transport, conn.context
+    if conn._buffer or conn.closing or conn._out is not None or context is None:
+        return False
+    if decoder is None or decoder.protocol_version or transport is None or transport.is_closing():
+        return False  # a CONNECT came before: the full path refuses this one
+    broker = conn.broker
+    client_id, keep_alive = found
+    sessions = broker.sessions
+    if client_id in sessions or len(broker.connections) > broker.config.max_connections:
+        return False
+    if not broker.admits_plain_connects():
+        return False
+    # Accepted: what the CONNECT handler, its session and CONNACK would do.
+    decoder.protocol_version = 4
+    conn.version = 4
+    conn.client_id = client_id
+    conn.last_seen = time.monotonic()
+    conn.keep_alive = keep_alive
+    conn.opened_at = 0.0  # the broker's sweep drops it from the sockets awaiting CONNECT
+    conn.connected = True
+    if keep_alive:
+        broker.watch(conn, conn.last_seen + keep_alive * 1.5)
+    session = broker.new_session(client_id, None)
+    sessions[client_id] = session
+    session.connection = conn  # Session.resume for a new session
+    conn.session = session
+    context.packets_received[CONNECT] += 1
+    context.packets_sent[CONNACK] += 1
+    context.bytes_received += len(data)
+    context.bytes_sent += len(_CONNACK_ACCEPTED)
+    transport.write(_CONNACK_ACCEPTED)
     return True

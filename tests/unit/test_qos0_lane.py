@@ -20,13 +20,15 @@ from hypothesis import strategies as st
 
 import robustmq._core.qos0_lane as py_lane
 from robustmq._core import mqtt_codec
-from robustmq._core.mqtt_spec import MAX_PACKET_SIZE, PUBLISH_RUN
+from robustmq._core.mqtt_spec import CONNECT, MAX_PACKET_SIZE, PUBLISH_RUN
 from robustmq.broker.mqtt import connection
 from robustmq.broker.mqtt.connection import MqttConnection
 from robustmq.broker.mqtt.rewrite import TopicRewriter
 from robustmq.broker.mqtt.server import MqttBroker
+from robustmq.broker.mqtt.session import Session
 from robustmq.broker.mqtt.sys_topics import sys_values
 from robustmq.config import AuthConfig, MqttConfig
+from robustmq.errors import MqttError
 from robustmq.observability.metrics import _mqtt_metrics
 
 try:
@@ -66,7 +68,9 @@ def test_compiled_twin_is_compiled() -> None:
         "LaneContext",
         "Plan",
         "PlanCache",
+        "connect",
         "forward",
+        "plain_connect",
         "scan",
     }
     assert set(py_lane.__all__) == set(c_lane.__all__) == expected
@@ -202,15 +206,17 @@ class _Transport:
 
 
 class _Switched(MqttConnection):
-    """A connection whose reads try the lane the test chose (``lane``: a twin's
-    ``forward``, or None for the full path) instead of its own core's."""
+    """A connection whose reads try the lanes the test chose (``lane``: a twin's
+    ``forward``, ``connect_lane`` a twin's ``connect`` before the CONNACK; None for the
+    full path) instead of its own core's."""
 
     __slots__ = ()
     lane: ClassVar[Callable[[Any, bytes], bool] | None] = None
+    connect_lane: ClassVar[Callable[[Any, bytes], bool] | None] = None
 
     def data_received(self, data: bytes) -> None:
-        forward = _Switched.lane
-        if forward is None or not forward(self, data):
+        chosen = _Switched.lane if self.connected else _Switched.connect_lane
+        if chosen is None or not chosen(self, data):
             self._read(data)
 
 
@@ -520,15 +526,23 @@ def test_core_hands_what_the_lane_does_not_take_to_the_full_path(core: type) -> 
     assert conn.full == [_pub("t/1"), bytearray(b"\x30\x00")]
 
 
-def test_the_connection_entry_takes_the_lane_for_plain_qos0_only(loop, monkeypatch) -> None:
-    """``MqttConnection.data_received`` (its core's) forwards a plain QoS 0 read itself
-    and hands a QoS 1 one to the full path (``_read``)."""
-    full_reads: list[bytes] = []
+@pytest.fixture
+def full_reads(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every read ``MqttConnection`` hands to its full path (``_read``), recorded."""
+    reads: list[bytes] = []
     read = MqttConnection._read
 
-    def counting(self: MqttConnection, data: bytes) -> None:
-        full_reads.append(data)
+    def recording(self: MqttConnection, data: bytes) -> None:
+        reads.append(data)
         read(self, data)
+
+    monkeypatch.setattr(MqttConnection, "_read", recording)
+    return reads
+
+
+def test_the_connection_entry_takes_the_lane_for_plain_qos0_only(loop, full_reads) -> None:
+    """``MqttConnection.data_received`` (its core's) forwards a plain QoS 0 read itself
+    and hands a QoS 1 one to the full path (``_read``)."""
 
     async def run() -> _Side:
         side = _Side()
@@ -536,7 +550,7 @@ def test_the_connection_entry_takes_the_lane_for_plain_qos0_only(loop, monkeypat
         side.connect("sub", 4)
         side.subscribe("sub", "t/#", qos=1)
         side.clients["sub"].transport.out.clear()  # type: ignore[union-attr]
-        monkeypatch.setattr(MqttConnection, "_read", counting)
+        full_reads.clear()
         side.clients["pub"].data_received(_pub("t/1", b"lane"))
         qos1 = mqtt_codec.encode(mqtt_codec.Publish("t/1", b"full", qos=1, packet_id=7), 4)
         side.clients["pub"].data_received(qos1)
@@ -679,3 +693,306 @@ def test_forward_sees_rewrite_rules_added_after_it_forwarded(lane, loop, monkeyp
     _same(full, laned)
     assert taken == [True, False]
     assert laned.written()["sub"] == _pub("t/1", b"a") + _pub("x/1", b"b")
+
+
+# ---------------------------------------------------------------------- connect
+
+
+def _connect(client_id: str = "c1", version: int = 4, clean: bool = True, **kw: Any) -> bytes:
+    packet = mqtt_codec.Connect(client_id, protocol_version=version, clean_start=clean, **kw)
+    return mqtt_codec.encode(packet, version)
+
+
+def test_plain_connect_reads_the_client_id_and_keep_alive(lane: ModuleType) -> None:
+    assert lane.plain_connect(_connect("c1", keep_alive=60)) == ("c1", 60)
+    assert lane.plain_connect(_connect("sensor 7/~!", keep_alive=0)) == ("sensor 7/~!", 0)
+    longest = "x" * 115  # a one-byte Remaining Length: 127
+    assert lane.plain_connect(_connect(longest, keep_alive=65535)) == (longest, 65535)
+    assert _connect(longest)[1] == 127
+
+
+_NOT_PLAIN = [
+    (_connect("c1", version=5), "5.0"),
+    (_connect("c1", version=3), "3.1 (MQIsdp)"),
+    (_connect("c1", clean=False), "a persistent session"),
+    (_connect("c1", will=mqtt_codec.Will("w/t", b"bye")), "a will"),
+    (_connect("c1", username="u"), "a username"),
+    (_connect("c1", username="u", password=b"p"), "a password"),
+    (_connect(""), "no client id"),
+    (_connect("capteur-é"), "a client id beyond ASCII"),
+    (_connect("c\t1"), "a control character"),
+    (_connect("x" * 116), "a two-byte Remaining Length"),
+    (_connect("c1") + b"\xc0\x00", "a PINGREQ behind it"),
+    (_connect("c1")[:-1], "a CONNECT still arriving"),
+    (b"\x12" + _connect("c1")[1:], "reserved fixed-header flags"),
+    (_connect("c1")[:9] + b"\x03" + _connect("c1")[10:], "reserved connect flag"),
+    (b"\x10\x00", "empty"),
+    (_pub("t/1"), "a PUBLISH"),
+]
+
+
+@pytest.mark.parametrize("data, why", _NOT_PLAIN)
+def test_plain_connect_leaves_everything_else_to_the_full_path(
+    lane: ModuleType, data: bytes, why: str
+) -> None:
+    assert lane.plain_connect(data) is None, why
+
+
+def _connect_reads() -> st.SearchStrategy[bytes]:
+    """CONNECTs of every protocol version and flag (plain ones among them), then a
+    byte changed and the read cut anywhere."""
+    client_id = st.one_of(
+        st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=120),
+        st.text(st.characters(min_codepoint=1, max_codepoint=0x2FF), max_size=30),
+    )
+
+    def build(cid: str, version: int, clean: bool, keep_alive: int, user: bool) -> bytes:
+        try:
+            return _connect(
+                cid, version, clean, keep_alive=keep_alive, username="u" if user else None
+            )
+        except (MqttError, ValueError):
+            return _connect("c")  # not encodable (3.1 ids are at most 23 characters)
+
+    packet = st.builds(
+        build,
+        client_id,
+        st.sampled_from([3, 4, 4, 4, 5]),
+        st.booleans(),
+        st.integers(0, 65535),
+        st.booleans(),
+    )
+
+    def damage(data: bytes, pos: int, byte: int | None, cut: int) -> bytes:
+        if byte is not None and data:
+            data = data[: pos % len(data)] + bytes([byte]) + data[pos % len(data) + 1 :]
+        return data[: cut or None]
+
+    return st.builds(
+        damage,
+        packet,
+        st.integers(0, 200),
+        st.one_of(st.none(), st.integers(0, 255)),
+        st.one_of(st.just(0), st.integers(0, 140)),
+    )
+
+
+@PROPERTY
+@given(data=st.one_of(_connect_reads(), st.binary(max_size=40)))
+def test_plain_connect_takes_exactly_what_the_decoder_reads_as_a_plain_connect(
+    lane: ModuleType, data: bytes
+) -> None:
+    found = lane.plain_connect(data)
+    assert found == py_lane.plain_connect(data)  # the twins agree
+    try:
+        packets, consumed = mqtt_codec.Decoder(0, MAX_PACKET_SIZE).decode(data)
+    except MqttError:
+        packets, consumed = [], -1
+    plain = (
+        consumed == len(data)
+        and len(packets) == 1
+        and isinstance(packets[0], mqtt_codec.Connect)
+        and (packets[0].protocol_version, packets[0].clean_start) == (4, True)
+        and packets[0].will is None
+        and packets[0].username is None
+        and packets[0].password is None
+        and 1 <= len(packets[0].client_id) <= 115
+        and all(" " <= c <= "~" for c in packets[0].client_id)
+    )
+    if found is not None:
+        assert plain, "the lane took what the decoder does not read as a plain CONNECT"
+        assert found == (packets[0].client_id, packets[0].keep_alive)
+    elif plain:
+        assert data[1] >= 0x80, "a plain CONNECT the lane did not take"  # a longer length
+
+
+def _assigned(client_id: str) -> str:
+    """A client id, with one the broker assigned (random) as the same on two brokers."""
+    return "auto-*" if client_id.startswith("auto-") else client_id
+
+
+def _state(conn: MqttConnection) -> dict[str, Any]:
+    """Everything a connection holds, its objects by what they hold (the same on two
+    brokers), times by what follows from them."""
+    names = set(py_lane.ConnectionCore.__slots__) | set(MqttConnection.__slots__)
+    state: dict[str, Any] = {}
+    for name in sorted(names - {"broker", "context", "transport"}):
+        value = getattr(conn, name, "<unset>")
+        if name in ("last_seen", "opened_at"):  # opened_at: 0 once connected
+            value = value > 0
+        elif name == "watched":  # the sweep after 1.5 keep alives
+            value = value and value - int(conn.last_seen + conn.keep_alive * 1.5)
+        elif name == "decoder":
+            value = (value.protocol_version, value.max_packet_size, value.group_publishes)
+        elif name == "session" and value is not None:
+            session = value
+            value = {n: getattr(session, n) for n in Session.__slots__}
+            value["connection"] = session.connection is conn
+            value["drops"] = session.drops is conn.broker.counters
+            value["client_id"] = _assigned(session.client_id)
+        elif name == "client_id":
+            value = _assigned(value)
+        elif value is not None and not isinstance(value, (bool, int, float, str, bytes)):
+            value = type(value).__name__  # the ACL's authorizer, a publish quota
+        state[name] = value
+    return state
+
+
+def _connects(
+    loop: asyncio.AbstractEventLoop,
+    lane: ModuleType,
+    monkeypatch: pytest.MonkeyPatch,
+    reads: list[tuple[str, bytes]],
+    setup: Callable[[_Side], None] | None = None,
+    auth: AuthConfig | None = None,
+) -> tuple[_Side, _Side, list[bool]]:
+    """The same reads from new clients (by name) on two brokers: one whose reads go the
+    full way, one whose reads before a CONNACK try ``lane.connect`` first. Returns both
+    sides and what the lane said per read it was offered."""
+    taken: list[bool] = []
+
+    def connect(conn: MqttConnection, data: bytes) -> bool:
+        taken.append(lane.connect(conn, data))
+        return taken[-1]
+
+    async def run() -> list[_Side]:
+        sides = []
+        for use_lane in (False, True):
+            monkeypatch.setattr(_Switched, "connect_lane", None)
+            side = _Side(auth)
+            if setup is not None:
+                setup(side)
+            if use_lane:
+                monkeypatch.setattr(_Switched, "connect_lane", connect)
+            for name, data in reads:
+                conn = side.clients.get(name)
+                if conn is None:
+                    conn = side.clients[name] = _Switched(side.broker)
+                    conn.connection_made(_Transport(conn))  # type: ignore[arg-type]
+                conn.data_received(data)
+                await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            sides.append(side)
+        return sides
+
+    full, laned = loop.run_until_complete(run())
+    return full, laned, taken
+
+
+def _same_connections(full: _Side, laned: _Side) -> None:
+    _same(full, laned)
+    for side in (full, laned):
+        side.broker.lane_context.fold()
+    f, c = full.broker, laned.broker
+    assert list(c.counters.packets_received) == list(f.counters.packets_received)
+    assert list(c.counters.packets_sent) == list(f.counters.packets_sent)
+    assert {n: _state(conn) for n, conn in laned.clients.items()} == {
+        n: _state(conn) for n, conn in full.clients.items()
+    }
+    assert sorted(map(_assigned, c.sessions)) == sorted(map(_assigned, f.sessions))
+    assert len(c.connections) == len(f.connections)
+    assert sum(map(len, c._due.values())) == sum(map(len, f._due.values()))
+
+
+def test_connect_matches_the_full_path_for_plain_connects(lane, loop, monkeypatch) -> None:
+    subscribe = mqtt_codec.encode(mqtt_codec.Subscribe(1, [mqtt_codec.Subscription("t/#")]), 4)
+    reads = [
+        ("a", _connect("a", keep_alive=60)),
+        ("b", _connect("b", keep_alive=0)),
+        ("c", _connect("c c~!", keep_alive=1)),
+        ("a", subscribe),  # the clients the lane accepted go on as any other
+        ("b", _pub("t/1", b"hello")),
+    ]
+    full, laned, taken = _connects(loop, lane, monkeypatch, reads)
+    _same_connections(full, laned)
+    assert taken == [True, True, True]
+    written = laned.written()
+    assert written["b"] == written["c"] == b"\x20\x02\x00\x00"
+    assert written["a"] == b"\x20\x02\x00\x00\x90\x03\x00\x01\x00" + _pub("t/1", b"hello")
+    assert laned.broker.counters.packets_received[CONNECT] == 3
+
+
+@pytest.mark.parametrize("data, why", _NOT_PLAIN)
+def test_connect_leaves_other_first_reads_to_the_full_path(
+    lane, loop, monkeypatch, data: bytes, why: str
+) -> None:
+    full, laned, taken = _connects(loop, lane, monkeypatch, [("a", data)])
+    _same_connections(full, laned)
+    assert taken == [False], why
+
+
+def test_connect_leaves_a_connect_in_two_reads_to_the_full_path(lane, loop, monkeypatch) -> None:
+    data = _connect("a")
+    full, laned, taken = _connects(loop, lane, monkeypatch, [("a", data[:5]), ("a", data[5:])])
+    _same_connections(full, laned)
+    assert taken == [False, False]
+    assert laned.clients["a"].connected
+
+
+def _ban(side: _Side) -> None:
+    side.broker.security.limits.blacklist.ban("clientid", "nobody")
+
+
+def _full(side: _Side) -> None:
+    side.broker.config = dataclasses.replace(side.broker.config, max_connections=1)
+
+
+def _redirect(side: _Side) -> None:
+    side.broker.config = dataclasses.replace(side.broker.config, server_reference="b:1883")
+
+
+def _auto_subscribe(side: _Side) -> None:
+    side.broker.auto_subscribe = [("inbox/${clientid}", 1)]
+
+
+@pytest.mark.parametrize(
+    "setup, auth, why",
+    [
+        (None, AuthConfig(jwt_secret="s"), "authentication"),
+        (None, AuthConfig(acl_default="deny"), "an ACL"),
+        (None, AuthConfig(publish_rate=10), "a publish quota"),
+        (_ban, None, "a blacklist"),
+        (_full, None, "max_connections"),
+        (_redirect, None, "server_reference"),
+        (_auto_subscribe, None, "auto-subscriptions"),
+    ],
+)
+def test_connect_steps_aside_when_the_broker_checks_more(
+    lane, loop, monkeypatch, setup: Any, auth: AuthConfig | None, why: str
+) -> None:
+    reads = [("a", _connect("a")), ("b", _connect("b"))]
+    full, laned, taken = _connects(loop, lane, monkeypatch, reads, setup, auth)
+    _same_connections(full, laned)
+    # max_connections 1: "a" is the one connection, "b" the one too many.
+    assert taken == ([True, False] if setup is _full else [False, False]), why
+
+
+def test_connect_leaves_a_client_id_with_a_session_to_the_full_path(
+    lane, loop, monkeypatch
+) -> None:
+    # The second "a" takes the session over: the first gets DISCONNECT... or, in 3.1.1,
+    # is closed; that is the full path's work.
+    reads = [("a", _connect("a")), ("a2", _connect("a")), ("b", _connect("b"))]
+    full, laned, taken = _connects(loop, lane, monkeypatch, reads)
+    _same_connections(full, laned)
+    assert taken == [True, False, True]
+    assert (
+        laned.clients["a"].closing and laned.broker.sessions["a"].connection is laned.clients["a2"]
+    )
+
+
+def test_the_connection_entry_takes_the_connect_lane_for_plain_connects(loop, full_reads) -> None:
+    """``MqttConnection.data_received`` (its core's) accepts a plain CONNECT itself and
+    hands a 5.0 one to the full path (``_read``)."""
+
+    async def run() -> _Side:
+        side = _Side()
+        side.connect("plain", 4, cls=MqttConnection)
+        side.connect("five", 5, cls=MqttConnection)
+        await asyncio.sleep(0)
+        return side
+
+    side = loop.run_until_complete(run())
+    assert [mqtt_codec.Decoder(0).decode(d)[0][0].client_id for d in full_reads] == ["five"]
+    assert side.clients["plain"].connected and side.clients["five"].connected
+    assert side.written()["plain"] == b"\x20\x02\x00\x00"

@@ -277,7 +277,28 @@ class MqttBroker:
                 len(retained),
             )
 
-    def _new_session(self, client_id: str, owner: str | None) -> Session:
+    def admits_plain_connects(self) -> bool:
+        """Whether a plain CONNECT (3.1.1, clean session, no will, username, password or
+        properties) whose client id has no session needs no check beyond
+        ``max_connections``: nothing in ``MqttConnection.handle_connect`` and ``_accept``
+        applies to it but the session, the keep alive and the CONNACK. The connect lane
+        (``robustmq/_core/qos0_lane.py``) asks this before it accepts one."""
+        security, limits = self.security, self.security.limits
+        return not (
+            self.config.server_reference
+            or self.loading is not None
+            or self.auto_subscribe
+            or self.store.clustered
+            or self.router.link is not None
+            or security.authn is not None
+            or security.acl is not None
+            or security.config.use_identity_as_username
+            or limits.checks_connect
+            or limits.settings.publish_rate
+            or limits.settings.publish_byte_rate
+        )
+
+    def new_session(self, client_id: str, owner: str | None) -> Session:
         session = Session(
             client_id,
             self.config.max_queued_messages,
@@ -289,7 +310,7 @@ class MqttBroker:
 
     def _stored_session(self, stored: StoredSession) -> Session:
         """A persistent session rebuilt from the store, offline, with its subscriptions."""
-        session = self._new_session(stored.client_id, stored.owner)
+        session = self.new_session(stored.client_id, stored.owner)
         session.expiry_interval = stored.expiry_interval
         session.persisted = True
         session.journal = self.store.journal()
@@ -449,7 +470,7 @@ class MqttBroker:
             session = None
         present = session is not None
         if session is None:
-            session = self._new_session(conn.client_id, conn.username)
+            session = self.new_session(conn.client_id, conn.username)
             self.sessions[conn.client_id] = session
         for handle in (session.expiry_handle, session.will_handle):
             if handle is not None:
