@@ -61,11 +61,12 @@ cdef class LaneContext:
     cdef public object stats  # a Counter
     cdef public list countdown, run_publishes, sent_by_qos, packets_received, packets_sent
     cdef public long long bytes_received, messages_received, bytes_sent, messages_sent
-    cdef public object config, rewriter
+    cdef public object config, rewriter, decoder_type
     cdef public Py_ssize_t max_levels
     cdef public bint rewriting
 
-    def __init__(self, broker):
+    def __init__(self, broker, decoder_type):
+        self.decoder_type = decoder_type
         router = broker.router
         self.router = router
         self.trie = router.subscriptions
@@ -95,8 +96,8 @@ cdef class LaneContext:
 
 
 cdef class ConnectionCore:
-    """The base of ``MqttConnection`` (see ``qos0_lane.ConnectionCore``): the fields the
-    lane reads and writes, as C fields, and the entry of every read."""
+    """The base of ``MqttConnection`` (see ``qos0_lane.ConnectionCore``): its fields, as
+    C fields, and the entry of every read."""
 
     cdef public object broker, decoder, transport, client_id, publish_quota, authorizer
     cdef public object _buffer, _out
@@ -105,16 +106,38 @@ cdef class ConnectionCore:
     cdef public double last_seen
     cdef public Py_ssize_t alias_maximum, client_max_packet, read_pauses, max_packet
     cdef public LaneContext context
+    cdef public object _peer, username, session, will, topic_aliases, outbound_aliases
+    cdef public object held_back, _auth, _auth_method, _pending_connect, counted_ip, _held
+    cdef public object claims
+    cdef public long keep_alive, send_quota
+    cdef public double paused_at, opened_at
+    cdef public bint superuser
+    cdef public long long connected_ms, watched
 
     def __init__(self, broker):
+        cdef Py_ssize_t limit
+        context = broker.lane_context
         self.broker = broker
-        self.context = broker.lane_context
+        self.context = context
+        self.max_packet = MAX_PACKET_SIZE
+        if context is not None:
+            limit = broker.config.max_packet_size  # a change applies to later connections
+            self.decoder = self.context.decoder_type(0, limit, True)  # grouping runs
+            self.max_packet = limit
         self.client_id = ""
         self.version = 4
-        self.last_seen = _now()
+        self.last_seen = self.opened_at = _now()
         self.client_max_packet = MAX_PACKET_SIZE
-        self.max_packet = MAX_PACKET_SIZE
+        self.send_quota = 65535
         self._buffer = b""
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.opened_at = self.last_seen = _now()  # the CONNECT timeout counts from here
+        broker = self.broker
+        broker.connections.add(self)
+        self.context.stats["connections_total"] += 1
+        broker.connecting.append(self)
 
     def data_received(self, data):
         if type(data) is bytes:

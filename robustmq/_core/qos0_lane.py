@@ -21,9 +21,10 @@ this read.
 
 Unlike the rest of ``_core`` this module reads and writes the broker's objects. Every
 read enters through ``ConnectionCore.data_received`` (``MqttConnection``'s base), which
-holds the connection's fields the lane uses: ``_buffer connected closing version
-max_packet broker publish_quota authorizer client_id last_seen paused alias_maximum
-transport client_max_packet _flush_scheduled _out context``. ``context`` is the broker's
+holds all of the connection's fields, among them those the lane uses: ``_buffer
+connected closing version max_packet broker publish_quota authorizer client_id
+last_seen paused alias_maximum transport client_max_packet _flush_scheduled _out
+context``. ``context`` is the broker's
 ``LaneContext``, what the lane uses of the broker that stays the same for its lifetime
 (the router, its trie and ``PlanCache``, ``stats``, ``counters.run_publishes
 sent_by_qos``, ``handler_latency.countdown``). A hot change replaces the broker's
@@ -107,10 +108,10 @@ class LaneContext:
         "router", "trie", "plan_cache", "stats", "countdown", "run_publishes", "sent_by_qos",
         "packets_received", "packets_sent",
         "bytes_received", "messages_received", "bytes_sent", "messages_sent",
-        "config", "max_levels", "rewriter", "rewriting",
+        "config", "max_levels", "rewriter", "rewriting", "decoder_type",
     )  # fmt: skip
 
-    def __init__(self, broker: Any) -> None:
+    def __init__(self, broker: Any, decoder_type: Any) -> None:
         router = broker.router
         self.router = router
         self.trie = router.subscriptions
@@ -132,6 +133,8 @@ class LaneContext:
         self.max_levels = 0
         self.rewriter: Any = None
         self.rewriting = False
+        # The MQTT decoder class a new connection gets one of (the selected codec twin's).
+        self.decoder_type = decoder_type
 
     def fold(self) -> None:
         """Adds what the lane counted to the broker's stats and counters (where the full
@@ -152,22 +155,33 @@ class LaneContext:
 
 
 class ConnectionCore:
-    """The base of ``MqttConnection``: the fields the lane reads and writes, and the
-    entry of every read. ``data_received`` offers the read to the lane first and hands it
-    to the connection's ``_read`` (the full path) when the lane does not take it. In the
-    compiled twin the fields are C fields and the lane reads them without a lookup."""
+    """The base of ``MqttConnection``: its fields, and the entry of every read.
+    ``data_received`` offers the read to the lanes first and hands it to the
+    connection's ``_read`` (the full path) when they do not take it. In the compiled twin
+    the fields are C fields (the lanes read them without a lookup) and a new connection
+    and its ``connection_made`` cost no Python frame."""
 
     __slots__ = (
         "broker", "decoder", "transport", "client_id", "version", "connected", "closing",
         "last_seen", "paused", "alias_maximum", "client_max_packet", "read_pauses",
         "publish_quota", "authorizer", "_buffer", "_out", "_flush_scheduled", "context",
         "max_packet",
+        "_peer", "username", "session", "will", "keep_alive", "send_quota", "topic_aliases",
+        "outbound_aliases", "paused_at", "held_back", "opened_at", "_auth", "_auth_method",
+        "_pending_connect", "counted_ip", "_held", "superuser", "claims", "connected_ms",
+        "watched",
     )  # fmt: skip
 
     def __init__(self, broker: Any) -> None:
         self.broker = broker
-        self.context: LaneContext | None = broker.lane_context
-        self.decoder: Any = None
+        context: LaneContext | None = broker.lane_context
+        self.context = context
+        self.decoder: Any = None  # made here when the broker has a context
+        self.max_packet = MAX_PACKET_SIZE  # ours: the decoder's max_packet_size
+        if context is not None:
+            limit = broker.config.max_packet_size  # a change applies to later connections
+            self.decoder = context.decoder_type(0, limit, True)  # grouping runs
+            self.max_packet = limit
         self.transport: Any = None
         self.client_id = ""
         self.version = 4
@@ -177,13 +191,51 @@ class ConnectionCore:
         self.paused = False
         self.alias_maximum = 0  # the client's Topic Alias Maximum: aliases we may send
         self.client_max_packet = MAX_PACKET_SIZE  # the client's Maximum Packet Size
-        self.max_packet = MAX_PACKET_SIZE  # ours: the decoder's max_packet_size
         self.read_pauses = 0  # subscribers that paused reading from us
         self.publish_quota: Any = None  # None: no quota; see broker/auth/limits.py
         self.authorizer: Any = None  # ACL of this client (None: nothing is denied)
         self._buffer = b""  # the start of a packet the next read completes
         self._out: list[bytes] | None = None  # output waiting for the next loop iteration
         self._flush_scheduled = False
+        self._peer: str | None = None  # host:port, looked up when first needed
+        self.username: str | None = None
+        self.session: Any = None
+        self.will: Any = None
+        self.keep_alive = 0
+        self.send_quota = 65535  # the client's Receive Maximum
+        # Containers are created on first use: most clients never need them, and an empty
+        # dict, set or list costs 56-216 bytes per connection.
+        self.topic_aliases: dict[int, str] | None = None  # the client's, for its PUBLISHes
+        self.outbound_aliases: dict[str, int] | None = None
+        self.paused_at = 0.0
+        self.held_back: set[Any] | None = None  # publishers paused for our sake
+        # When the network connection was established (set by connection_made; for TLS
+        # after its handshake), until CONNECT arrives (then 0; the broker's sweep
+        # enforces connect_timeout: no timer per connection).
+        self.opened_at = self.last_seen
+        self.connected_ms = 0  # wall clock of the CONNACK (a cluster orders takeovers by it)
+        self._auth: Any = None  # an enhanced-authentication exchange
+        self._auth_method: str | None = None
+        # A CONNECT awaiting its AUTH exchange or its authenticators: (packet, assigned id,
+        # the exchange).
+        self._pending_connect: tuple[Any, bool, Any] | None = None
+        # What the authenticators said, kept so an ACL change can rebuild the authorizer.
+        self.superuser = False
+        self.claims: Any = None
+        self.counted_ip: str | None = None  # counted in the per-IP connection limit
+        self._held: list[Any] | None = None  # packets behind a CONNECT being authenticated
+        self.watched = 0  # the second the broker's sweep looks at it next (0: none)
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        # The CONNECT timeout counts from here, after a TLS handshake too (3.1.1 on
+        # CONNECT: "a reasonable amount of time after the Network Connection is
+        # established"); the handshake has its own timeout.
+        self.opened_at = self.last_seen = time.monotonic()
+        broker = self.broker
+        broker.connections.add(self)
+        broker.stats["connections_total"] += 1
+        broker.connecting.append(self)
 
     def data_received(self, data: bytes) -> None:
         # Plain QoS 0 PUBLISHes on one topic, or a plain CONNECT: one call (a read is

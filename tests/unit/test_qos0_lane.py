@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import robustmq._core.qos0_lane as py_lane
-from robustmq._core import mqtt_codec
+from robustmq._core import mqtt, mqtt_codec
 from robustmq._core.mqtt_spec import CONNECT, MAX_PACKET_SIZE, PUBLISH_RUN
 from robustmq.broker.mqtt import connection
 from robustmq.broker.mqtt.connection import MqttConnection
@@ -516,6 +516,36 @@ def test_core_fields_start_the_same_in_both_twins(core: type) -> None:
     assert conn.last_seen > 0
     conn.paused, conn.version, conn.alias_maximum = True, 5, 10
     assert (conn.paused, conn.version, conn.alias_maximum) == (True, 5, 10)
+
+
+def test_new_connections_start_the_same_on_both_cores() -> None:
+    """Every field of a new connection of a broker, and what ``connection_made`` files
+    it under, are the same on the compiled core as on the pure one."""
+    if c_lane is None:
+        pytest.skip(NOT_BUILT)
+    broker = MqttBroker(MqttConfig(max_packet_size=5000))
+    py_conn, c_conn = made = [
+        type("Conn", (module.ConnectionCore,), {"__slots__": ()})(broker)
+        for module in (py_lane, c_lane)
+    ]
+    for name in py_lane.ConnectionCore.__slots__:
+        py_value, c_value = getattr(py_conn, name), getattr(c_conn, name)
+        if name in ("last_seen", "opened_at"):
+            assert py_value > 0 and c_value > 0, name
+        elif name == "decoder":
+            for decoder in (py_value, c_value):
+                assert type(decoder) is mqtt.Decoder  # the selected codec twin's
+                assert (decoder.protocol_version, decoder.max_packet_size) == (0, 5000)
+                assert decoder.group_publishes
+        else:
+            assert py_value == c_value, name
+    assert py_conn.max_packet == 5000
+    transport = object()
+    for conn in made:
+        conn.connection_made(transport)
+        assert conn.transport is transport and conn.opened_at == conn.last_seen > 0
+    assert broker.connections == set(made) and broker.connecting == made
+    assert broker.stats["connections_total"] == 2
 
 
 def test_core_hands_what_the_lane_does_not_take_to_the_full_path(core: type) -> None:

@@ -97,54 +97,19 @@ class Publisher(Protocol):
 
 class MqttConnection(ConnectionCore, asyncio.Protocol):
     # Slots: a broker holds one of these per client, so its size is memory per connection.
-    # The fields the QoS 0 lane uses are ConnectionCore's (qos0_lane.py lists them), and
-    # so is the decoder.
-    __slots__ = (
-        "_peer", "username", "session", "will", "keep_alive", "send_quota", "topic_aliases",
-        "outbound_aliases", "paused_at", "held_back", "opened_at", "_auth", "_auth_method",
-        "_pending_connect", "counted_ip", "_held", "superuser", "claims", "connected_ms",
-        "watched",
-    )  # fmt: skip
+    # Every field is ConnectionCore's (qos0_lane.py documents them): C fields when the
+    # core is compiled, so a new connection costs no Python frame.
+    __slots__ = ()
 
     broker: MqttBroker
     decoder: Any  # mqtt.Decoder of the selected twin
     transport: asyncio.Transport | None
     authorizer: Authorizer | None
     publish_quota: PublishQuota | None
-
-    def __init__(self, broker: MqttBroker) -> None:
-        super().__init__(broker)
-        limit = broker.config.max_packet_size  # a hot change applies to later connections
-        self.decoder = mqtt.Decoder(0, limit, group_publishes=True)
-        self.max_packet = limit  # the lane's copy of the decoder's
-        self._peer: str | None = None
-        self.username: str | None = None
-        self.session: Session | None = None
-        self.will: Any = None
-        self.keep_alive = 0
-        self.send_quota = 65535  # the client's Receive Maximum
-        # Containers are created on first use: most clients never need them, and an empty
-        # dict, set or list costs 56-216 bytes per connection.
-        self.topic_aliases: dict[int, str] | None = None  # the client's, for its PUBLISHes
-        self.outbound_aliases: dict[str, int] | None = None
-        self.paused_at = 0.0
-        self.held_back: set[Publisher] | None = None  # publishers paused for our sake
-        # When the network connection was established (set by connection_made; for TLS
-        # after its handshake), until CONNECT arrives (the broker's sweep enforces
-        # connect_timeout: no timer per connection).
-        self.opened_at = self.last_seen
-        self.connected_ms = 0  # wall clock of the CONNACK (a cluster orders takeovers by it)
-        self._auth: AuthExchange | None = None  # an enhanced-authentication exchange
-        self._auth_method: str | None = None
-        # A CONNECT awaiting its AUTH exchange or its authenticators: (packet, assigned id,
-        # the exchange).
-        self._pending_connect: tuple[Any, bool, Any] | None = None
-        # What the authenticators said, kept so an ACL change can rebuild the authorizer.
-        self.superuser = False
-        self.claims: Mapping[str, Any] | None = None
-        self.counted_ip: str | None = None  # counted in the per-IP connection limit
-        self._held: list[Any] | None = None  # packets behind a CONNECT being authenticated
-        self.watched = 0  # the second the broker's sweep looks at it next (0: none)
+    session: Session | None
+    held_back: set[Publisher] | None
+    _auth: AuthExchange | None
+    claims: Mapping[str, Any] | None
 
     # ------------------------------------------------------------------ transport
 
@@ -161,17 +126,6 @@ class MqttConnection(ConnectionCore, asyncio.Protocol):
         """The client's IP address (for limits and ACL rules)."""
         peer = self.transport.get_extra_info("peername") if self.transport else None
         return str(peer[0]) if isinstance(peer, tuple) else str(peer)
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        # The CONNECT timeout counts from here, after a TLS handshake too (3.1.1 on
-        # CONNECT: "a reasonable amount of time after the Network Connection is
-        # established"); the handshake has its own timeout.
-        self.opened_at = self.last_seen = time.monotonic()
-        broker = self.broker
-        broker.connections.add(self)
-        broker.stats["connections_total"] += 1
-        broker.connecting.append(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True

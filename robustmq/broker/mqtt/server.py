@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from robustmq._core import lane, trie
+from robustmq._core import lane, mqtt, trie
 from robustmq._core.mqtt_spec import ACK_RUN, ReasonCode
 from robustmq.broker.auth.enhanced import AuthMethods
 from robustmq.broker.auth.security import Security
@@ -106,8 +106,8 @@ class MqttBroker:
         self.counters = MqttCounters(self.stats)
         # Handler time by packet type, one call in 64 timed (connection._handle_packets).
         self.handler_latency = LatencyHistogram(ACK_RUN + 1, 64)
-        # What the QoS 0 lane uses of this broker, looked up once for every connection.
-        self.lane_context = lane.LaneContext(self)
+        # What the lanes and connections use of this broker, looked up once for all.
+        self.lane_context = lane.LaneContext(self, mqtt.Decoder)
         self.started_at = time.time()
         self.auth_methods: AuthMethods = {}  # MQTT 5 enhanced authentication, by name
         # Users, authenticators, ACL and abuse limits ([auth]); counters go to self.stats.
