@@ -569,12 +569,16 @@ class MultiRaftHost:
         interval = self.config.tick_interval
         next_tick = loop.time() + interval
         while not self._stopping:
-            delay = next_tick - loop.time()
-            if delay > 0 and not self._wake.is_set():
-                try:
-                    await asyncio.wait_for(self._wake.wait(), delay)
-                except TimeoutError:
-                    pass
+            # A group whose only member leads it has no one to send heartbeats to or hear
+            # from: its ticks change nothing. When every group is one (a single node),
+            # the loop sleeps until it is woken or a request's deadline comes, instead of
+            # waking ten times a second for nothing.
+            until: float | None = next_tick
+            if all(g.node.state == StateType.LEADER and len(g.node.raft.prs) == 1
+                   for g in self.groups.values()):  # fmt: skip
+                until = self._deadlines[0][0] if self._deadlines else None
+            if not self._wake.is_set() and (until is None or until > loop.time()):
+                await self._sleep(until)
             self._wake.clear()
             if self._stopping:
                 break
@@ -602,6 +606,17 @@ class MultiRaftHost:
                 self._fail_pending(
                     MetaUnavailable(f"meta node {self.config.node_id} failed: {exc!r}")
                 )
+
+    async def _sleep(self, until: float | None) -> None:
+        """Until woken, or until ``until`` (the loop's clock) when given."""
+        handle = (
+            None if until is None else asyncio.get_running_loop().call_at(until, self._wake.set)
+        )
+        try:
+            await self._wake.wait()
+        finally:
+            if handle is not None:
+                handle.cancel()
 
     def _step_inbox(self) -> None:
         inbox, self._inbox = self._inbox, []

@@ -3,6 +3,7 @@ through the real byte codec), on real LogStores in tmp directories, fsync on."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -189,6 +190,31 @@ async def test_single_node_is_a_one_member_group(tmp_path: Path) -> None:
             "replaced": False
         }
         assert await host.read("cluster", "config/x") == [1]
+    finally:
+        await host.stop()
+
+
+async def test_a_single_node_sleeps_while_idle_and_still_answers(tmp_path: Path) -> None:
+    """A group whose only member leads it has no one to heartbeat: once every group is
+    one, the host does not wake every tick_interval for ticks that change nothing."""
+    config = HostConfig(
+        node_id=7, peers=((7, "127.0.0.1:7"),), data_dir=str(tmp_path), tick_interval=0.01
+    )
+    host = MultiRaftHost(config, InMemoryNetwork().transport(7))
+    await host.start()
+    try:
+        lone = lambda: all(g.node.state == StateType.LEADER for g in host.groups.values())  # noqa: E731
+        await until(lone, what="every group led by its one member")
+        ticks = []
+        for g in host.groups.values():
+            tick = g.node.tick
+            g.node.tick = lambda tick=tick: (ticks.append(1), tick())  # type: ignore[method-assign]
+        await asyncio.sleep(0.3)  # thirty tick intervals
+        assert len(ticks) <= len(host.groups)  # at most one round, as the loop went to sleep
+        assert await host.propose("cluster", encode_command("config.set", key="x", value=2)) == {
+            "replaced": False
+        }
+        assert await host.read("cluster", "config/x") == 2
     finally:
         await host.stop()
 
