@@ -1000,8 +1000,8 @@ def test_connect_steps_aside_when_the_broker_checks_more(
 def test_connect_leaves_a_client_id_with_a_session_to_the_full_path(
     lane, loop, monkeypatch
 ) -> None:
-    # The second "a" takes the session over: the first gets DISCONNECT... or, in 3.1.1,
-    # is closed; that is the full path's work.
+    # The second "a" takes the session over and the first connection is closed (3.1.1
+    # has no DISCONNECT from the server): the full path's work.
     reads = [("a", _connect("a")), ("a2", _connect("a")), ("b", _connect("b"))]
     full, laned, taken = _connects(loop, lane, monkeypatch, reads)
     _same_connections(full, laned)
