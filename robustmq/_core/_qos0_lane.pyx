@@ -34,6 +34,13 @@ cdef inline double _now() noexcept:
     return ts.tv_sec + ts.tv_nsec * 1e-9
 
 
+cdef inline long long _now_ns() noexcept:
+    """time.perf_counter_ns() without the call: the same clock."""
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec * 1000000000 + ts.tv_nsec
+
+
 cdef class Plan(list):
     """The delivery plan of one topic (see ``qos0_lane.Plan``), counting in a C field."""
 
@@ -59,6 +66,7 @@ cdef class LaneContext:
     cdef public object router, trie
     cdef public PlanCache plan_cache
     cdef public object stats  # a Counter
+    cdef public object latency  # the handler latencies (a LatencyHistogram)
     cdef public list countdown, run_publishes, sent_by_qos, packets_received, packets_sent
     cdef public long long bytes_received, messages_received, bytes_sent, messages_sent
     cdef public object config, rewriter, decoder_type
@@ -72,6 +80,7 @@ cdef class LaneContext:
         self.trie = router.subscriptions
         self.plan_cache = router.plan_cache
         self.stats = broker.stats
+        self.latency = broker.handler_latency
         self.countdown = broker.handler_latency.countdown
         self.run_publishes = broker.counters.run_publishes
         self.sent_by_qos = broker.counters.sent_by_qos
@@ -227,6 +236,8 @@ cdef bint _forward(ConnectionCore conn, bytes data) except -1:
     cdef PyObject *found
     cdef list countdown
     cdef Py_ssize_t max_levels
+    cdef bint timed
+    cdef long long started = 0
     if conn._buffer or not conn.connected or conn.closing:
         return False
     v5 = conn.version == 5
@@ -252,8 +263,9 @@ cdef bint _forward(ConnectionCore conn, bytes data) except -1:
     if context.rewriting:
         return False
     countdown = context.countdown
-    if countdown[_RUN] <= 1:
-        return False  # the full path times this one
+    timed = countdown[_RUN] <= 1  # the one run in latency.every that is timed
+    if timed:
+        started = _now_ns()
     try:
         topic = data[s.start:s.end].decode("utf-8")
     except UnicodeDecodeError:
@@ -289,7 +301,10 @@ cdef bint _forward(ConnectionCore conn, bytes data) except -1:
     conn.last_seen = _now()
     count = s.count
     context.bytes_received += n
-    countdown[_RUN] -= 1  # one run: the full path counts packets by this
+    if timed:
+        countdown[_RUN] = context.latency.every
+    else:
+        countdown[_RUN] -= 1  # one run: the full path counts packets by this
     context.messages_received += count
     (<Plan>plan).messages += count
     sender = conn.client_id
@@ -307,6 +322,8 @@ cdef bint _forward(ConnectionCore conn, bytes data) except -1:
             sub.transport.write(data)
             context.bytes_sent += n
         context.messages_sent += count
+    if timed:
+        context.latency.record(_RUN, _now_ns() - started)
     return True
 
 

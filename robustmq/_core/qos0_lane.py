@@ -15,9 +15,11 @@ name, no shared subscriptions or subscription identifiers, not ``$``), and every
 subscriber must take the packets as they are: connected, in the publisher's protocol
 family (3.1/3.1.1 or 5.0), not paused, no outbound topic aliases, each packet within its
 Maximum Packet Size. The publisher's ACL, when it has one, must allow the topic; it must
-have no publish quota or topic rewriting to apply, the topic no internal subscriber (the
-MQTT to Kafka bridge, the cluster link), and the handler timing must not be due to sample
-this read.
+have no publish quota or topic rewriting to apply, and the topic no internal subscriber
+(the MQTT to Kafka bridge, the cluster link). When the handler timing is due to sample
+this read (one run in ``every``), the lane times its own work and records that: stepping
+aside for it put one read in 64 on the full path, the slowest 1.6 % of the messages at
+light load.
 
 Unlike the rest of ``_core`` this module reads and writes the broker's objects. Every
 read enters through ``ConnectionCore.data_received`` (``MqttConnection``'s base), which
@@ -27,7 +29,7 @@ last_seen paused alias_maximum transport client_max_packet _flush_scheduled _out
 context``. ``context`` is the broker's
 ``LaneContext``, what the lane uses of the broker that stays the same for its lifetime
 (the router, its trie and ``PlanCache``, ``stats``, ``counters.run_publishes
-sent_by_qos``, ``handler_latency.countdown``). A hot change replaces the broker's
+sent_by_qos``, ``handler_latency``). A hot change replaces the broker's
 ``config`` and ``rewriter``: the lane looks both up per read and compares them with the
 ones the context has seen, whose ``max_topic_levels`` and ``active`` it keeps (both are
 fixed for the life of their object).
@@ -101,11 +103,12 @@ class PlanCache:
 class LaneContext:
     """What the lane uses of one broker, looked up once (each is the broker's for its
     lifetime): the router, its subscription trie and plan cache, the broker's stats,
-    the run and sent-by-QoS counters and the handler-latency countdown; and what the
-    lane forwarded since the last ``fold``."""
+    the run and sent-by-QoS counters and the handler latencies with their countdown;
+    and what the lane forwarded since the last ``fold``."""
 
     __slots__ = (
-        "router", "trie", "plan_cache", "stats", "countdown", "run_publishes", "sent_by_qos",
+        "router", "trie", "plan_cache", "stats", "latency", "countdown", "run_publishes",
+        "sent_by_qos",
         "packets_received", "packets_sent",
         "bytes_received", "messages_received", "bytes_sent", "messages_sent",
         "config", "max_levels", "rewriter", "rewriting", "decoder_type",
@@ -117,6 +120,7 @@ class LaneContext:
         self.trie = router.subscriptions
         self.plan_cache: PlanCache = router.plan_cache
         self.stats: dict[str, int] = broker.stats
+        self.latency = broker.handler_latency
         self.countdown: list[int] = broker.handler_latency.countdown
         self.run_publishes: list[int] = broker.counters.run_publishes
         self.sent_by_qos: list[int] = broker.counters.sent_by_qos
@@ -318,8 +322,8 @@ def forward(conn: Any, data: bytes) -> bool:
     if context.rewriting:
         return False
     countdown = context.countdown
-    if countdown[PUBLISH_RUN] <= 1:
-        return False  # the full path times this one
+    timed = countdown[PUBLISH_RUN] <= 1  # the one run in latency.every that is timed
+    started = time.perf_counter_ns() if timed else 0
     try:
         topic = data[start:end].decode("utf-8")
     except UnicodeDecodeError:
@@ -352,7 +356,10 @@ def forward(conn: Any, data: bytes) -> bool:
     conn.last_seen = time.monotonic()
     n = len(data)
     context.bytes_received += n
-    countdown[PUBLISH_RUN] -= 1  # one run: the full path counts packets by this
+    if timed:
+        countdown[PUBLISH_RUN] = context.latency.every
+    else:
+        countdown[PUBLISH_RUN] -= 1  # one run: the full path counts packets by this
     context.messages_received += count
     plan.messages += count
     sender = conn.client_id
@@ -367,6 +374,8 @@ def forward(conn: Any, data: bytes) -> bool:
             sub.transport.write(data)
             context.bytes_sent += n
         context.messages_sent += count
+    if timed:
+        context.latency.record(PUBLISH_RUN, time.perf_counter_ns() - started)
     return True
 
 
