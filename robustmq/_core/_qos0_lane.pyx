@@ -12,8 +12,8 @@ from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 from robustmq._core.mqtt_spec import CONNACK, CONNECT, MAX_PACKET_SIZE, PUBLISH_RUN
 
 __all__ = [
-    "FAIR_READ", "ConnectionCore", "LaneContext", "Plan", "PlanCache", "connect", "forward",
-    "plain_connect", "scan",
+    "FAIR_READ", "ConnectionCore", "LaneContext", "Plan", "PlanCache", "SessionCore", "connect",
+    "forward", "plain_connect", "scan",
 ]
 
 FAIR_READ = 16 * 1024  # reads this long are a streaming client's: the full path
@@ -102,6 +102,24 @@ cdef class LaneContext:
             stats["messages_sent"] += self.messages_sent
             self.sent_by_qos[0] += self.messages_sent
         self.bytes_received = self.messages_received = self.bytes_sent = self.messages_sent = 0
+
+
+cdef class SessionCore:
+    """The base of ``Session`` (see ``qos0_lane.SessionCore``): its fields, as C fields."""
+
+    cdef public object client_id, owner, connection, subscriptions, inflight, queue
+    cdef public object qos2_inbound, drops, expiry_handle, will_handle, pending_will
+    cdef public object journal, moved_to
+    cdef public long long expiry_interval, max_queued, dropped, _next_packet_id, _unsent
+    cdef public bint drop_oldest, persisted
+
+    def __init__(self, client_id, long long max_queued, bint drop_oldest):
+        self.client_id = client_id
+        self.subscriptions = {}
+        self.inflight = {}
+        self.qos2_inbound = {}
+        self.max_queued = max_queued
+        self.drop_oldest = drop_oldest
 
 
 cdef class ConnectionCore:
@@ -231,6 +249,7 @@ cdef bint _forward(ConnectionCore conn, bytes data) except -1:
     cdef bint v5
     cdef _Scan s
     cdef ConnectionCore sub
+    cdef SessionCore core
     cdef LaneContext context
     cdef PlanCache cache
     cdef PyObject *found
@@ -288,7 +307,10 @@ cdef bint _forward(ConnectionCore conn, bytes data) except -1:
     if authorizer is not None and not authorizer.permits_publish(topic, 0, False):
         return False  # refused, counted and logged by the full path
     for target in plan:
-        connection = target[0].connection
+        session = target[0]
+        if not isinstance(session, SessionCore):
+            return False  # cannot happen (plans hold sessions): never a crash
+        connection = (<SessionCore>session).connection
         if not isinstance(connection, ConnectionCore):
             return False  # offline (None): counted as dropped by the full path
         sub = <ConnectionCore>connection
@@ -309,12 +331,12 @@ cdef bint _forward(ConnectionCore conn, bytes data) except -1:
     (<Plan>plan).messages += count
     sender = conn.client_id
     for target in plan:
-        session = target[0]
-        connection = session.connection
+        core = <SessionCore>target[0]  # checked above, nothing ran since
+        connection = core.connection
         if not isinstance(connection, ConnectionCore):
-            continue  # cannot happen (checked above, nothing ran since): never a crash
+            continue  # cannot happen (checked above): never a crash
         sub = <ConnectionCore>connection
-        if target[1] and session.client_id == sender:
+        if target[1] and core.client_id == sender:
             continue  # No Local
         if sub._flush_scheduled:
             sub._out.append(data)  # behind what waits for the next loop iteration

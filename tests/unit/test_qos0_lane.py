@@ -25,7 +25,6 @@ from robustmq.broker.mqtt import connection
 from robustmq.broker.mqtt.connection import MqttConnection
 from robustmq.broker.mqtt.rewrite import TopicRewriter
 from robustmq.broker.mqtt.server import MqttBroker
-from robustmq.broker.mqtt.session import Session
 from robustmq.broker.mqtt.sys_topics import sys_values
 from robustmq.config import AuthConfig, MqttConfig
 from robustmq.errors import MqttError
@@ -68,6 +67,7 @@ def test_compiled_twin_is_compiled() -> None:
         "LaneContext",
         "Plan",
         "PlanCache",
+        "SessionCore",
         "connect",
         "forward",
         "plain_connect",
@@ -532,6 +532,30 @@ def test_core_fields_start_the_same_in_both_twins(core: type) -> None:
     assert (conn.paused, conn.version, conn.alias_maximum) == (True, 5, 10)
 
 
+def test_new_sessions_start_the_same_on_both_cores() -> None:
+    """Every field of a new session is the same on the compiled core as on the pure
+    one, its three dicts its own, and each field takes what the broker stores in it."""
+    if c_lane is None:
+        pytest.skip(NOT_BUILT)
+    py_session, c_session = made = [
+        type("S", (module.SessionCore,), {"__slots__": ()})("c1", 500, True)
+        for module in (py_lane, c_lane)
+    ]
+    for name in py_lane.SessionCore.__slots__:
+        assert getattr(py_session, name) == getattr(c_session, name), name
+    assert (c_session.client_id, c_session.max_queued, c_session.drop_oldest) == ("c1", 500, True)
+    for session in made:
+        assert session.subscriptions is not session.inflight is not session.qos2_inbound
+        session.expiry_interval = 0xFFFFFFFF  # never expires
+        session.moved_to = 3
+        session.moved_to = None
+        session._next_packet_id = 65535
+        session.persisted = True
+        assert (session.expiry_interval, session.moved_to, session.persisted) == (
+            0xFFFFFFFF, None, True,
+        )  # fmt: skip
+
+
 def test_new_connections_start_the_same_on_both_cores() -> None:
     """Every field of a new connection of a broker, and what ``connection_made`` files
     it under, are the same on the compiled core as on the pure one."""
@@ -870,7 +894,7 @@ def _state(conn: MqttConnection) -> dict[str, Any]:
             value = (value.protocol_version, value.max_packet_size, value.group_publishes)
         elif name == "session" and value is not None:
             session = value
-            value = {n: getattr(session, n) for n in Session.__slots__}
+            value = {n: getattr(session, n) for n in py_lane.SessionCore.__slots__}
             value["connection"] = session.connection is conn
             value["drops"] = session.drops is conn.broker.counters
             value["client_id"] = _assigned(session.client_id)

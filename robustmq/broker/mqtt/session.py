@@ -15,13 +15,17 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from robustmq._core import lane
 from robustmq.broker.mqtt.message import Message
 from robustmq.observability.counters import EXPIRED, OFFLINE, QUEUE_FULL
 
 if TYPE_CHECKING:
+    from robustmq._core.qos0_lane import SessionCore
     from robustmq.broker.mqtt.connection import MqttConnection
     from robustmq.broker.mqtt.persistence import QueueJournal
     from robustmq.observability.counters import MqttCounters
+else:
+    SessionCore = lane.SessionCore  # the selected twin: C fields when compiled
 
 log = logging.getLogger(__name__)
 
@@ -59,61 +63,42 @@ class Inflight:
         self.sent = True  # False while waiting, after a reconnect, for the Receive Maximum
 
 
-class Session:
-    __slots__ = (
-        "client_id",
-        "owner",
-        "expiry_interval",
-        "connection",
-        "subscriptions",
-        "inflight",
-        "queue",
-        "qos2_inbound",
-        "max_queued",
-        "drop_oldest",
-        "dropped",
-        "drops",
-        "expiry_handle",
-        "will_handle",
-        "pending_will",
-        "persisted",
-        "journal",
-        "moved_to",
-        "_next_packet_id",
-        "_unsent",
-    )
+class Session(SessionCore):
+    # Every field is SessionCore's (robustmq/_core/qos0_lane.py): C fields when the core
+    # is compiled, so a new session costs no Python frame and the lanes read them
+    # directly. What they hold:
+    __slots__ = ()
 
-    def __init__(self, client_id: str, max_queued: int, drop_oldest: bool) -> None:
-        self.client_id = client_id
-        self.owner: str | None = None  # the username that created it; only it resumes it
-        self.expiry_interval = 0
-        self.connection: MqttConnection | None = None
-        self.subscriptions: dict[str, SubscriptionOptions] = {}
-        self.inflight: dict[int, Inflight] = {}
-        # Allocated on first use: most sessions never queue, and an empty deque is 600 B.
-        self.queue: deque[Delivery] | None = None
-        # Inbound QoS 2 packet ids awaiting PUBREL (a dict: 4x smaller than a set empty).
-        self.qos2_inbound: dict[int, None] = {}
-        self.max_queued = max_queued
-        self.drop_oldest = drop_oldest
-        self.dropped = 0
-        self.drops: MqttCounters | None = None  # the broker's, counting drops by reason
-        self.expiry_handle: asyncio.TimerHandle | None = None
-        self.will_handle: asyncio.TimerHandle | None = None
-        self.pending_will: tuple[Any, str] | None = None  # (will, client id) awaiting its delay
-        # In the broker's SessionStore (a persistent session): its changes are stored.
-        self.persisted = False
-        # Where its QoS 1/2 deliveries, queued and in flight, are written until
-        # acknowledged (a persistent session with a persistent storage engine), else None.
-        self.journal: QueueJournal | None = None
-        # The node a connection of this client moved to (cluster takeover) while the
-        # session's move through the Meta Service is on its way: what that node forwards
-        # for it, it has already delivered there.
-        self.moved_to: int | None = None
-        self._next_packet_id = 0
-        # At least the number of in-flight entries waiting to be resent (sent=False): an
-        # acknowledgement looks for one to resend only when this is not zero.
-        self._unsent = 0
+    client_id: str
+    owner: str | None  # the username that created it; only it resumes it
+    expiry_interval: int
+    connection: MqttConnection | None
+    subscriptions: dict[str, SubscriptionOptions]
+    inflight: dict[int, Inflight]
+    # Allocated on first use: most sessions never queue, and an empty deque is 600 B.
+    queue: deque[Delivery] | None
+    # Inbound QoS 2 packet ids awaiting PUBREL (a dict: 4x smaller than a set empty).
+    qos2_inbound: dict[int, None]
+    max_queued: int
+    drop_oldest: bool
+    dropped: int
+    drops: MqttCounters | None  # the broker's, counting drops by reason
+    expiry_handle: asyncio.TimerHandle | None
+    will_handle: asyncio.TimerHandle | None
+    pending_will: tuple[Any, str] | None  # (will, client id) awaiting its delay
+    # In the broker's SessionStore (a persistent session): its changes are stored.
+    persisted: bool
+    # Where its QoS 1/2 deliveries, queued and in flight, are written until acknowledged
+    # (a persistent session with a persistent storage engine), else None.
+    journal: QueueJournal | None
+    # The node a connection of this client moved to (cluster takeover) while the
+    # session's move through the Meta Service is on its way: what that node forwards for
+    # it, it has already delivered there.
+    moved_to: int | None
+    _next_packet_id: int
+    # At least the number of in-flight entries waiting to be resent (sent=False): an
+    # acknowledgement looks for one to resend only when this is not zero.
+    _unsent: int
 
     def __repr__(self) -> str:
         return f"Session({self.client_id!r})"
