@@ -12,8 +12,8 @@ from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 from robustmq._core.mqtt_spec import CONNACK, CONNECT, MAX_PACKET_SIZE, PUBLISH_RUN
 
 __all__ = [
-    "FAIR_READ", "ConnectionCore", "LaneContext", "Plan", "PlanCache", "SessionCore", "connect",
-    "forward", "plain_connect", "scan",
+    "FAIR_READ", "ConnectionCore", "KeepAliveWheel", "LaneContext", "Plan", "PlanCache",
+    "SessionCore", "connect", "forward", "plain_connect", "scan",
 ]
 
 FAIR_READ = 16 * 1024  # reads this long are a streaming client's: the full path
@@ -69,12 +69,16 @@ cdef class LaneContext:
     cdef public object latency  # the handler latencies (a LatencyHistogram)
     cdef public list countdown, run_publishes, sent_by_qos, packets_received, packets_sent
     cdef public long long bytes_received, messages_received, bytes_sent, messages_sent
-    cdef public object config, rewriter, decoder_type
+    cdef public object config, rewriter, decoder_type, session_type, counters
+    cdef public KeepAliveWheel wheel
     cdef public Py_ssize_t max_levels
     cdef public bint rewriting
 
-    def __init__(self, broker, decoder_type):
+    def __init__(self, broker, decoder_type, session_type):
         self.decoder_type = decoder_type
+        self.session_type = session_type
+        self.counters = broker.counters
+        self.wheel = broker.wheel
         router = broker.router
         self.router = router
         self.trie = router.subscriptions
@@ -86,6 +90,16 @@ cdef class LaneContext:
         self.sent_by_qos = broker.counters.sent_by_qos
         self.packets_received = broker.counters.packets_received
         self.packets_sent = broker.counters.packets_sent
+
+    cpdef new_session(self, broker, client_id, owner):
+        """A new, offline session of ``broker`` (see ``qos0_lane.LaneContext``)."""
+        config = broker.config
+        session = self.session_type(
+            client_id, config.max_queued_messages, config.queue_drop_policy == "drop_oldest"
+        )
+        (<SessionCore?>session).owner = owner
+        (<SessionCore>session).drops = self.counters
+        return session
 
     def fold(self):
         """Adds what the lane counted to the broker's stats and counters, from zero again."""
@@ -102,6 +116,40 @@ cdef class LaneContext:
             stats["messages_sent"] += self.messages_sent
             self.sent_by_qos[0] += self.messages_sent
         self.bytes_received = self.messages_received = self.bytes_sent = self.messages_sent = 0
+
+
+cdef class KeepAliveWheel:
+    """When the broker looks at a connected client again (see
+    ``qos0_lane.KeepAliveWheel``)."""
+
+    cdef public dict due
+    cdef public long long swept
+
+    def __init__(self, long long swept):
+        self.due = {}
+        self.swept = swept
+
+    cpdef watch(self, ConnectionCore conn, double deadline):
+        """Looks at ``conn`` in the first sweep after ``deadline`` (monotonic)."""
+        cdef long long due
+        cdef PyObject *bucket
+        self.unwatch(conn)
+        due = max(<long long>deadline + 1, self.swept + 1)
+        key = due
+        bucket = PyDict_GetItem(self.due, key)
+        if bucket is NULL:
+            self.due[key] = {conn}
+        else:
+            (<set>bucket).add(conn)
+        conn.watched = due
+
+    cpdef unwatch(self, ConnectionCore conn):
+        cdef PyObject *bucket
+        if conn.watched:
+            bucket = PyDict_GetItem(self.due, conn.watched)
+            if bucket is not NULL:
+                (<set>bucket).discard(conn)
+            conn.watched = 0
 
 
 cdef class SessionCore:
@@ -409,8 +457,8 @@ cdef bint _connect(ConnectionCore conn, bytes data) except -1:
     conn.opened_at = 0.0  # the broker's sweep drops it from the sockets awaiting CONNECT
     conn.connected = True
     if keep_alive:
-        broker.watch(conn, conn.last_seen + keep_alive * 1.5)
-    session = broker.new_session(client_id, None)
+        context.wheel.watch(conn, conn.last_seen + keep_alive * 1.5)
+    session = context.new_session(broker, client_id, None)
     sessions[client_id] = session
     session.connection = conn  # Session.resume for a new session
     conn.session = session

@@ -50,8 +50,8 @@ no check beyond the session and ``max_connections`` (no authentication, ACL, lim
 redirect, auto-subscriptions or cluster). Anything else goes the full way, where the
 decoder judges it. Besides the core's fields it sets the connection's ``keep_alive
 opened_at session`` and its decoder's ``protocol_version`` (0 until a CONNECT), and uses
-the broker's ``sessions connections config.max_connections watch new_session`` and the
-context's ``packets_received packets_sent`` (the broker's counters by packet type).
+the broker's ``sessions connections config.max_connections`` and the context's
+``packets_received packets_sent new_session wheel`` (the broker's counters by packet type).
 """
 
 from __future__ import annotations
@@ -62,8 +62,8 @@ from typing import Any
 from robustmq._core.mqtt_spec import CONNACK, CONNECT, MAX_PACKET_SIZE, PUBLISH_RUN
 
 __all__ = [
-    "FAIR_READ", "ConnectionCore", "LaneContext", "Plan", "PlanCache", "SessionCore", "connect",
-    "forward", "plain_connect", "scan",
+    "FAIR_READ", "ConnectionCore", "KeepAliveWheel", "LaneContext", "Plan", "PlanCache",
+    "SessionCore", "connect", "forward", "plain_connect", "scan",
 ]  # fmt: skip
 
 FAIR_READ = 16 * 1024  # reads this long are a streaming client's: the full path
@@ -111,10 +111,11 @@ class LaneContext:
         "sent_by_qos",
         "packets_received", "packets_sent",
         "bytes_received", "messages_received", "bytes_sent", "messages_sent",
-        "config", "max_levels", "rewriter", "rewriting", "decoder_type",
+        "config", "max_levels", "rewriter", "rewriting", "decoder_type", "session_type",
+        "counters", "wheel",
     )  # fmt: skip
 
-    def __init__(self, broker: Any, decoder_type: Any) -> None:
+    def __init__(self, broker: Any, decoder_type: Any, session_type: Any) -> None:
         router = broker.router
         self.router = router
         self.trie = router.subscriptions
@@ -137,8 +138,23 @@ class LaneContext:
         self.max_levels = 0
         self.rewriter: Any = None
         self.rewriting = False
-        # The MQTT decoder class a new connection gets one of (the selected codec twin's).
+        # The MQTT decoder class a new connection gets one of (the selected codec twin's),
+        # and the broker's session class (a SessionCore).
         self.decoder_type = decoder_type
+        self.session_type = session_type
+        self.counters = broker.counters
+        self.wheel: KeepAliveWheel = broker.wheel
+
+    def new_session(self, broker: Any, client_id: str, owner: str | None) -> Any:
+        """A new, offline session of ``broker`` for ``client_id``, created by ``owner``:
+        its queue's bound and drop policy are the broker's config's now."""
+        config = broker.config
+        session = self.session_type(
+            client_id, config.max_queued_messages, config.queue_drop_policy == "drop_oldest"
+        )
+        session.owner = owner
+        session.drops = self.counters  # counting its drops by reason
+        return session
 
     def fold(self) -> None:
         """Adds what the lane counted to the broker's stats and counters (where the full
@@ -156,6 +172,39 @@ class LaneContext:
             stats["messages_sent"] += self.messages_sent
             self.sent_by_qos[0] += self.messages_sent
         self.bytes_received = self.messages_received = self.bytes_sent = self.messages_sent = 0
+
+
+class KeepAliveWheel:
+    """When the broker looks at a connected client again for its keep alive: the
+    clients by whole second of the monotonic clock (``due``) of the sweep that looks at
+    them (``MqttBroker._sweep``), when 1.5 times their keep alive (§3.1.2.10) may have
+    run out. Once per timeout, not once a second, and in one second at most: a
+    connection's ``watched`` is its second (0: none)."""
+
+    __slots__ = ("due", "swept")
+
+    def __init__(self, swept: int) -> None:
+        self.due: dict[int, set[Any]] = {}
+        self.swept = swept  # the last second swept
+
+    def watch(self, conn: Any, deadline: float) -> None:
+        """Looks at ``conn`` in the first sweep after ``deadline`` (monotonic); one
+        already past is looked at in the next sweep."""
+        self.unwatch(conn)
+        due = max(int(deadline) + 1, self.swept + 1)
+        bucket = self.due.get(due)
+        if bucket is None:
+            self.due[due] = {conn}
+        else:
+            bucket.add(conn)
+        conn.watched = due
+
+    def unwatch(self, conn: Any) -> None:
+        if conn.watched:
+            bucket = self.due.get(conn.watched)
+            if bucket is not None:
+                bucket.discard(conn)
+            conn.watched = 0
 
 
 class SessionCore:
@@ -456,8 +505,8 @@ def connect(conn: Any, data: bytes) -> bool:
     conn.opened_at = 0.0  # the broker's sweep drops it from the sockets awaiting CONNECT
     conn.connected = True
     if keep_alive:
-        broker.watch(conn, conn.last_seen + keep_alive * 1.5)
-    session = broker.new_session(client_id, None)
+        context.wheel.watch(conn, conn.last_seen + keep_alive * 1.5)
+    session = context.new_session(broker, client_id, None)
     sessions[client_id] = session
     session.connection = conn  # Session.resume for a new session
     conn.session = session

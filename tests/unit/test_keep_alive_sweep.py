@@ -129,7 +129,7 @@ def test_keep_alive_zero_is_never_timed_out(broker, clock) -> None:
     forever = _connect(broker, "forever", 0)
     _sweep_until(broker, clock, clock.now + 200)
     assert not _closed(forever)
-    assert not any(forever in due for due in broker._due.values())
+    assert not any(forever in due for due in broker.wheel.due.values())
     assert forever.watched == 0
 
 
@@ -166,7 +166,7 @@ def test_an_idle_client_is_looked_at_once_per_keep_alive_not_every_second(broker
     while clock.now < start + 100:
         idle.data_received(mqtt_codec.encode(mqtt_codec.Pingreq(), 4))  # every second
         _sweep_until(broker, clock, clock.now + 1)
-        dues.append([due for due, conns in broker._due.items() if idle in conns])
+        dues.append([due for due, conns in broker.wheel.due.items() if idle in conns])
     assert not _closed(idle)
     assert all(len(due) == 1 for due in dues)  # never twice
     first, *later = [due[0] for due in dues]
@@ -219,11 +219,11 @@ def test_the_sweep_keeps_only_the_sockets_still_waiting_for_connect(broker, cloc
 def test_a_closed_connection_leaves_the_sweep(broker, clock) -> None:
     """Nothing of a closed connection is kept until its deadline (up to 27 h)."""
     gone = _connect(broker, "gone", 600)
-    assert any(gone in due for due in broker._due.values())
+    assert any(gone in due for due in broker.wheel.due.values())
 
     async def close() -> None:
         gone.connection_lost(None)
 
     asyncio.get_event_loop().run_until_complete(close())
-    assert not any(gone in due for due in broker._due.values())
+    assert not any(gone in due for due in broker.wheel.due.values())
     assert gone.watched == 0

@@ -64,6 +64,7 @@ def test_compiled_twin_is_compiled() -> None:
     expected = {
         "FAIR_READ",
         "ConnectionCore",
+        "KeepAliveWheel",
         "LaneContext",
         "Plan",
         "PlanCache",
@@ -532,6 +533,27 @@ def test_core_fields_start_the_same_in_both_twins(core: type) -> None:
     assert (conn.paused, conn.version, conn.alias_maximum) == (True, 5, 10)
 
 
+def test_keep_alive_wheels_file_the_same_on_both_cores() -> None:
+    if c_lane is None:
+        pytest.skip(NOT_BUILT)
+    broker = MqttBroker(MqttConfig())
+    filed = []
+    for module in (py_lane, c_lane):
+        wheel = module.KeepAliveWheel(100)  # swept up to second 100
+        conns = [type("C", (module.ConnectionCore,), {"__slots__": ()})(broker) for _ in "abc"]
+        wheel.watch(conns[0], 150.2)  # looked at in the sweep of second 151
+        wheel.watch(conns[1], 50.0)  # already past: the next sweep
+        wheel.watch(conns[2], 150.9)
+        wheel.watch(conns[0], 170.0)  # watched again: moves
+        wheel.unwatch(conns[2])
+        wheel.unwatch(conns[2])  # not watched: nothing
+        due = {
+            second: sorted(conns.index(c) for c in bucket) for second, bucket in wheel.due.items()
+        }
+        filed.append((due, [c.watched for c in conns], wheel.swept))
+    assert filed[0] == filed[1] == ({151: [], 101: [1], 171: [0]}, [171, 101, 0], 100)
+
+
 def test_new_sessions_start_the_same_on_both_cores() -> None:
     """Every field of a new session is the same on the compiled core as on the pure
     one, its three dicts its own, and each field takes what the broker stores in it."""
@@ -959,7 +981,7 @@ def _same_connections(full: _Side, laned: _Side) -> None:
     }
     assert sorted(map(_assigned, c.sessions)) == sorted(map(_assigned, f.sessions))
     assert len(c.connections) == len(f.connections)
-    assert sum(map(len, c._due.values())) == sum(map(len, f._due.values()))
+    assert sum(map(len, c.wheel.due.values())) == sum(map(len, f.wheel.due.values()))
 
 
 def test_connect_matches_the_full_path_for_plain_connects(lane, loop, monkeypatch) -> None:

@@ -130,7 +130,7 @@ class MqttConnection(ConnectionCore, asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.broker.connections.discard(self)
-        self.broker.unwatch(self)
+        self.broker.wheel.unwatch(self)
         self._release_publishers()
         if self.connected:
             self.broker.connection_gone(self)
@@ -570,7 +570,7 @@ class MqttConnection(ConnectionCore, asyncio.Protocol):
         self.opened_at = 0.0
         self.connected = True
         if keep_alive:
-            broker.watch(self, self.last_seen + keep_alive * 1.5)
+            broker.wheel.watch(self, self.last_seen + keep_alive * 1.5)
         session, present = broker.open_session(self, p.clean_start, expiry)
         if v5:
             ack_props: dict[str, Any] = {}

@@ -92,11 +92,8 @@ class MqttBroker:
         # those connect_timeout old and keeps only those still waiting, so a closed or
         # connected socket is let go within a second.
         self.connecting: list[MqttConnection] = []
-        # When to look at a connected client again for its keep alive (``_sweep``), by
-        # whole second of the monotonic clock: once per timeout, not once a second, and
-        # in one second at most (``MqttConnection.watched``).
-        self._due: dict[int, set[MqttConnection]] = {}
-        self._swept = int(time.monotonic())  # the last second swept
+        # When to look at a connected client again for its keep alive (``_sweep``).
+        self.wheel = lane.KeepAliveWheel(int(time.monotonic()))
         self.holding: set[MqttConnection] = set()  # subscribers holding publishers back
         self.publishing: Publisher | None = None  # whose PUBLISH is being routed
         self.reading = False  # inside a connection's data_received
@@ -107,7 +104,7 @@ class MqttBroker:
         # Handler time by packet type, one call in 64 timed (connection._handle_packets).
         self.handler_latency = LatencyHistogram(ACK_RUN + 1, 64)
         # What the lanes and connections use of this broker, looked up once for all.
-        self.lane_context = lane.LaneContext(self, mqtt.Decoder)
+        self.lane_context = lane.LaneContext(self, mqtt.Decoder, Session)
         self.started_at = time.time()
         self.auth_methods: AuthMethods = {}  # MQTT 5 enhanced authentication, by name
         # Users, authenticators, ACL and abuse limits ([auth]); counters go to self.stats.
@@ -299,13 +296,7 @@ class MqttBroker:
         )
 
     def new_session(self, client_id: str, owner: str | None) -> Session:
-        session = Session(
-            client_id,
-            self.config.max_queued_messages,
-            self.config.queue_drop_policy == "drop_oldest",
-        )
-        session.owner = owner
-        session.drops = self.counters
+        session: Session = self.lane_context.new_session(self, client_id, owner)
         return session
 
     def _stored_session(self, stored: StoredSession) -> Session:
@@ -357,26 +348,6 @@ class MqttBroker:
         offline_since = now if stored.offline_since is None else stored.offline_since
         return stored.expiry_interval - (now - offline_since)
 
-    def watch(self, conn: MqttConnection, deadline: float) -> None:
-        """Looks at ``conn`` in the first sweep after ``deadline`` (monotonic): when 1.5
-        times its keep alive (§3.1.2.10) may have run out. A deadline already past is
-        looked at in the next sweep."""
-        self.unwatch(conn)
-        due = max(int(deadline) + 1, self._swept + 1)
-        bucket = self._due.get(due)
-        if bucket is None:
-            self._due[due] = {conn}
-        else:
-            bucket.add(conn)
-        conn.watched = due
-
-    def unwatch(self, conn: MqttConnection) -> None:
-        if conn.watched:
-            bucket = self._due.get(conn.watched)
-            if bucket is not None:
-                bucket.discard(conn)
-            conn.watched = 0
-
     async def _sweep_keep_alive(self) -> None:
         while True:
             await asyncio.sleep(1.0)
@@ -397,8 +368,8 @@ class MqttBroker:
                     else:
                         self.connecting.append(conn)
         second = int(now)
-        wheel = self._due
-        for due in range(self._swept + 1, second + 1):
+        wheel = self.wheel.due
+        for due in range(self.wheel.swept + 1, second + 1):
             for conn in wheel.pop(due, ()):
                 conn.watched = 0
                 if conn.closing:
@@ -410,7 +381,7 @@ class MqttBroker:
                     log.info("client %r: keep alive timeout", conn.client_id)
                     conn.disconnect(ReasonCode.KEEP_ALIVE_TIMEOUT)
                     continue
-                # As watch(), inline: this loop may file 100,000 connections at once.
+                # As KeepAliveWheel.watch, inline: this loop may file 100,000 at once.
                 again = max(int(conn.last_seen + keep_alive * 1.5) + 1, second + 1)
                 bucket = wheel.get(again)
                 if bucket is None:
@@ -418,7 +389,7 @@ class MqttBroker:
                 else:
                     bucket.add(conn)
                 conn.watched = again
-        self._swept = max(self._swept, second)
+        self.wheel.swept = max(self.wheel.swept, second)
         timeout = self.config.backpressure_timeout
         for conn in list(self.holding):
             if now - conn.paused_at > timeout:
