@@ -47,6 +47,6 @@ mqtt = load("mqtt_codec")
 trie = load("topic_trie")
 segments = load("segment_io")
 kafka = load("kafka_codec")  # after segments: the Kafka codec uses its CRC32C
-lane = load("qos0_lane")
+lane = load("lanes")
 
 __all__ = ["NO_EXTENSIONS", "compiled", "kafka", "lane", "load", "mqtt", "segments", "trie"]

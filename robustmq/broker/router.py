@@ -39,7 +39,7 @@ Target = tuple[Session, bool, int, bool]
 # it while cached (``messages``, read by ``GET /api/v1/mqtt/topics``). The selected QoS 0
 # lane twin's type, so that the compiled lane counts in a C field.
 if TYPE_CHECKING:
-    from robustmq._core.qos0_lane import Plan
+    from robustmq._core.lanes import Plan
 else:
     Plan = lane.Plan
 
@@ -87,7 +87,7 @@ class Router:
         self._system_retained: set[str] = set()
         self._cache: dict[str, tuple[list[Any], list[Any]]] = {}
         # The delivery plans per topic, for the trie generation and the max_topic_levels
-        # they were made with; the QoS 0 lane reads it too (see qos0_lane.py).
+        # they were made with; the QoS 0 lane reads it too (see lanes.py).
         self.plan_cache = lane.PlanCache()
         self._plans: dict[str, Plan | None] = self.plan_cache.plans
         self._turn: dict[tuple[str, str], int] = {}

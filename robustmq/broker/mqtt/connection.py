@@ -62,7 +62,7 @@ from robustmq.errors import MqttError, v3_connack_code
 from robustmq.observability.counters import OFFLINE, PACKET_TOO_LARGE, SLOW_CLIENT
 
 if TYPE_CHECKING:
-    from robustmq._core.qos0_lane import ConnectionCore
+    from robustmq._core.lanes import ConnectionCore
     from robustmq.broker.mqtt.server import MqttBroker
     from robustmq.broker.mqtt.session import Session
 else:
@@ -97,7 +97,7 @@ class Publisher(Protocol):
 
 class MqttConnection(ConnectionCore, asyncio.Protocol):
     # Slots: a broker holds one of these per client, so its size is memory per connection.
-    # Every field is ConnectionCore's (qos0_lane.py documents them): C fields when the
+    # Every field is ConnectionCore's (lanes.py documents them): C fields when the
     # core is compiled, so a new connection costs no Python frame.
     __slots__ = ()
 

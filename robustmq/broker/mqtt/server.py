@@ -279,7 +279,7 @@ class MqttBroker:
         properties) whose client id has no session needs no check beyond
         ``max_connections``: nothing in ``MqttConnection.handle_connect`` and ``_accept``
         applies to it but the session, the keep alive and the CONNACK. The connect lane
-        (``robustmq/_core/qos0_lane.py``) asks this before it accepts one."""
+        (``robustmq/_core/lanes.py``) asks this before it accepts one."""
         security, limits = self.security, self.security.limits
         return not (
             self.config.server_reference

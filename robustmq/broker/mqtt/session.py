@@ -20,7 +20,7 @@ from robustmq.broker.mqtt.message import Message
 from robustmq.observability.counters import EXPIRED, OFFLINE, QUEUE_FULL
 
 if TYPE_CHECKING:
-    from robustmq._core.qos0_lane import SessionCore
+    from robustmq._core.lanes import SessionCore
     from robustmq.broker.mqtt.connection import MqttConnection
     from robustmq.broker.mqtt.persistence import QueueJournal
     from robustmq.observability.counters import MqttCounters
@@ -64,7 +64,7 @@ class Inflight:
 
 
 class Session(SessionCore):
-    # Every field is SessionCore's (robustmq/_core/qos0_lane.py): C fields when the core
+    # Every field is SessionCore's (robustmq/_core/lanes.py): C fields when the core
     # is compiled, so a new session costs no Python frame and the lanes read them
     # directly. What they hold:
     __slots__ = ()

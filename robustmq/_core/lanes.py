@@ -1,11 +1,18 @@
-"""The QoS 0 lane: a read of plain QoS 0 PUBLISHes on one topic, forwarded as it came.
+"""The lanes: the most common reads of an MQTT connection in one call, and the fields
+they work on.
 
-At light load most reads hold one PUBLISH or two, and the full path through the
+``forward`` (the QoS 0 lane) and ``connect`` (the connect lane) each do what the full
+path does for the case they cover; anything else returns False before it changes
+anything, and the read goes the full way (``MqttConnection._read``). ``ConnectionCore``
+and ``SessionCore`` hold the fields of a connection and of a session, ``LaneContext``
+what the lanes use of the broker, and ``KeepAliveWheel`` when the broker looks at a
+connected client again. ``_lanes.pyx`` is the compiled twin (C fields, no Python frame
+between a read and its write); the tests compare both with the full path.
+
+The QoS 0 lane: a read of plain QoS 0 PUBLISHes on one topic, forwarded as it came. At
+light load most reads hold one PUBLISH or two, and the full path through the
 connection's packet loop, the run handler and the write batching costs a dozen Python
-calls for them, each slow when the caches are cold between messages. ``forward`` does the
-same work in one call for the case it covers; anything else returns False before it
-changes anything, and the read goes the full way (``MqttConnection._read``).
-``_qos0_lane.pyx`` is the compiled twin; the tests compare both with the full path.
+calls for them, each slow when the caches are cold between messages.
 
 Covered: a read shorter than 16 KiB of whole PUBLISH packets on one topic (first byte
 0x30: QoS 0, no DUP, no RETAIN; the shortest Remaining Length; in 5.0 an empty property

@@ -6,7 +6,7 @@ twin; each once with warm caches (a read after a read) and once with 16 MiB writ
 between reads, which evicts the core's L1 and L2 caches as the kernel and the load
 generator do between messages at light load. And the connect lane: a new connection's
 plain 3.1.1 CONNECT, the same three ways. Run:
-``python -m pytest benchmarks/test_bench_qos0_lane.py -p no:cacheprovider``.
+``python -m pytest benchmarks/test_bench_lanes.py -p no:cacheprovider``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-import robustmq._core.qos0_lane as py_lane
+import robustmq._core.lanes as py_lane
 from robustmq._core import compiled, lane, mqtt_codec
 from robustmq.broker.mqtt.connection import MqttConnection
 from robustmq.broker.mqtt.server import MqttBroker
@@ -75,7 +75,7 @@ def publisher(request: pytest.FixtureRequest) -> Iterator[Any]:
     """The publisher: the full path, the pure lane, or ``MqttConnection`` as it is (its
     compiled core's ``data_received`` and lane)."""
     if request.param == "c" and not compiled(lane):
-        pytest.skip("compiled robustmq._core._qos0_lane is not built")
+        pytest.skip("compiled robustmq._core._lanes is not built")
     cls = _WAYS[request.param]
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -120,7 +120,7 @@ def test_one_plain_connect(benchmark: Any, way: str) -> None:
     """A new connection's first read: a plain 3.1.1 CONNECT (clean session, keep alive
     60), to its CONNACK; each round a new connection and client id."""
     if way == "c" and not compiled(lane):
-        pytest.skip("compiled robustmq._core._qos0_lane is not built")
+        pytest.skip("compiled robustmq._core._lanes is not built")
     cls = _WAYS[way]
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)

@@ -1,5 +1,5 @@
-"""Tests of the QoS 0 lane, run against both twins (robustmq._core.qos0_lane and the
-compiled robustmq._core._qos0_lane): ``scan`` on spec-shaped examples and, by hypothesis,
+"""Tests of the QoS 0 lane, run against both twins (robustmq._core.lanes and the
+compiled robustmq._core._lanes): ``scan`` on spec-shaped examples and, by hypothesis,
 against the MQTT decoder (what the lane takes must be exactly one ``PublishRun`` to the
 decoder); ``forward`` on a broker of real objects whose sockets are recording transports,
 against the full path on a twin broker fed the same reads: the same bytes to every
@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import robustmq._core.qos0_lane as py_lane
+import robustmq._core.lanes as py_lane
 from robustmq._core import mqtt, mqtt_codec
 from robustmq._core.mqtt_spec import CONNECT, MAX_PACKET_SIZE, PUBLISH_RUN
 from robustmq.broker.mqtt import connection
@@ -31,13 +31,13 @@ from robustmq.errors import MqttError
 from robustmq.observability.metrics import _mqtt_metrics
 
 try:
-    import robustmq._core._qos0_lane as c_lane
+    import robustmq._core._lanes as c_lane
 except ImportError:
     c_lane = None
 
 NOT_BUILT = (
-    "compiled robustmq._core._qos0_lane is not built "
-    "(cythonize -3 -i robustmq/_core/_qos0_lane.pyx, or pip install -e .)"
+    "compiled robustmq._core._lanes is not built "
+    "(cythonize -3 -i robustmq/_core/_lanes.pyx, or pip install -e .)"
 )
 PROPERTY = settings(
     max_examples=300,

@@ -1,6 +1,6 @@
 # cython: language_level=3
-"""Compiled twin of ``qos0_lane.py``: see that module for what the lane covers and the
-attributes of the broker's objects it reads and writes. Same behaviour, without the
+"""Compiled twin of ``lanes.py``: see that module for what the lanes cover and the
+attributes of the broker's objects they read and write. Same behaviour, without the
 interpreter between the read and the write."""
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
@@ -22,7 +22,7 @@ cdef Py_ssize_t _RUN = PUBLISH_RUN
 cdef Py_ssize_t _FAIR_READ = FAIR_READ
 cdef Py_ssize_t _CONNECT = CONNECT
 cdef Py_ssize_t _CONNACK = CONNACK
-# A plain CONNECT's variable header up to its keep alive (see qos0_lane.py).
+# A plain CONNECT's variable header up to its keep alive (see lanes.py).
 cdef bytes _PLAIN_CONNECT = b"\x00\x04MQTT\x04\x02"
 cdef bytes _CONNACK_ACCEPTED = b"\x20\x02\x00\x00"
 
@@ -42,14 +42,14 @@ cdef inline long long _now_ns() noexcept:
 
 
 cdef class Plan(list):
-    """The delivery plan of one topic (see ``qos0_lane.Plan``), counting in a C field."""
+    """The delivery plan of one topic (see ``lanes.Plan``), counting in a C field."""
 
     cdef public long long messages
 
 
 cdef class PlanCache:
     """The router's delivery plans per topic and what they hold for (see
-    ``qos0_lane.PlanCache``), as C fields."""
+    ``lanes.PlanCache``), as C fields."""
 
     cdef public dict plans
     cdef public long long generation
@@ -61,7 +61,7 @@ cdef class PlanCache:
 
 
 cdef class LaneContext:
-    """What the lane uses of one broker, looked up once (see ``qos0_lane.LaneContext``)."""
+    """What the lane uses of one broker, looked up once (see ``lanes.LaneContext``)."""
 
     cdef public object router, trie
     cdef public PlanCache plan_cache
@@ -92,7 +92,7 @@ cdef class LaneContext:
         self.packets_sent = broker.counters.packets_sent
 
     cpdef new_session(self, broker, client_id, owner):
-        """A new, offline session of ``broker`` (see ``qos0_lane.LaneContext``)."""
+        """A new, offline session of ``broker`` (see ``lanes.LaneContext``)."""
         config = broker.config
         session = self.session_type(
             client_id, config.max_queued_messages, config.queue_drop_policy == "drop_oldest"
@@ -120,7 +120,7 @@ cdef class LaneContext:
 
 cdef class KeepAliveWheel:
     """When the broker looks at a connected client again (see
-    ``qos0_lane.KeepAliveWheel``)."""
+    ``lanes.KeepAliveWheel``)."""
 
     cdef public dict due
     cdef public long long swept
@@ -153,7 +153,7 @@ cdef class KeepAliveWheel:
 
 
 cdef class SessionCore:
-    """The base of ``Session`` (see ``qos0_lane.SessionCore``): its fields, as C fields."""
+    """The base of ``Session`` (see ``lanes.SessionCore``): its fields, as C fields."""
 
     cdef public object client_id, owner, connection, subscriptions, inflight, queue
     cdef public object qos2_inbound, drops, expiry_handle, will_handle, pending_will
@@ -171,7 +171,7 @@ cdef class SessionCore:
 
 
 cdef class ConnectionCore:
-    """The base of ``MqttConnection`` (see ``qos0_lane.ConnectionCore``): its fields, as
+    """The base of ``MqttConnection`` (see ``lanes.ConnectionCore``): its fields, as
     C fields, and the entry of every read."""
 
     cdef public object broker, decoder, transport, client_id, publish_quota, authorizer
@@ -414,7 +414,7 @@ cdef bint _plain_connect(const unsigned char *p, Py_ssize_t n, int *keep_alive) 
 
 def plain_connect(bytes data):
     """(client id, keep alive) when ``data`` is one whole plain CONNECT (see
-    qos0_lane.py), else None."""
+    lanes.py), else None."""
     cdef int keep_alive
     if not _plain_connect(<const unsigned char *>PyBytes_AS_STRING(data),
                           PyBytes_GET_SIZE(data), &keep_alive):
