@@ -115,10 +115,12 @@ def test_one_publish_per_read_cold_caches(benchmark: Any, publisher: MqttConnect
     benchmark.pedantic(publisher.data_received, (data,), setup=evict, rounds=3000)
 
 
+@pytest.mark.parametrize("version", [4, 5], ids=["3.1.1", "5.0"])
 @pytest.mark.parametrize("way", ["full", "py", "c"], ids=["full path", "lane py", "lane c"])
-def test_one_plain_connect(benchmark: Any, way: str) -> None:
-    """A new connection's first read: a plain 3.1.1 CONNECT (clean session, keep alive
-    60), to its CONNACK; each round a new connection and client id."""
+def test_one_plain_connect(benchmark: Any, way: str, version: int) -> None:
+    """A new connection's first read: a plain 3.1.1 or 5.0 CONNECT (clean session, keep
+    alive 60, no properties), to its CONNACK; each round a new connection and client
+    id."""
     if way == "c" and not compiled(lane):
         pytest.skip("compiled robustmq._core._lanes is not built")
     cls = _WAYS[way]
@@ -130,13 +132,14 @@ def test_one_plain_connect(benchmark: Any, way: str) -> None:
     def fresh() -> tuple[tuple[Any, ...], dict[str, Any]]:
         conn = cls(broker)
         conn.connection_made(_Transport())  # type: ignore[arg-type]
-        connect = mqtt_codec.encode(mqtt_codec.Connect(f"client-{next(ids)}"), 4)
+        packet = mqtt_codec.Connect(f"client-{next(ids)}", protocol_version=version)
+        connect = mqtt_codec.encode(packet, version)
         return (conn, connect), {}
 
     def read(conn: MqttConnection, data: bytes) -> None:
         conn.data_received(data)
 
-    benchmark.group = "one plain CONNECT, new connection"
+    benchmark.group = f"one plain CONNECT ({version}), new connection"
     benchmark.pedantic(read, setup=fresh, rounds=5000)
     assert len(broker.sessions) == 5000 and all(c.connected for c in broker.connections)
     loop.close()

@@ -25,6 +25,7 @@ cdef Py_ssize_t _CONNACK = CONNACK
 # A plain CONNECT's variable header up to its keep alive (see lanes.py).
 cdef bytes _PLAIN_CONNECT = b"\x00\x04MQTT\x04\x02"
 cdef bytes _CONNACK_ACCEPTED = b"\x20\x02\x00\x00"
+cdef bytes _PLAIN_CONNECT_V5 = b"\x00\x04MQTT\x05\x02"
 
 
 cdef inline double _now() noexcept:
@@ -71,6 +72,8 @@ cdef class LaneContext:
     cdef public long long bytes_received, messages_received, bytes_sent, messages_sent
     cdef public object config, rewriter, decoder_type, session_type, counters
     cdef public KeepAliveWheel wheel
+    cdef public object connack_config
+    cdef public bytes connack_v5
     cdef public Py_ssize_t max_levels
     cdef public bint rewriting
 
@@ -79,6 +82,7 @@ cdef class LaneContext:
         self.session_type = session_type
         self.counters = broker.counters
         self.wheel = broker.wheel
+        self.connack_v5 = b""
         router = broker.router
         self.router = router
         self.trie = router.subscriptions
@@ -397,29 +401,37 @@ cdef bint _forward(ConnectionCore conn, bytes data) except -1:
     return True
 
 
-cdef bint _plain_connect(const unsigned char *p, Py_ssize_t n, int *keep_alive) noexcept:
-    cdef Py_ssize_t i
+cdef int _plain_connect(const unsigned char *p, Py_ssize_t n, int *keep_alive) noexcept:
+    """The protocol version (4 or 5) of a plain CONNECT, else 0; its client id starts at
+    byte 14 (4) or 15 (5)."""
+    cdef Py_ssize_t i, start
+    cdef int version
     if n < 15 or n > 129 or p[0] != 0x10 or p[1] + 2 != n:
-        return False  # n <= 129: a one-byte Remaining Length
-    if memcmp(p + 2, PyBytes_AS_STRING(_PLAIN_CONNECT), 8) != 0:
-        return False
-    if ((p[12] << 8) | p[13]) != n - 14:
-        return False
-    for i in range(14, n):
+        return 0  # n <= 129: a one-byte Remaining Length
+    if memcmp(p + 2, PyBytes_AS_STRING(_PLAIN_CONNECT), 8) == 0:
+        version, start = 4, 14
+    elif memcmp(p + 2, PyBytes_AS_STRING(_PLAIN_CONNECT_V5), 8) == 0 and n >= 16 and p[12] == 0:
+        version, start = 5, 15  # no properties: their length is 0
+    else:
+        return 0
+    if ((p[start - 2] << 8) | p[start - 1]) != n - start:
+        return 0
+    for i in range(start, n):
         if p[i] < 0x20 or p[i] > 0x7E:
-            return False
+            return 0
     keep_alive[0] = (p[10] << 8) | p[11]
-    return True
+    return version
 
 
 def plain_connect(bytes data):
-    """(client id, keep alive) when ``data`` is one whole plain CONNECT (see
-    lanes.py), else None."""
+    """(protocol version, client id, keep alive) when ``data`` is one whole plain
+    CONNECT (see lanes.py), else None."""
     cdef int keep_alive
-    if not _plain_connect(<const unsigned char *>PyBytes_AS_STRING(data),
-                          PyBytes_GET_SIZE(data), &keep_alive):
+    cdef int version = _plain_connect(<const unsigned char *>PyBytes_AS_STRING(data),
+                                      PyBytes_GET_SIZE(data), &keep_alive)
+    if not version:
         return None
-    return data[14:].decode("ascii"), keep_alive
+    return version, data[10 + version:].decode("ascii"), keep_alive
 
 
 def connect(ConnectionCore conn, bytes data):
@@ -431,8 +443,12 @@ def connect(ConnectionCore conn, bytes data):
 cdef bint _connect(ConnectionCore conn, bytes data) except -1:
     cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
     cdef int keep_alive
+    cdef long longest
     cdef LaneContext context
-    if not _plain_connect(<const unsigned char *>PyBytes_AS_STRING(data), n, &keep_alive):
+    cdef bytes connack = _CONNACK_ACCEPTED
+    cdef int version = _plain_connect(<const unsigned char *>PyBytes_AS_STRING(data), n,
+                                      &keep_alive)
+    if not version:
         return False
     decoder, transport, context = conn.decoder, conn.transport, conn.context
     if conn._buffer or conn.closing or conn._out is not None or context is None:
@@ -440,17 +456,26 @@ cdef bint _connect(ConnectionCore conn, bytes data) except -1:
     if decoder is None or decoder.protocol_version or transport is None or transport.is_closing():
         return False  # a CONNECT came before: the full path refuses this one
     broker = conn.broker
-    client_id = data[14:].decode("ascii")
+    client_id = data[10 + version:].decode("ascii")
     sessions = broker.sessions
     if PyDict_GetItem(sessions, client_id) is not NULL:
         return False
-    if len(broker.connections) > broker.config.max_connections:
+    config = broker.config
+    if len(broker.connections) > config.max_connections:
         return False
+    if version == 5:
+        longest = config.max_keep_alive  # 0: any; else the client would be told another
+        if longest and (keep_alive == 0 or keep_alive > longest):
+            return False
+        if config is not context.connack_config:  # replaced by a hot change
+            context.connack_v5 = broker.plain_connack_v5()
+            context.connack_config = config
+        connack = context.connack_v5
     if not broker.admits_plain_connects():
         return False
     # Accepted: what the CONNECT handler, its session and CONNACK would do.
-    decoder.protocol_version = 4
-    conn.version = 4
+    decoder.protocol_version = version
+    conn.version = version
     conn.client_id = client_id
     conn.last_seen = _now()
     conn.keep_alive = keep_alive
@@ -465,6 +490,6 @@ cdef bint _connect(ConnectionCore conn, bytes data) except -1:
     context.packets_received[_CONNECT] += 1
     context.packets_sent[_CONNACK] += 1
     context.bytes_received += n
-    context.bytes_sent += PyBytes_GET_SIZE(_CONNACK_ACCEPTED)
-    transport.write(_CONNACK_ACCEPTED)
+    context.bytes_sent += PyBytes_GET_SIZE(connack)
+    transport.write(connack)
     return True

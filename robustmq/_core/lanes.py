@@ -49,16 +49,19 @@ authorizer ``permits_publish``; of a session ``connection client_id``; of a plan
 
 The connect lane: ``connect`` accepts the most common first read the same way, in one
 call instead of the full path's dozen and a half (the CONNECT handler, its checks, the
-session, the CONNACK's write batching). It covers one whole 3.1.1 CONNECT with a clean
-session and no will, username, password or properties, whose client id is 1 to 115
-printable ASCII characters (space to ``~``) and has no session: what ``plain_connect``
-recognises, sent to a broker whose ``admits_plain_connects()`` says such a CONNECT needs
-no check beyond the session and ``max_connections`` (no authentication, ACL, limits,
-redirect, auto-subscriptions or cluster). Anything else goes the full way, where the
-decoder judges it. Besides the core's fields it sets the connection's ``keep_alive
-opened_at session`` and its decoder's ``protocol_version`` (0 until a CONNECT), and uses
-the broker's ``sessions connections config.max_connections`` and the context's
-``packets_received packets_sent new_session wheel`` (the broker's counters by packet type).
+session, the CONNACK's write batching). It covers one whole 3.1.1 or 5.0 CONNECT with a
+clean session and no will, username, password or properties, whose client id is 1 to 115
+(5.0: 114) printable ASCII characters (space to ``~``) and has no session: what
+``plain_connect`` recognises, sent to a broker whose ``admits_plain_connects()`` says
+such a CONNECT needs no check beyond the session and ``max_connections`` (no
+authentication, ACL, limits, redirect, auto-subscriptions or cluster); for 5.0 the
+broker's ``max_keep_alive`` must leave the client's keep alive as it is (no Server Keep
+Alive to send). Anything else goes the full way, where the decoder judges it. Besides the
+core's fields it sets the connection's ``keep_alive opened_at session`` and its
+decoder's ``protocol_version`` (0 until a CONNECT), and uses the broker's ``sessions
+connections config.max_connections config.max_keep_alive plain_connack_v5`` and the
+context's ``packets_received packets_sent new_session wheel connack_config connack_v5``
+(the broker's counters by packet type; the 5.0 CONNACK of the config last seen).
 """
 
 from __future__ import annotations
@@ -79,6 +82,8 @@ _UNKNOWN: Any = object()  # a topic the plan cache does not know (None: known to
 # (3.1.1), flags 0x02 (clean session; no will, username or password).
 _PLAIN_CONNECT = b"\x00\x04MQTT\x04\x02"
 _CONNACK_ACCEPTED = b"\x20\x02\x00\x00"  # 3.1.1: session not present, accepted
+# A 5.0 one: level 5, the same flags; an empty property block follows the keep alive.
+_PLAIN_CONNECT_V5 = b"\x00\x04MQTT\x05\x02"
 
 
 class Plan(list[Any]):
@@ -119,7 +124,7 @@ class LaneContext:
         "packets_received", "packets_sent",
         "bytes_received", "messages_received", "bytes_sent", "messages_sent",
         "config", "max_levels", "rewriter", "rewriting", "decoder_type", "session_type",
-        "counters", "wheel",
+        "counters", "wheel", "connack_config", "connack_v5",
     )  # fmt: skip
 
     def __init__(self, broker: Any, decoder_type: Any, session_type: Any) -> None:
@@ -151,6 +156,9 @@ class LaneContext:
         self.session_type = session_type
         self.counters = broker.counters
         self.wheel: KeepAliveWheel = broker.wheel
+        # The broker's config the connect lane last saw, and the 5.0 CONNACK of it.
+        self.connack_config: Any = None
+        self.connack_v5 = b""
 
     def new_session(self, broker: Any, client_id: str, owner: str | None) -> Any:
         """A new, offline session of ``broker`` for ``client_id``, created by ``owner``:
@@ -470,18 +478,25 @@ def forward(conn: Any, data: bytes) -> bool:
     return True
 
 
-def plain_connect(data: bytes) -> tuple[str, int] | None:
-    """(client id, keep alive) when ``data`` is one whole plain CONNECT (see the module
-    doc), else None."""
+def plain_connect(data: bytes) -> tuple[int, str, int] | None:
+    """(protocol version, client id, keep alive) when ``data`` is one whole plain CONNECT
+    (see the module doc), else None."""
     n = len(data)
     if n < 15 or n > 129 or data[0] != 0x10 or data[1] + 2 != n:
         return None  # n <= 129: a one-byte Remaining Length
-    if data[2:10] != _PLAIN_CONNECT or (data[12] << 8) | data[13] != n - 14:
+    header = data[2:10]
+    if header == _PLAIN_CONNECT:
+        version, start = 4, 14
+    elif header == _PLAIN_CONNECT_V5 and n >= 16 and data[12] == 0:
+        version, start = 5, 15  # no properties: their length is 0
+    else:
         return None
-    client_id = data[14:]
+    if (data[start - 2] << 8) | data[start - 1] != n - start:
+        return None
+    client_id = data[start:]
     if any(b < 0x20 or b > 0x7E for b in client_id):
         return None
-    return client_id.decode("ascii"), (data[10] << 8) | data[11]
+    return version, client_id.decode("ascii"), (data[10] << 8) | data[11]
 
 
 def connect(conn: Any, data: bytes) -> bool:
@@ -497,15 +512,25 @@ def connect(conn: Any, data: bytes) -> bool:
     if decoder is None or decoder.protocol_version or transport is None or transport.is_closing():
         return False  # a CONNECT came before: the full path refuses this one
     broker = conn.broker
-    client_id, keep_alive = found
+    version, client_id, keep_alive = found
     sessions = broker.sessions
-    if client_id in sessions or len(broker.connections) > broker.config.max_connections:
+    config = broker.config
+    if client_id in sessions or len(broker.connections) > config.max_connections:
         return False
+    connack = _CONNACK_ACCEPTED
+    if version == 5:
+        longest = config.max_keep_alive  # 0: any; else the client would be told another
+        if longest and (keep_alive == 0 or keep_alive > longest):
+            return False
+        if config is not context.connack_config:  # replaced by a hot change
+            context.connack_v5 = broker.plain_connack_v5()
+            context.connack_config = config
+        connack = context.connack_v5
     if not broker.admits_plain_connects():
         return False
     # Accepted: what the CONNECT handler, its session and CONNACK would do.
-    decoder.protocol_version = 4
-    conn.version = 4
+    decoder.protocol_version = version
+    conn.version = version
     conn.client_id = client_id
     conn.last_seen = time.monotonic()
     conn.keep_alive = keep_alive
@@ -520,6 +545,6 @@ def connect(conn: Any, data: bytes) -> bool:
     context.packets_received[CONNECT] += 1
     context.packets_sent[CONNACK] += 1
     context.bytes_received += len(data)
-    context.bytes_sent += len(_CONNACK_ACCEPTED)
-    transport.write(_CONNACK_ACCEPTED)
+    context.bytes_sent += len(connack)
+    transport.write(connack)
     return True

@@ -793,16 +793,24 @@ def _connect(client_id: str = "c1", version: int = 4, clean: bool = True, **kw: 
     return mqtt_codec.encode(packet, version)
 
 
-def test_plain_connect_reads_the_client_id_and_keep_alive(lane: ModuleType) -> None:
-    assert lane.plain_connect(_connect("c1", keep_alive=60)) == ("c1", 60)
-    assert lane.plain_connect(_connect("sensor 7/~!", keep_alive=0)) == ("sensor 7/~!", 0)
+def test_plain_connect_reads_the_version_client_id_and_keep_alive(lane: ModuleType) -> None:
+    assert lane.plain_connect(_connect("c1", keep_alive=60)) == (4, "c1", 60)
+    assert lane.plain_connect(_connect("sensor 7/~!", keep_alive=0)) == (4, "sensor 7/~!", 0)
     longest = "x" * 115  # a one-byte Remaining Length: 127
-    assert lane.plain_connect(_connect(longest, keep_alive=65535)) == (longest, 65535)
+    assert lane.plain_connect(_connect(longest, keep_alive=65535)) == (4, longest, 65535)
     assert _connect(longest)[1] == 127
+    assert lane.plain_connect(_connect("c1", version=5, keep_alive=30)) == (5, "c1", 30)
+    longest = "x" * 114  # 5.0: one byte more for the property length
+    assert lane.plain_connect(_connect(longest, version=5)) == (5, longest, 60)
+    assert _connect(longest, version=5)[1] == 127
 
 
 _NOT_PLAIN = [
-    (_connect("c1", version=5), "5.0"),
+    (_connect("c1", version=5, properties={"session_expiry_interval": 60}), "5.0 properties"),
+    (_connect("c1", version=5, properties={"receive_maximum": 10}), "5.0 Receive Maximum"),
+    (_connect("x" * 115, version=5), "5.0: a two-byte Remaining Length"),
+    (_connect("c1", version=5, clean=False), "5.0: a persistent session"),
+    (_connect("c1", version=5, username="u"), "5.0: a username"),
     (_connect("c1", version=3), "3.1 (MQIsdp)"),
     (_connect("c1", clean=False), "a persistent session"),
     (_connect("c1", will=mqtt_codec.Will("w/t", b"bye")), "a will"),
@@ -836,10 +844,18 @@ def _connect_reads() -> st.SearchStrategy[bytes]:
         st.text(st.characters(min_codepoint=1, max_codepoint=0x2FF), max_size=30),
     )
 
-    def build(cid: str, version: int, clean: bool, keep_alive: int, user: bool) -> bytes:
+    def build(
+        cid: str, version: int, clean: bool, keep_alive: int, user: bool, expiry: bool
+    ) -> bytes:
+        props = {"session_expiry_interval": 10} if expiry and version == 5 else None
         try:
             return _connect(
-                cid, version, clean, keep_alive=keep_alive, username="u" if user else None
+                cid,
+                version,
+                clean,
+                keep_alive=keep_alive,
+                username="u" if user else None,
+                properties=props,
             )
         except (MqttError, ValueError):
             return _connect("c")  # not encodable (3.1 ids are at most 23 characters)
@@ -847,9 +863,10 @@ def _connect_reads() -> st.SearchStrategy[bytes]:
     packet = st.builds(
         build,
         client_id,
-        st.sampled_from([3, 4, 4, 4, 5]),
+        st.sampled_from([3, 4, 4, 4, 5, 5]),
         st.booleans(),
         st.integers(0, 65535),
+        st.booleans(),
         st.booleans(),
     )
 
@@ -882,7 +899,9 @@ def test_plain_connect_takes_exactly_what_the_decoder_reads_as_a_plain_connect(
         consumed == len(data)
         and len(packets) == 1
         and isinstance(packets[0], mqtt_codec.Connect)
-        and (packets[0].protocol_version, packets[0].clean_start) == (4, True)
+        and packets[0].protocol_version in (4, 5)
+        and packets[0].clean_start
+        and not packets[0].properties
         and packets[0].will is None
         and packets[0].username is None
         and packets[0].password is None
@@ -891,7 +910,8 @@ def test_plain_connect_takes_exactly_what_the_decoder_reads_as_a_plain_connect(
     )
     if found is not None:
         assert plain, "the lane took what the decoder does not read as a plain CONNECT"
-        assert found == (packets[0].client_id, packets[0].keep_alive)
+        p = packets[0]
+        assert found == (p.protocol_version, p.client_id, p.keep_alive)
     elif plain:
         assert data[1] >= 0x80, "a plain CONNECT the lane did not take"  # a longer length
 
@@ -1073,16 +1093,81 @@ def test_connect_leaves_a_client_id_with_a_session_to_the_full_path(
 
 def test_the_connection_entry_takes_the_connect_lane_for_plain_connects(loop, full_reads) -> None:
     """``MqttConnection.data_received`` (its core's) accepts a plain CONNECT itself and
-    hands a 5.0 one to the full path (``_read``)."""
+    hands one with properties to the full path (``_read``)."""
 
     async def run() -> _Side:
         side = _Side()
         side.connect("plain", 4, cls=MqttConnection)
         side.connect("five", 5, cls=MqttConnection)
+        side.connect("kept", 5, clean=False, cls=MqttConnection)  # a session expiry
         await asyncio.sleep(0)
         return side
 
     side = loop.run_until_complete(run())
-    assert [mqtt_codec.Decoder(0).decode(d)[0][0].client_id for d in full_reads] == ["five"]
-    assert side.clients["plain"].connected and side.clients["five"].connected
+    assert [mqtt_codec.Decoder(0).decode(d)[0][0].client_id for d in full_reads] == ["kept"]
+    assert all(conn.connected for conn in side.clients.values())
     assert side.written()["plain"] == b"\x20\x02\x00\x00"
+    assert side.written()["five"] == side.broker.plain_connack_v5()
+
+
+def _v5_reads() -> list[tuple[str, bytes]]:
+    subscribe = mqtt_codec.encode(mqtt_codec.Subscribe(1, [mqtt_codec.Subscription("t/#")]), 5)
+    return [
+        ("a", _connect("a", version=5, keep_alive=60)),
+        ("b", _connect("b", version=5, keep_alive=0)),
+        ("c", _connect("c c~!", version=5, keep_alive=20)),
+        ("a", subscribe),
+        ("b", _pub("t/1", b"hello", version=5)),
+    ]
+
+
+def test_connect_matches_the_full_path_for_plain_5_0_connects(lane, loop, monkeypatch) -> None:
+    full, laned, taken = _connects(loop, lane, monkeypatch, _v5_reads())
+    _same_connections(full, laned)
+    assert taken == [True, True, True]
+    connack = mqtt_codec.Decoder(5).decode(laned.written()["b"])[0][0]
+    assert (connack.session_present, connack.reason_code) == (False, 0)
+    assert connack.properties["receive_maximum"] == laned.broker.config.receive_maximum
+    assert laned.clients["a"].version == laned.clients["a"].decoder.protocol_version == 5
+
+
+def _no_retain(side: _Side) -> None:
+    side.broker.config = dataclasses.replace(side.broker.config, retain_available=False)
+
+
+def _longest_keep_alive(side: _Side) -> None:
+    side.broker.config = dataclasses.replace(side.broker.config, max_keep_alive=30)
+
+
+@pytest.mark.parametrize(
+    "setup, expected",
+    [
+        (_no_retain, [True, True, True]),  # Retain Available 0 in its CONNACK
+        (_longest_keep_alive, [False, False, True]),  # 60 and 0 get Server Keep Alive 30
+    ],
+)
+def test_connect_follows_the_config_for_5_0_clients(
+    lane, loop, monkeypatch, setup: Any, expected: list[bool]
+) -> None:
+    full, laned, taken = _connects(loop, lane, monkeypatch, _v5_reads(), setup)
+    _same_connections(full, laned)
+    assert taken == expected
+
+
+def test_connect_sends_the_5_0_connack_of_the_config_in_force(lane, loop) -> None:
+    async def run() -> list[bytes]:
+        side = _Side()
+        written = []
+        for name, receive in (("a", 0), ("b", 10), ("c", 0)):
+            if receive:  # a hot change replaces the config
+                side.broker.config = dataclasses.replace(side.broker.config, receive_maximum=10)
+            conn = _Switched(side.broker)
+            conn.connection_made(_Transport(conn))  # type: ignore[arg-type]
+            assert lane.connect(conn, _connect(name, version=5))
+            written.append(b"".join(conn.transport.out))  # type: ignore[union-attr]
+        return written
+
+    a, b, c = loop.run_until_complete(run())
+    receive = [mqtt_codec.Decoder(5).decode(x)[0][0].properties["receive_maximum"] for x in (a, b)]
+    assert receive == [MqttConfig().receive_maximum, 10]
+    assert b == c

@@ -582,11 +582,7 @@ class MqttConnection(ConnectionCore, asyncio.Protocol):
                 ack_props["session_expiry_interval"] = expiry
             if props.get("request_response_information") and cfg.response_information:
                 ack_props["response_information"] = cfg.response_information
-            ack_props["receive_maximum"] = cfg.receive_maximum
-            ack_props["maximum_packet_size"] = cfg.max_packet_size
-            ack_props["topic_alias_maximum"] = cfg.topic_alias_maximum
-            if not cfg.retain_available:
-                ack_props["retain_available"] = 0
+            ack_props.update(broker.connack_limits())
             if auth_props:
                 ack_props.update(auth_props)
             self.write(mqtt.encode(mqtt.Connack(present, 0, ack_props), 5))

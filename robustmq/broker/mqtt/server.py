@@ -295,6 +295,25 @@ class MqttBroker:
             or limits.settings.publish_byte_rate
         )
 
+    def connack_limits(self) -> dict[str, int]:
+        """What every MQTT 5 CONNACK tells the client of this broker's limits (the config's
+        now): Receive Maximum, Maximum Packet Size, Topic Alias Maximum and, when retained
+        messages are off, Retain Available."""
+        cfg = self.config
+        limits = {
+            "receive_maximum": cfg.receive_maximum,
+            "maximum_packet_size": cfg.max_packet_size,
+            "topic_alias_maximum": cfg.topic_alias_maximum,
+        }
+        if not cfg.retain_available:
+            limits["retain_available"] = 0
+        return limits
+
+    def plain_connack_v5(self) -> bytes:
+        """The MQTT 5 CONNACK of a plain CONNECT (a new session, nothing assigned or
+        changed: the connect lane's, ``robustmq/_core/lanes.py``)."""
+        return bytes(mqtt.encode(mqtt.Connack(False, 0, self.connack_limits()), 5))
+
     def new_session(self, client_id: str, owner: str | None) -> Session:
         session: Session = self.lane_context.new_session(self, client_id, owner)
         return session
