@@ -346,7 +346,11 @@ class PollingConsumer:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            for records in self.consumer.poll(timeout_ms=100).values():
+            # Long polls: kafka-python 3.0.12 loses a join that completes after poll's
+            # timeout cut ensure_active_group short (a leader then never installs its own
+            # assignment: need_rejoin is False and on_join_complete never runs). A join
+            # waits for every member, which on a loaded machine took over 100 ms.
+            for records in self.consumer.poll(timeout_ms=2000).values():
                 self.values += [r.value for r in records]
             self.assignment = {tp.partition for tp in self.consumer.assignment()}
         self.consumer.close()  # LeaveGroup
