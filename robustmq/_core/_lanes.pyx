@@ -72,7 +72,6 @@ cdef class LaneContext:
     cdef public long long bytes_received, messages_received, bytes_sent, messages_sent
     cdef public object config, rewriter, decoder_type, session_type, counters
     cdef public KeepAliveWheel wheel
-    cdef public object connack_config
     cdef public bytes connack_v5
     cdef public Py_ssize_t max_levels
     cdef public bint rewriting
@@ -325,8 +324,7 @@ cdef bint _forward(ConnectionCore conn, bytes data) except -1:
     broker = conn.broker
     config = broker.config
     if config is not context.config:  # replaced by a hot change
-        context.max_levels = config.max_topic_levels
-        context.config = config
+        _see_config(context, broker, config)
     rewriter = broker.rewriter
     if rewriter is not context.rewriter:
         context.rewriting = rewriter.active
@@ -401,6 +399,14 @@ cdef bint _forward(ConnectionCore conn, bytes data) except -1:
     return True
 
 
+cdef int _see_config(LaneContext context, broker, config) except -1:
+    """See ``lanes._see_config``."""
+    context.max_levels = config.max_topic_levels
+    context.connack_v5 = broker.plain_connack_v5()
+    context.config = config
+    return 0
+
+
 cdef int _plain_connect(const unsigned char *p, Py_ssize_t n, int *keep_alive) noexcept:
     """The protocol version (4 or 5) of a plain CONNECT, else 0; its client id starts at
     byte 14 (4) or 15 (5)."""
@@ -467,9 +473,8 @@ cdef bint _connect(ConnectionCore conn, bytes data) except -1:
         longest = config.max_keep_alive  # 0: any; else the client would be told another
         if longest and (keep_alive == 0 or keep_alive > longest):
             return False
-        if config is not context.connack_config:  # replaced by a hot change
-            context.connack_v5 = broker.plain_connack_v5()
-            context.connack_config = config
+        if config is not context.config:  # replaced by a hot change
+            _see_config(context, broker, config)
         connack = context.connack_v5
     if not broker.admits_plain_connects():
         return False

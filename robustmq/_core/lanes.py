@@ -59,9 +59,9 @@ broker's ``max_keep_alive`` must leave the client's keep alive as it is (no Serv
 Alive to send). Anything else goes the full way, where the decoder judges it. Besides the
 core's fields it sets the connection's ``keep_alive opened_at session`` and its
 decoder's ``protocol_version`` (0 until a CONNECT), and uses the broker's ``sessions
-connections config.max_connections config.max_keep_alive plain_connack_v5`` and the
-context's ``packets_received packets_sent new_session wheel connack_config connack_v5``
-(the broker's counters by packet type; the 5.0 CONNACK of the config last seen).
+connections config.max_connections config.max_keep_alive`` and the context's
+``packets_received packets_sent new_session wheel connack_v5`` (the broker's counters by
+packet type; the 5.0 CONNACK of the config the lanes last saw, ``_see_config``).
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ class LaneContext:
         "packets_received", "packets_sent",
         "bytes_received", "messages_received", "bytes_sent", "messages_sent",
         "config", "max_levels", "rewriter", "rewriting", "decoder_type", "session_type",
-        "counters", "wheel", "connack_config", "connack_v5",
+        "counters", "wheel", "connack_v5",
     )  # fmt: skip
 
     def __init__(self, broker: Any, decoder_type: Any, session_type: Any) -> None:
@@ -145,9 +145,11 @@ class LaneContext:
         self.messages_received = 0
         self.bytes_sent = 0
         self.messages_sent = 0
-        # The broker's config and rewriter the lane last saw, and what it uses of them.
+        # The broker's config and rewriter the lanes last saw, and what they use of them
+        # (``_see_config``: the topic level limit and the plain 5.0 CONNACK).
         self.config: Any = None
         self.max_levels = 0
+        self.connack_v5 = b""
         self.rewriter: Any = None
         self.rewriting = False
         # The MQTT decoder class a new connection gets one of (the selected codec twin's),
@@ -156,9 +158,6 @@ class LaneContext:
         self.session_type = session_type
         self.counters = broker.counters
         self.wheel: KeepAliveWheel = broker.wheel
-        # The broker's config the connect lane last saw, and the 5.0 CONNACK of it.
-        self.connack_config: Any = None
-        self.connack_v5 = b""
 
     def new_session(self, broker: Any, client_id: str, owner: str | None) -> Any:
         """A new, offline session of ``broker`` for ``client_id``, created by ``owner``:
@@ -414,7 +413,7 @@ def forward(conn: Any, data: bytes) -> bool:
     broker = conn.broker
     config = broker.config
     if config is not context.config:  # replaced by a hot change
-        context.config, context.max_levels = config, config.max_topic_levels
+        _see_config(context, broker, config)
     rewriter = broker.rewriter
     if rewriter is not context.rewriter:
         context.rewriter, context.rewriting = rewriter, rewriter.active
@@ -478,6 +477,14 @@ def forward(conn: Any, data: bytes) -> bool:
     return True
 
 
+def _see_config(context: LaneContext, broker: Any, config: Any) -> None:
+    """The broker's config is one the lanes have not seen (a hot change replaces it):
+    keeps what they use of it."""
+    context.max_levels = config.max_topic_levels
+    context.connack_v5 = broker.plain_connack_v5()
+    context.config = config
+
+
 def plain_connect(data: bytes) -> tuple[int, str, int] | None:
     """(protocol version, client id, keep alive) when ``data`` is one whole plain CONNECT
     (see the module doc), else None."""
@@ -522,9 +529,8 @@ def connect(conn: Any, data: bytes) -> bool:
         longest = config.max_keep_alive  # 0: any; else the client would be told another
         if longest and (keep_alive == 0 or keep_alive > longest):
             return False
-        if config is not context.connack_config:  # replaced by a hot change
-            context.connack_v5 = broker.plain_connack_v5()
-            context.connack_config = config
+        if config is not context.config:  # replaced by a hot change
+            _see_config(context, broker, config)
         connack = context.connack_v5
     if not broker.admits_plain_connects():
         return False
