@@ -1,5 +1,7 @@
 # The compiled twin has exactly the API of the pure-Python reference.
+from robustmq._core.lanes import ACCEPT_POLL_NS as ACCEPT_POLL_NS
 from robustmq._core.lanes import FAIR_READ as FAIR_READ
+from robustmq._core.lanes import AcceptPoll as AcceptPoll
 from robustmq._core.lanes import ConnectionCore as ConnectionCore
 from robustmq._core.lanes import KeepAliveWheel as KeepAliveWheel
 from robustmq._core.lanes import LaneContext as LaneContext

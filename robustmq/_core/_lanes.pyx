@@ -9,14 +9,21 @@ from cpython.ref cimport PyObject
 from libc.string cimport memcmp
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
+
+cdef extern from "sys/epoll.h" nogil:
+    cdef struct epoll_event:
+        pass
+    int epoll_wait(int epfd, epoll_event *events, int maxevents, int timeout)
+
 from robustmq._core.mqtt_spec import CONNACK, CONNECT, MAX_PACKET_SIZE, PUBLISH_RUN
 
 __all__ = [
-    "FAIR_READ", "ConnectionCore", "KeepAliveWheel", "LaneContext", "Plan", "PlanCache",
+    "ACCEPT_POLL_NS", "FAIR_READ", "AcceptPoll", "ConnectionCore", "KeepAliveWheel", "LaneContext", "Plan", "PlanCache",
     "SessionCore", "connect", "forward", "plain_connect", "scan",
 ]
 
 FAIR_READ = 16 * 1024  # reads this long are a streaming client's: the full path
+ACCEPT_POLL_NS = 30_000  # see lanes.py
 
 cdef Py_ssize_t _RUN = PUBLISH_RUN
 cdef Py_ssize_t _FAIR_READ = FAIR_READ
@@ -72,6 +79,7 @@ cdef class LaneContext:
     cdef public long long bytes_received, messages_received, bytes_sent, messages_sent
     cdef public object config, rewriter, decoder_type, session_type, counters
     cdef public KeepAliveWheel wheel
+    cdef public AcceptPoll accept_poll
     cdef public bytes connack_v5
     cdef public Py_ssize_t max_levels
     cdef public bint rewriting
@@ -119,6 +127,39 @@ cdef class LaneContext:
             stats["messages_sent"] += self.messages_sent
             self.sent_by_qos[0] += self.messages_sent
         self.bytes_received = self.messages_received = self.bytes_sent = self.messages_sent = 0
+
+
+cdef class AcceptPoll:
+    """Keeps the event loop awake for a moment after it makes connections (see
+    ``lanes.AcceptPoll``)."""
+
+    cdef public int fd
+    cdef public long long window_ns
+    cdef public bint armed
+    cdef object _call_soon, _run
+
+    def __init__(self, int fd, long long window_ns, call_soon):
+        self.fd = fd
+        self.window_ns = window_ns
+        self.armed = False
+        self._call_soon = call_soon
+        self._run = self.run  # bound once: arm makes no object
+
+    cpdef arm(self):
+        if not self.armed:
+            self.armed = True
+            self._call_soon(self._run)
+
+    def run(self):
+        cdef epoll_event event
+        cdef long long until
+        self.armed = False
+        until = _now_ns() + self.window_ns
+        while True:
+            if epoll_wait(self.fd, &event, 1, 0) != 0:  # an event, or the descriptor is gone
+                return True
+            if _now_ns() >= until:
+                return False
 
 
 cdef class KeepAliveWheel:
@@ -216,6 +257,8 @@ cdef class ConnectionCore:
         broker.connections.add(self)
         self.context.stats["connections_total"] += 1
         broker.connecting.append(self)
+        if self.context.accept_poll is not None:
+            self.context.accept_poll.arm()
 
     def data_received(self, data):
         if type(data) is bytes:

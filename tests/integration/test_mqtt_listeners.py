@@ -161,3 +161,22 @@ def test_mosquitto_clients_over_tls(broker_factory, certs):
     )
     out, _ = sub.communicate(timeout=15)
     assert out.decode().strip() == "m/1 hi"
+
+
+def test_new_connections_keep_the_loop_awake_for_their_connect(broker):
+    """The TCP listener's connections arm the accept poll (``lanes.AcceptPoll``) on the
+    loop the broker runs on, at most once per loop iteration, and every client still
+    gets its CONNACK."""
+    context = broker.broker.lane_context
+    poll = context.accept_poll
+    assert poll is not None
+    scheduled = []
+
+    def call_soon(callback):
+        scheduled.append(callback)
+        return broker.loop.call_soon(callback)
+
+    broker.run(setattr, context, "accept_poll", type(poll)(poll.fd, poll.window_ns, call_soon))
+    clients = [Raw(broker.port) for _ in range(5)]
+    assert [c.connect(f"awake-{i}").reason_code for i, c in enumerate(clients)] == [0] * 5
+    assert 1 <= len(scheduled) <= 5

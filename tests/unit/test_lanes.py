@@ -10,11 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import select
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from types import ModuleType, SimpleNamespace
 from typing import Any, ClassVar
 
 import pytest
+import uvloop
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,6 +30,7 @@ from robustmq._core import mqtt, mqtt_codec
 from robustmq._core.mqtt_spec import CONNECT, MAX_PACKET_SIZE, PUBLISH_RUN
 from robustmq.broker.mqtt import connection
 from robustmq.broker.mqtt.connection import MqttConnection
+from robustmq.broker.mqtt.listeners import loop_epoll_fd
 from robustmq.broker.mqtt.rewrite import TopicRewriter
 from robustmq.broker.mqtt.server import MqttBroker
 from robustmq.broker.mqtt.sys_topics import sys_values
@@ -62,7 +70,9 @@ def test_compiled_twin_is_compiled() -> None:
         pytest.skip(NOT_BUILT)
     assert not c_lane.__file__.endswith(".py")
     expected = {
+        "ACCEPT_POLL_NS",
         "FAIR_READ",
+        "AcceptPoll",
         "ConnectionCore",
         "KeepAliveWheel",
         "LaneContext",
@@ -76,6 +86,7 @@ def test_compiled_twin_is_compiled() -> None:
     }
     assert set(py_lane.__all__) == set(c_lane.__all__) == expected
     assert c_lane.FAIR_READ == py_lane.FAIR_READ == connection._FAIR_READ
+    assert c_lane.ACCEPT_POLL_NS == py_lane.ACCEPT_POLL_NS
 
 
 def _pub(topic: str, payload: bytes = b"x", version: int = 4, **kw: Any) -> bytes:
@@ -1171,3 +1182,84 @@ def test_connect_sends_the_5_0_connack_of_the_config_in_force(lane, loop) -> Non
     receive = [mqtt_codec.Decoder(5).decode(x)[0][0].properties["receive_maximum"] for x in (a, b)]
     assert receive == [MqttConfig().receive_maximum, 10]
     assert b == c
+
+
+# ---------------------------------------------------------------------- accept poll
+
+EPOLL_LOOPS = pytest.mark.parametrize(
+    "new_loop", [uvloop.new_event_loop, asyncio.SelectorEventLoop], ids=["uvloop", "selector"]
+)
+
+
+def _on_loop(new_loop: Callable[[], asyncio.AbstractEventLoop], main: Callable[[], Any]) -> Any:
+    loop = new_loop()
+    try:
+        return loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
+async def _watched_pair() -> tuple[socket.socket, socket.socket, asyncio.Future[bytes]]:
+    """A socket pair whose first end the running loop reads: (read end, write end, what
+    the loop got)."""
+    loop = asyncio.get_running_loop()
+    a, b = socket.socketpair()
+    got: asyncio.Future[bytes] = loop.create_future()
+    loop.add_reader(a.fileno(), lambda: got.done() or got.set_result(a.recv(1)))
+    await asyncio.sleep(0.01)  # registered by the loop's next poll
+    return a, b, got
+
+
+@EPOLL_LOOPS
+def test_loop_epoll_fd_is_the_instance_the_loop_waits_in(new_loop) -> None:
+    async def main() -> None:
+        fd = await loop_epoll_fd(asyncio.get_running_loop())
+        assert fd is not None
+        assert os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:[eventpoll]"
+        a, b, got = await _watched_pair()
+        with select.epoll.fromfd(os.dup(fd)) as ep:
+            assert a.fileno() not in [f for f, _ in ep.poll(0)]
+            b.send(b"x")
+            assert a.fileno() in [f for f, _ in ep.poll(0)]
+        assert await asyncio.wait_for(got, 5) == b"x"  # looking took nothing from the loop
+        a.close()
+        b.close()
+
+    _on_loop(new_loop, main)
+
+
+@EPOLL_LOOPS
+def test_accept_poll_keeps_polling_until_the_loop_has_an_event(lane, new_loop) -> None:
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        fd = await loop_epoll_fd(loop)
+        assert fd is not None
+        a, b, got = await _watched_pair()
+        start = time.monotonic()
+        assert lane.AcceptPoll(fd, 20_000_000, loop.call_soon).run() is False  # nothing came
+        idle = time.monotonic() - start
+        # Another process writes within a 10 s window (the compiled poll keeps the GIL).
+        write = "import os, sys, time; time.sleep(0.05); os.write(int(sys.argv[1]), b'x')"
+        writer = subprocess.Popen(
+            [sys.executable, "-c", write, str(b.fileno())], pass_fds=(b.fileno(),)
+        )
+        assert lane.AcceptPoll(fd, 10_000_000_000, loop.call_soon).run() is True
+        writer.wait()
+        assert await asyncio.wait_for(got, 5) == b"x"  # and the loop still gets it
+        a.close()
+        b.close()
+        return idle
+
+    assert _on_loop(new_loop, main) >= 0.02  # it polled for its whole window
+
+
+def test_accept_poll_is_scheduled_once_until_it_runs(lane) -> None:
+    scheduled: list[Callable[[], bool]] = []
+    with select.epoll() as empty:
+        poll = lane.AcceptPoll(empty.fileno(), 0, scheduled.append)
+        poll.arm()
+        poll.arm()  # the same loop iteration: already scheduled
+        assert len(scheduled) == 1 and poll.armed
+        assert scheduled[0]() is False and not poll.armed
+        poll.arm()
+        assert len(scheduled) == 2

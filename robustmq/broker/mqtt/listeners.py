@@ -3,7 +3,9 @@
 Each listener hands bytes to an ``MqttConnection``; TCP and TLS do it through asyncio's
 own transports, WebSocket through ``WebSocketTransport``, which carries MQTT packets in
 binary frames on the configured path with the ``mqtt`` subprotocol (MQTT 5 §6). TLS
-listeners start only when a certificate is configured.
+listeners start only when a certificate is configured. Where the event loop waits in an
+epoll instance whose descriptor ``loop_epoll_fd`` finds, new connections keep it awake
+for a moment (``lanes.AcceptPoll``).
 """
 
 from __future__ import annotations
@@ -11,11 +13,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
+import select
 import ssl
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
+from robustmq._core import lane
 from robustmq.broker.mqtt.connection import MqttConnection
 from robustmq.errors import ConfigError
 
@@ -166,6 +171,48 @@ def _websocket_app(broker: MqttBroker) -> web.Application:
     return app
 
 
+async def loop_epoll_fd(loop: asyncio.AbstractEventLoop) -> int | None:
+    """The descriptor of the epoll instance ``loop`` waits in; None where there is no
+    single one to find (not Linux, or a loop that waits otherwise).
+
+    It is found by what it reports: the read end of a pipe, registered with the loop and
+    made readable, is ready in exactly that one of the process's epoll instances. uvloop
+    (libuv) and the standard library's selector loop both register descriptors
+    level-triggered and file their events under the descriptor, so looking at the
+    instance takes nothing from the loop."""
+    if not os.path.isdir("/proc/self/fd"):
+        return None
+    r, w = os.pipe()
+    seen = loop.create_future()
+
+    def readable() -> None:
+        if not seen.done():
+            seen.set_result(None)
+
+    found: list[int] = []
+    try:
+        loop.add_reader(r, readable)
+        os.write(w, b"\0")
+        await asyncio.wait_for(seen, 5.0)  # the loop has polled with the pipe in its set
+        for name in os.listdir("/proc/self/fd"):
+            try:
+                if os.readlink(f"/proc/self/fd/{name}") != "anon_inode:[eventpoll]":
+                    continue
+                ep = select.epoll.fromfd(os.dup(int(name)))
+            except OSError:
+                continue  # gone meanwhile (the listing's own descriptor, say)
+            with ep:
+                if any(fd == r for fd, _ in ep.poll(0)):
+                    found.append(int(name))
+    except (OSError, NotImplementedError, asyncio.TimeoutError):
+        return None
+    finally:
+        loop.remove_reader(r)
+        os.close(r)
+        os.close(w)
+    return found[0] if len(found) == 1 else None
+
+
 async def start_listeners(broker: MqttBroker) -> tuple[list[Any], list[tuple[str, str, int]]]:
     """Opens every configured listener; returns (servers to close, (name, host, port))."""
     cfg = broker.config
@@ -173,6 +220,12 @@ async def start_listeners(broker: MqttBroker) -> tuple[list[Any], list[tuple[str
     servers: list[Any] = []
     opened: list[tuple[str, str, int]] = []
     ctx = tls_context(cfg) if cfg.certfile else None
+    if broker.lane_context.accept_poll is None:
+        fd = await loop_epoll_fd(loop)
+        if fd is not None:
+            broker.lane_context.accept_poll = lane.AcceptPoll(
+                fd, lane.ACCEPT_POLL_NS, loop.call_soon
+            )
     for name, port, tls in (("mqtt", cfg.port, None), ("mqtts", cfg.tls_port, ctx)):
         if port and (name == "mqtt" or tls is not None):
             server = await loop.create_server(
