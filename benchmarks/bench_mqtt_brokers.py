@@ -8,6 +8,11 @@ is Mosquitto's p99 over ours). A third broker can be added with ``--peer NAME=CO
 
     python benchmarks/bench_mqtt_brokers.py                      # scenarios a-g, 10 s each
     python benchmarks/bench_mqtt_brokers.py -s a,c,f -d 5 --workers 2
+    python benchmarks/bench_mqtt_brokers.py -s f,g --rounds 5    # medians of 5 rounds
+
+With ``--rounds N`` every scenario runs N times, the brokers taking turns, and the table
+shows each broker's median run and the ratio's median with its range over the rounds:
+on a shared machine two runs of one broker can differ more than two brokers do.
 
 Scenarios (64-byte payloads unless said): a fan-in QoS 0 8->1 on '#'; b fan-out QoS 0
 1->16; c QoS 1 4->4 point to point; d QoS 2 1->1; e fan-in QoS 0 8->1 with 1 KB payloads
@@ -23,6 +28,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -134,6 +140,25 @@ def cell(scenario: str, r: dict[str, Any] | None) -> tuple[str, float]:
     return f"{r['recv_rate']:,.0f} msg/s, p50 {lat['p50'] / 1000:,.1f} ms{lost}", r["recv_rate"]
 
 
+def table_row(
+    scenario: str, by_broker: dict[str, list[dict[str, Any] | None]], names: list[str]
+) -> str:
+    """Each broker's median run and the ratio of the first two brokers (median, and its
+    range over the rounds when there are several) for one scenario."""
+    texts = []
+    for name in names:
+        runs = sorted((cell(scenario, r) for r in by_broker[name]), key=lambda c: c[1])
+        texts.append(runs[(len(runs) - 1) // 2][0])  # the median run (the lower of two)
+    ours, theirs = ([cell(scenario, r)[1] for r in by_broker[n]] for n in names[:2])
+    ratios = [a / b for a, b in zip(ours, theirs, strict=True) if a and b]
+    if not ratios:
+        return f"{' | '.join(texts)} | n/a |"
+    ratio = f"{statistics.median(ratios):.2f}x"
+    if len(ratios) > 1:
+        ratio += f" ({min(ratios):.2f}-{max(ratios):.2f}x over {len(ratios)} rounds)"
+    return f"{' | '.join(texts)} | {ratio} |"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-s", "--scenarios", default="a,b,c,d,e,f,g")
@@ -141,6 +166,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="robustmq-bench worker processes")
     parser.add_argument("--conns", type=int, default=10000, help="connections in scenario g")
     parser.add_argument("--peer", action="append", default=[], help="NAME=COMMAND, another broker")
+    parser.add_argument("--rounds", type=int, default=1, help="runs per scenario and broker")
     parser.add_argument("--json", help="also write every raw report to this file")
     opts = parser.parse_args()
     if not shutil.which("mosquitto") and not os.path.exists("/usr/sbin/mosquitto"):
@@ -152,23 +178,26 @@ def main() -> None:
     for spec in opts.peer:
         name, _, template = spec.partition("=")
         brokers[name] = template_command(template)
-    results: dict[str, dict[str, Any]] = {}
+    if opts.rounds < 1:
+        sys.exit(f"--rounds must be at least 1, not {opts.rounds}")
+    # results[scenario][broker] is one report (or None: failed) per round
+    results: dict[str, dict[str, list[dict[str, Any] | None]]] = {}
     for scenario in opts.scenarios.split(","):
-        for name, command in brokers.items():
-            print(f"[{scenario}] {SCENARIOS[scenario][0]}: {name} ...", file=sys.stderr, flush=True)
-            try:
-                results.setdefault(scenario, {})[name] = measure(scenario, command, opts)
-            except RuntimeError as exc:
-                print(f"    {exc}", file=sys.stderr)
-                results.setdefault(scenario, {})[name] = None
+        for round_no in range(1, opts.rounds + 1):
+            for name, command in brokers.items():
+                lap = f" (round {round_no}/{opts.rounds})" if opts.rounds > 1 else ""
+                print(f"[{scenario}] {SCENARIOS[scenario][0]}: {name}{lap} ...", file=sys.stderr, flush=True)  # fmt: skip
+                try:
+                    report: dict[str, Any] | None = measure(scenario, command, opts)
+                except RuntimeError as exc:
+                    print(f"    {exc}", file=sys.stderr)
+                    report = None
+                results.setdefault(scenario, {}).setdefault(name, []).append(report)
     names = list(brokers)
     print(f"\n| scenario | {' | '.join(names)} | robustmq / mosquitto |")
     print(f"|---|{'---|' * len(names)}---|")
     for scenario, by_broker in results.items():
-        cells = [cell(scenario, by_broker.get(n)) for n in names]
-        ratio = cells[0][1] / cells[1][1] if cells[1][1] else float("nan")
-        row = " | ".join(text for text, _ in cells)
-        print(f"| {scenario}) {SCENARIOS[scenario][0]} | {row} | {ratio:.2f}x |")
+        print(f"| {scenario}) {SCENARIOS[scenario][0]} | {table_row(scenario, by_broker, names)}")
     if opts.json:
         with open(opts.json, "w") as f:
             json.dump(results, f, indent=1)
