@@ -9,17 +9,19 @@ from cpython.ref cimport PyObject
 from libc.string cimport memcmp
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
+from robustmq._core.mqtt_spec import CONNACK, CONNECT, MAX_PACKET_SIZE, PUBLISH_RUN
+
 
 cdef extern from "sys/epoll.h" nogil:
     cdef struct epoll_event:
         pass
     int epoll_wait(int epfd, epoll_event *events, int maxevents, int timeout)
 
-from robustmq._core.mqtt_spec import CONNACK, CONNECT, MAX_PACKET_SIZE, PUBLISH_RUN
 
 __all__ = [
-    "ACCEPT_POLL_NS", "FAIR_READ", "AcceptPoll", "ConnectionCore", "KeepAliveWheel", "LaneContext", "Plan", "PlanCache",
-    "SessionCore", "connect", "forward", "plain_connect", "scan",
+    "ACCEPT_POLL_NS", "FAIR_READ", "AcceptPoll", "ConnectionCore", "KeepAliveWheel",
+    "LaneContext", "Plan", "PlanCache", "SessionCore", "connect", "forward", "plain_connect",
+    "scan",
 ]
 
 FAIR_READ = 16 * 1024  # reads this long are a streaming client's: the full path

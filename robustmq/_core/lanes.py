@@ -75,8 +75,9 @@ from typing import Any
 from robustmq._core.mqtt_spec import CONNACK, CONNECT, MAX_PACKET_SIZE, PUBLISH_RUN
 
 __all__ = [
-    "ACCEPT_POLL_NS", "FAIR_READ", "AcceptPoll", "ConnectionCore", "KeepAliveWheel", "LaneContext", "Plan", "PlanCache",
-    "SessionCore", "connect", "forward", "plain_connect", "scan",
+    "ACCEPT_POLL_NS", "FAIR_READ", "AcceptPoll", "ConnectionCore", "KeepAliveWheel",
+    "LaneContext", "Plan", "PlanCache", "SessionCore", "connect", "forward", "plain_connect",
+    "scan",
 ]  # fmt: skip
 
 FAIR_READ = 16 * 1024  # reads this long are a streaming client's: the full path
