@@ -37,7 +37,7 @@ echo "ci: installing robustmq with test extras (compiled extensions required)"
 ROBUSTMQ_REQUIRE_EXTENSIONS=1 python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 python - <<'PY'
 import robustmq._core as core
-modules = [core.mqtt, core.kafka, core.trie, core.segments, core.lane]
+modules = [core.mqtt, core.kafka, core.trie, core.segments, core.lane, core.storm]
 for module in modules:
     assert core.compiled(module), f"the compiled twin was not built ({module.__name__})"
 print("ci: compiled extensions present:", ", ".join(m.__name__ for m in modules))

@@ -8,7 +8,7 @@ backends within one connection; tests import both twins directly and compare the
 No selected name is the name of a twin's module: importing ``robustmq._core.segment_io``
 (a test does, for the pure twin) sets the package attribute ``segment_io`` to it, and a
 later ``from robustmq._core import segment_io`` would get the pure twin in place of the
-selected one. Hence ``segments`` and ``lane``.
+selected one. Hence ``segments``, ``lane`` and ``storm``.
 """
 
 from __future__ import annotations
@@ -48,5 +48,8 @@ trie = load("topic_trie")
 segments = load("segment_io")
 kafka = load("kafka_codec")  # after segments: the Kafka codec uses its CRC32C
 lane = load("lanes")
+storm = load("conn_storm")  # robustmq-bench's connection storms
 
-__all__ = ["NO_EXTENSIONS", "compiled", "kafka", "lane", "load", "mqtt", "segments", "trie"]
+__all__ = [
+    "NO_EXTENSIONS", "compiled", "kafka", "lane", "load", "mqtt", "segments", "storm", "trie",
+]  # fmt: skip

@@ -56,6 +56,20 @@ def new_errors() -> Counters:
     )
 
 
+def connect_packet(cfg: MqttBenchConfig, client_id: str) -> bytes:
+    """The CONNECT a bench client sends: clean start, the run's keep alive and credentials."""
+    password = cfg.password.encode() if cfg.password is not None else None
+    connect = mqtt.Connect(
+        client_id,
+        protocol_version=cfg.version,
+        clean_start=True,
+        keep_alive=cfg.keepalive,
+        username=cfg.username,
+        password=password,
+    )
+    return bytes(mqtt.encode(connect, cfg.version))
+
+
 class BenchClient(asyncio.Protocol):
     """One MQTT connection of the bench."""
 
@@ -116,17 +130,7 @@ class BenchClient(asyncio.Protocol):
     # MQTT
 
     def connect_packet(self) -> bytes:
-        cfg = self.cfg
-        password = cfg.password.encode() if cfg.password is not None else None
-        connect = mqtt.Connect(
-            self.client_id,
-            protocol_version=cfg.version,
-            clean_start=True,
-            keep_alive=cfg.keepalive,
-            username=cfg.username,
-            password=password,
-        )
-        return bytes(mqtt.encode(connect, cfg.version))
+        return connect_packet(self.cfg, self.client_id)
 
     def handle(self, packets: list[Any]) -> None:
         for packet in packets:

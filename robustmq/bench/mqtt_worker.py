@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
+import socket
 import ssl
 import time
 import traceback
@@ -23,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from robustmq._core import storm as conn_storm
 from robustmq._core.mqtt_spec import MQTT_5, ReasonCode
 from robustmq.bench.channel import Channel, Message
 from robustmq.bench.config import MqttBenchConfig, UnitId, publishers_heard, unit_id
@@ -33,6 +36,7 @@ from robustmq.bench.mqtt_client import (
     Publisher,
     Receiver,
     Subscriber,
+    connect_packet,
     new_errors,
 )
 from robustmq.bench.payload import DeliveryTracker, publisher_key
@@ -90,6 +94,7 @@ class MqttWorker:
         self.subscribers: list[Subscriber] = []
         self.receivers: dict[UnitId, Receiver] = {}
         self.connections: list[BenchClient] = []
+        self.storm: Any = None  # a conn run's plain TCP connections (conn_storm.Storm)
         self.handshakes: dict[BenchClient, tuple[float, asyncio.Task[Any]]] = {}
         self.stopped = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -248,6 +253,11 @@ class MqttWorker:
     def _close_all(self) -> None:
         for client in (*self.publishers, *self.subscribers, *self.connections):
             client.disconnect()
+        if self.storm is not None:
+            with contextlib.suppress(ValueError, OSError):
+                asyncio.get_running_loop().remove_reader(self.storm.fileno())
+            self.storm.close()
+            self.storm = None
 
     async def _keepalive(self) -> None:
         """PINGREQ every keepalive/2 on every connection (§3.1.2.10: a subscriber that only
@@ -258,6 +268,8 @@ class MqttWorker:
             await asyncio.sleep(self.cfg.keepalive / 2)
             for client in (*self.publishers, *self.subscribers, *self.connections):
                 client.ping()
+            if self.storm is not None:
+                self.storm.ping()
 
     async def _report_progress(self) -> None:
         while True:
@@ -270,7 +282,8 @@ class MqttWorker:
 
     def _sent(self) -> int:
         """Messages published; for conn, connections open (what the progress line shows)."""
-        return sum(p.sent for p in self.publishers) + len(self.connections)
+        held = self.storm.connected if self.storm is not None else 0
+        return sum(p.sent for p in self.publishers) + len(self.connections) + held
 
     def _received(self) -> int:
         return sum(r.received for r in self.receivers.values())
@@ -425,9 +438,13 @@ class MqttWorker:
 
     async def _run_conn(self) -> None:
         cfg = self.cfg
+        address = await self._storm_address()
         self.channel.send(("ready",))
         await self._until(self.go, None)
         if self.stopped.is_set():
+            return
+        if address is not None:
+            await self._run_storm(address)
             return
         latencies: list[int] = []
         rate = cfg.rate / cfg.workers
@@ -482,6 +499,104 @@ class MqttWorker:
             client.disconnect()
         await asyncio.wait([c.lost for c in self.connections] or [_done()], timeout=2.0)
         self.connections = []
+
+    async def _storm_address(self) -> str | None:
+        """The broker's IP address when this conn run can go through ``conn_storm`` (plain
+        TCP), else None: TLS handshakes take the event loop's transports."""
+        if self.ssl is not None:
+            return None
+        loop = asyncio.get_running_loop()
+        try:
+            found = await loop.getaddrinfo(self.cfg.host, self.cfg.port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise BenchError(f"cannot resolve {self.cfg.host!r}: {exc}") from None
+        for family, *_, sockaddr in found:
+            if family in (socket.AF_INET, socket.AF_INET6):
+                return str(sockaddr[0])
+        return None
+
+    async def _run_storm(self, host: str) -> None:
+        """The conn run over plain TCP: every handshake in ``conn_storm``, none in Python."""
+        cfg = self.cfg
+        loop = asyncio.get_running_loop()
+        mine = self._mine(cfg.clients)
+        packets = [connect_packet(cfg, self._client_id("c", i)) for i in mine]
+        lanes = max(1, cfg.max_pending // cfg.workers)
+        storm = conn_storm.Storm(host, cfg.port, packets, lanes, int(cfg.connect_timeout * 1e9))
+        self.storm = storm
+        over = loop.create_future()
+
+        def step() -> None:
+            try:
+                storm.step()
+            except OSError as exc:  # its epoll instance failed: no handshake can go on
+                if not over.done():
+                    over.set_exception(BenchError(f"connection storm failed: {exc}"))
+                return
+            self.errors["connect"] = storm.failed
+            if storm.finished and not over.done():
+                over.set_result(None)
+
+        async def pace() -> None:
+            """Lets the connections open at their share of --rate (0: all at once)."""
+            rate = cfg.rate / cfg.workers
+            while storm.allowed < len(packets):
+                storm.allow(
+                    len(packets) if not rate else int((time.monotonic() - start) * rate) + 1
+                )
+                step()
+                await asyncio.sleep(max(1 / rate, 0.001) if rate else WATCHDOG_INTERVAL)
+            while True:  # the timeouts of the handshakes in flight
+                await asyncio.sleep(WATCHDOG_INTERVAL)
+                step()
+
+        start = time.monotonic()
+        start_ns = time.monotonic_ns()
+        loop.add_reader(storm.fileno(), step)
+        pacer = asyncio.create_task(pace())
+        progress = asyncio.create_task(self._report_progress())
+        pinger = asyncio.create_task(self._keepalive())  # keep alive runs from each CONNECT
+        try:
+            step()
+            await self._until(over, None)
+            if over.done():
+                over.result()  # raises what ended the storm, if anything did
+            self.result.connected = storm.connected
+            if storm.last_connack_ns:
+                self.result.connect_time_s = (storm.last_connack_ns - start_ns) / 1e9
+            self.result.connack_latency.record(np.array(storm.latencies, dtype=np.int64))
+            if storm.first_error is not None:
+                self.result.first_error = self._storm_error(*storm.first_error)
+            self.channel.send(("published", {}))
+            if not storm.connected and self.result.first_error:
+                raise BenchError(self.result.first_error)
+            if cfg.hold:
+                await self._until(None, cfg.hold)
+            storm.step()
+            self.result.dropped_during_hold = storm.dropped
+            self.errors["disconnect"] += storm.dropped
+        finally:
+            pacer.cancel()
+            pinger.cancel()
+            progress.cancel()
+            loop.remove_reader(storm.fileno())
+            storm.close()
+            self.storm = None
+
+    def _storm_error(self, kind: int, value: int) -> str:
+        """The message of a failed handshake, as the event loop's path words it."""
+        cfg = self.cfg
+        where = f"{cfg.host}:{cfg.port}"
+        if kind == conn_storm.CONNECT_ERROR:
+            return f"cannot connect to {where}: {os.strerror(value)}"
+        if kind == conn_storm.CLOSED:
+            reason = f": {os.strerror(value)}" if value else ""
+            return f"{where}: connection closed before CONNACK{reason}"
+        if kind == conn_storm.TIMED_OUT:
+            return f"no CONNACK from {where} within {cfg.connect_timeout:g} s"
+        if kind == conn_storm.REFUSED:
+            return str(BenchConnackRefused(where, cfg.version, value))
+        return f"{where}: malformed packet from the broker: no CONNACK (first byte {value:#04x})"
 
 
 def _done() -> asyncio.Future[None]:
