@@ -166,7 +166,11 @@ class Storm:
             self.opened += 1
 
     def _open(self, packet: bytes) -> None:
-        sock = socket.socket(self.family, socket.SOCK_STREAM)
+        try:
+            sock = socket.socket(self.family, socket.SOCK_STREAM)
+        except OSError as exc:  # out of descriptors, say
+            self._fail(CONNECT_ERROR, exc.errno or 0)
+            return
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         began = time.monotonic_ns()

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -246,6 +248,28 @@ def test_storm_counts_held_connections_the_broker_closes(storm) -> None:
         s.close()
     finally:
         server.close()
+
+
+def test_storm_counts_sockets_it_cannot_open(storm) -> None:
+    """Out of descriptors, each connection still counts, as a failed connect (EMFILE)."""
+    script = f"""
+import resource, socket
+from {storm.__name__} import Storm, CONNECT_ERROR
+listener = socket.create_server(("127.0.0.1", 0))
+s = Storm("127.0.0.1", listener.getsockname()[1], [b"\\x10"] * 5, 5, 10**9)
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (s.fileno() + 1, hard))
+s.allow(5)
+print(s.opened, s.failed, s.failures[CONNECT_ERROR], s.first_error)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split(maxsplit=3) == [
+        "5",
+        "5",
+        "5",
+        f"({storm.CONNECT_ERROR}, {errno.EMFILE})\n",
+    ]
 
 
 def test_storm_refuses_a_host_that_is_not_an_address(storm) -> None:
