@@ -210,7 +210,7 @@ class AcceptPoll:
     ``run`` polls the loop's own epoll descriptor ``fd`` until it has an event or
     ``window_ns`` have passed: at most that much CPU per iteration that made
     connections, none while no client connects. It never takes an event: the loop's
-    next poll finds it ready. ``fd`` is not owned (``node.loop_epoll_fd`` finds it)."""
+    next poll finds it ready. ``fd`` is not owned (``listeners.loop_epoll_fd`` finds it)."""
 
     __slots__ = ("fd", "window_ns", "armed", "_call_soon", "_poll")
 

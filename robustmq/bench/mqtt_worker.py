@@ -511,8 +511,10 @@ class MqttWorker:
         except OSError as exc:
             raise BenchError(f"cannot resolve {self.cfg.host!r}: {exc}") from None
         for family, *_, sockaddr in found:
-            if family in (socket.AF_INET, socket.AF_INET6):
-                return str(sockaddr[0])
+            host = str(sockaddr[0])
+            with contextlib.suppress(OSError):  # a scoped IPv6 address ("fe80::1%eth0")
+                socket.inet_pton(family, host)
+                return host
         return None
 
     async def _run_storm(self, host: str) -> None:

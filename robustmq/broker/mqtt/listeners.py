@@ -189,9 +189,14 @@ async def loop_epoll_fd(loop: asyncio.AbstractEventLoop) -> int | None:
         if not seen.done():
             seen.set_result(None)
 
-    found: list[int] = []
     try:
         loop.add_reader(r, readable)
+    except NotImplementedError:  # a loop without readers (Windows' proactor)
+        os.close(r)
+        os.close(w)
+        return None
+    found: list[int] = []
+    try:
         os.write(w, b"\0")
         await asyncio.wait_for(seen, 5.0)  # the loop has polled with the pipe in its set
         for name in os.listdir("/proc/self/fd"):
@@ -204,7 +209,7 @@ async def loop_epoll_fd(loop: asyncio.AbstractEventLoop) -> int | None:
             with ep:
                 if any(fd == r for fd, _ in ep.poll(0)):
                     found.append(int(name))
-    except (OSError, NotImplementedError, asyncio.TimeoutError):
+    except (OSError, asyncio.TimeoutError):
         return None
     finally:
         loop.remove_reader(r)
