@@ -55,8 +55,9 @@ class InternalSubscriber(Protocol):
 class ClusterHook(Protocol):
     """What the router tells a cluster link: a filter a session of this node subscribed
     to or left (once per session and filter), a retained message set or cleared by a
-    client of this node, and a client connected here (the broker tells that one); and
-    it answers whether another node has a member of a shared group."""
+    client of this node, a client connected here and what a session that moved owed its
+    client (the broker tells those two); and it answers whether another node has a
+    member of a shared group."""
 
     def subscribed(self, topic_filter: str) -> None: ...
 
@@ -65,6 +66,8 @@ class ClusterHook(Protocol):
     def retained(self, message: Message) -> None: ...
 
     def connected(self, client_id: str) -> None: ...
+
+    def hand_over(self, client_id: str, node_id: int, deliveries: list[Delivery]) -> None: ...
 
     def shared_elsewhere(self, topic: str, group: str, topic_filter: str) -> bool: ...
 

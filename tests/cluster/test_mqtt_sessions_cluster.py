@@ -6,7 +6,8 @@ cluster"): QoS 1 messages acknowledged for an offline persistent subscriber surv
 SIGKILL of its node; a whole cluster SIGKILLed and restarted starts (no node waits for
 the others before opening its listeners) and has its sessions back; a session moves to
 the node its client connects to, with its subscriptions, and the old node's connection
-gets DISCONNECT 0x8E; while the ``mqtt`` group has no leader a persistent CONNECT is
+gets DISCONNECT 0x8E, and the QoS 1/2 messages the old node had queued for it reach it
+on the new one (with their QoS and subscription identifier, each once); while the ``mqtt`` group has no leader a persistent CONNECT is
 answered 0x88 (return code 3 on 3.1.1) after ``connect_timeout``, a clean one at once,
 and once a leader is back the session is. Waits are on events, with generous deadlines
 (the machine is shared).
@@ -174,6 +175,32 @@ def test_a_session_moves_to_the_node_its_client_connects_to(cluster: Cluster) ->
     assert second.disconnects.get(timeout=WAIT) == 0x8E
     assert _received(third, len(sent)) == sent
     assert "not forwarded" not in c.logs()  # nothing was queued on node 2 when it moved
+
+
+@pytest.mark.timeout(180)
+def test_what_a_moved_session_was_owed_follows_it_to_its_new_node(cluster: Cluster) -> None:
+    c = cluster
+    sub = _connect(c.mqtt[1], "owed", 5)
+    sub.subscribe("o/#", 2, properties=props("SUBSCRIBE", SubscriptionIdentifier=7))
+    sub.disconnect()
+    pub = _connect(c.mqtt[1], "pub", 5, clean=True)
+    sent = _published(pub, "o/1", 10)
+    for k in range(3):
+        info = pub.publish("o/2", b"two-%d" % k, 2, wait=False)
+        info.wait_for_publish(WAIT)  # PUBCOMP: stored for the offline session
+        sent.append(b"two-%d" % k)
+    _caught_up(c, 2)  # node 2's cache has the session
+
+    moved = _connect(c.mqtt[2], "owed", 5)
+    assert moved.session_present
+    got = [moved.get(timeout=WAIT) for _ in sent]
+    assert [m.payload for m in got] == sent, "node 1 did not hand over what it owed"
+    assert [m.qos for m in got] == [1] * 10 + [2] * 3
+    assert {tuple(m.properties.SubscriptionIdentifier) for m in got} == {(7,)}
+    moved.expect_nothing(1.0)  # each once
+    # The session lives on node 2 now: what node 1 gets next reaches it through the link.
+    pub.publish("o/3", b"after", 1)
+    assert moved.get(timeout=WAIT).payload == b"after"
 
 
 def _raw_connack(port: int, client_id: str, version: int) -> tuple[Any, float]:

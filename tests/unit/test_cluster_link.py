@@ -1,10 +1,12 @@
 """The cluster link's pieces without sockets: the frames of forwarded messages (a round
-trip keeps topic, payload, QoS, RETAIN, properties, sender and shared groups; a frame that
+trip keeps topic, payload, QoS, RETAIN, properties, sender, shared groups and a handed-over
+delivery's subscription identifiers; a frame that
 is cut, padded or garbled is refused whole with ``ForwardFrameError``, never another
 exception), and the ``cluster`` group's ``routes`` table (``route.update`` adds, deletes
 and replaces a node's filters; ``node.remove`` drops them; a snapshot from before the
 table existed restores with it empty), following the other nodes' routes again after
-the watch stream fails, a new channel when a node's address changes, a message too
+the watch stream fails, a new channel when a node's address changes, what a moved session
+was owed delivered to it on its new node (and only there), a message too
 large for any frame dropped instead of blocking the link, and the bytes waiting for a
 node bounded. Forwarding between real processes is
 ``tests/cluster/test_mqtt_cluster_routing.py``.
@@ -25,6 +27,7 @@ from hypothesis import strategies as st
 
 from robustmq.broker.mqtt import cluster_link
 from robustmq.broker.mqtt.cluster_link import (
+    SESSION,
     STORE_ONLY,
     ClusterLink,
     decode_frame,
@@ -33,6 +36,7 @@ from robustmq.broker.mqtt.cluster_link import (
 )
 from robustmq.broker.mqtt.message import Message
 from robustmq.broker.mqtt.server import MqttBroker
+from robustmq.broker.mqtt.session import Delivery
 from robustmq.config import MqttConfig
 from robustmq.errors import ForwardFrameError, InvalidMetaCommand
 from robustmq.meta.groups import ClusterStateMachine, encode_command
@@ -59,7 +63,8 @@ groups = st.tuples(
     sender=st.text(max_size=30).filter(lambda s: "\x00" not in s),
     shared=st.lists(groups, max_size=3),
     user=st.lists(st.tuples(names, names), max_size=2),
-    flags=st.sampled_from([0, STORE_ONLY]),
+    flags=st.sampled_from([0, STORE_ONLY, SESSION]),
+    sub_ids=st.lists(st.integers(1, 268_435_455), max_size=3),
 )
 def test_a_frame_round_trip_keeps_every_field(
     topic: str,
@@ -70,16 +75,19 @@ def test_a_frame_round_trip_keeps_every_field(
     shared: list[tuple[str, str]],
     user: list[tuple[str, str]],
     flags: int,
+    sub_ids: list[int],
 ) -> None:
     properties = {"user_property": user, "content_type": "x/y"} if user else None
     message = Message(topic, payload, qos, retain, properties, sender)
     tags = tuple(f"{g}/{f}" for g, f in shared)
-    stamp = (1_700_000_000_123, 9) if flags else None
-    frame = encode_frame(7, [encode_entry(message, tags, flags, stamp)] * 2)
+    stamp = (1_700_000_000_123, 9) if flags == STORE_ONLY else None
+    ids = tuple(sub_ids) if flags == SESSION else ()
+    frame = encode_frame(7, [encode_entry(message, tags, flags, stamp, ids)] * 2)
     node, sent, entries = decode_frame(frame)
     assert node == 7 and len(entries) == 2 and abs(sent - time.time() * 1000) < 60_000
-    got_flags, got, got_groups, got_stamp = entries[0]
+    got_flags, got, got_groups, got_stamp, got_ids = entries[0]
     assert got_flags == flags and got_groups == frozenset(shared) and got_stamp == stamp
+    assert got_ids == ids
     assert (got.topic, got.payload, got.qos, got.retain, got.sender) == (
         topic,
         payload,
@@ -92,7 +100,7 @@ def test_a_frame_round_trip_keeps_every_field(
 
 def test_the_remaining_expiry_travels() -> None:
     message = Message("t", b"p", 1, False, {"message_expiry_interval": 30})
-    _, _, [(_, got, _, _)] = decode_frame(encode_frame(1, [encode_entry(message, ())]))
+    _, _, [(_, got, _, _, _)] = decode_frame(encode_frame(1, [encode_entry(message, ())]))
     assert got.properties is not None and 29 <= got.properties["message_expiry_interval"] <= 30
     assert got.expires_at > 0
 
@@ -421,3 +429,52 @@ async def test_a_dropped_message_is_counted_once_across_failed_attempts(
     assert calls == 3
     assert broker.stats["cluster_forward_dropped"] == 1
     assert link._peer(2).queued == 0
+
+
+async def test_a_handover_reaches_the_session_on_its_new_node_and_nowhere_else() -> None:
+    """Node 1 hands what it owed ``mover`` to node 2: each delivery's QoS, retain flag,
+    subscription identifiers, shared group and remaining expiry arrive, in order; a
+    shared-group handover stays with node 2 even when the group has members elsewhere;
+    a handover for a session node 2 does not hold is dropped and counted."""
+    table = {"3": {"$share/g/s/#": 1}}
+    one = _broker()
+    link = _link(
+        one,
+        routes=lambda: table,
+        addresses=lambda: {1: "127.0.0.1:1", 2: "127.0.0.1:2", 3: "127.0.0.1:3"},
+        brokers=lambda: {1, 2, 3},
+        channel=lambda address: _Channel(address, works=None),  # frames stay queued
+    )
+    link._sync_routes(None)
+    expiring = Message("s/2", b"b", 2, False, {"message_expiry_interval": 60}, "pub")
+    owed = [
+        Delivery(Message("s/1", b"a", 2, True, {"content_type": "t"}, "pub"), 1, True, (4, 9)),
+        Delivery(expiring, 2, False, ()),
+        Delivery(Message("s/3", b"c", 1, False, None, "pub"), 1, False, (), ("g", "s/#")),
+    ]
+    try:
+        link.hand_over("mover", 2, owed)
+        link.hand_over("gone", 2, owed[:1])
+        peer = link._peer(2)
+        link._reroute(peer)  # node 2 does not answer: the shared one still stays
+        assert peer.queued == 4
+        batch, taken = link._frame(peer)
+    finally:
+        await link.stop()
+    assert taken == 4
+
+    two = _broker()
+    session = two.new_session("mover", None)
+    session.persisted = True
+    two.sessions["mover"] = session
+    await _link(two).receive(encode_frame(1, batch))
+    got = list(session.queue or ())
+    assert [(d.message.topic, d.message.payload, d.qos, d.retain, d.sub_ids) for d in got] == [
+        ("s/1", b"a", 1, True, (4, 9)),
+        ("s/2", b"b", 2, False, ()),
+        ("s/3", b"c", 1, False, ()),
+    ]
+    assert got[0].message.properties == {"content_type": "t"}
+    assert 59 <= got[1].message.expires_at - time.monotonic() <= 60
+    assert [d.shared for d in got] == [None, None, ("g", "s/#")]
+    assert two.stats["cluster_forward_dropped"] == 1  # "gone" is not a session of node 2

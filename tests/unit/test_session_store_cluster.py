@@ -91,14 +91,14 @@ class Node:
         self.group = group
         self.node_id = node_id
         self.engine: Any = None
-        self.moved: list[str] = []
+        self.moved: list[tuple[str, int | None]] = []  # (client id, the node that took it)
         self.store: MetaSessionStore | None = None
 
     async def start(self) -> MetaSessionStore:
         if self.engine is None:
             self.engine = await MemoryEngine.open(MemoryConfig())
         store = MetaSessionStore(self.group, self.engine, self.node_id, cache=MqttStateMachine())
-        store.follow(self.moved.append)
+        store.follow(lambda client_id, node_id: self.moved.append((client_id, node_id)))
         self.store = store
         return store
 
@@ -204,20 +204,20 @@ async def test_another_nodes_claim_moves_a_session_unless_ours_is_later(group, n
 
     _session(two, "c")  # the client connects to node 2
     await _written(two)
-    await _until("node 1 learns of the move", lambda: nodes[1].moved == ["c"])
+    await _until("node 1 learns of the move", lambda: nodes[1].moved == [("c", 2)])
     # A delete by another node (its client came back with a clean session) too.
     _session(one, "d")
     await _written(one)
     two.session_deleted("d")
     await _written(two)
-    await _until("node 1 learns of the delete", lambda: nodes[1].moved == ["c", "d"])
+    await _until("node 1 learns of the delete", lambda: nodes[1].moved == [("c", 2), ("d", None)])
     # Its own delete is not a move.
     _session(one, "e")
     await _written(one)
     one.session_deleted("e")
     await _written(one)
     await _cache_current(one, group)
-    assert nodes[1].moved == ["c", "d"]
+    assert nodes[1].moved == [("c", 2), ("d", None)]
 
 
 async def test_a_snapshot_in_the_stream_tells_of_the_sessions_that_moved(group, nodes):
@@ -236,7 +236,7 @@ async def test_a_snapshot_in_the_stream_tells_of_the_sessions_that_moved(group, 
     ):
         state.apply(command)
     one._on_event(WatchEvent("snapshot", len(group.log) + 2, 1, state.snapshot()))
-    assert sorted(nodes[1].moved) == ["ended", "taken"]
+    assert sorted(nodes[1].moved, key=str) == [("ended", None), ("taken", 2)]
 
 
 async def test_a_moved_session_leaves_nothing_here_and_is_counted(group, nodes):
@@ -246,12 +246,12 @@ async def test_a_moved_session_leaves_nothing_here_and_is_counted(group, nodes):
     for k in range(3):
         sub.deliver(Delivery(Message("t", b"%d" % k, 1, False), 1, False, ()))
     await _written(one)
-    one.session_moved("m", 3)
+    one.session_moved("m", 2, 3)
     await _written(one)
     engine = nodes[1].engine
     assert await engine.list_shards("mqtt/queue/") == []
     assert await engine.get(b"mqtt/session/m") is None
-    assert (one.moved_away, one.left_behind) == (1, 3)
+    assert (one.moved_away, one.handed_over, one.left_behind) == (1, 3, 0)
     assert group.sm.read("sessions/m")["node_id"] == 1, "the group's record is not this node's"
 
 

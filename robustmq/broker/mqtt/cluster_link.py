@@ -36,6 +36,15 @@ setting one locally stamps it later than anything it has seen for the topic.
 with the ``TAKEOVER`` flag and its connect time), which lets an older connection of the
 same client id go with DISCONNECT 0x8E, as one broker would (MQTT 5 §3.1.4-3).
 
+**Handovers.** When a persistent session this node held moves to another node (its
+client connected there), what this node still owed the client goes to that node
+(``hand_over``): the QoS 1/2 messages it had queued and those in flight without a
+PUBREL sent yet, in that order, as entries with the ``SESSION`` flag naming the client,
+each with the QoS, retain flag, subscription identifiers and shared group of its
+delivery. The new node delivers them to the session as its own, after whatever it
+delivered meanwhile. A message published during the move may reach the client twice:
+through the new node's own routes and in the handover.
+
 **Expiry.** Messages wait in the queue as they are and are encoded when their frame is
 built: one whose Message Expiry Interval ran out meanwhile is dropped then. A node that does not answer holds
 nobody back: its queue is bounded by ``MAX_QUEUED``, beyond which messages are dropped,
@@ -49,7 +58,8 @@ whose answer is lost is sent again (its messages delivered twice).
 
 **Frames.** ``>BIIQ``: version, sending node, message count, when it was sent (ms since
 the epoch); then per message ``>BHBI``: flags (``STORE_ONLY``: a retained message to
-keep, not to deliver), sender length, shared group count, PUBLISH length; with
+keep, not to deliver; ``SESSION``: a message for the session of the client the sender
+field names), sender length, shared group count, PUBLISH length; with
 ``STORE_ONLY`` or ``TAKEOVER`` a stamp ``>QI``; the sender (UTF-8), each group as ``>H`` length and
 ``group/filter`` (UTF-8), and the message as an MQTT 5 PUBLISH packet (QoS and RETAIN as
 published, properties, the remaining message expiry, packet identifier 1). The receiver
@@ -72,6 +82,7 @@ import orjson
 from robustmq._core import mqtt, trie
 from robustmq.broker.auth.ratelog import RateLimitedLog
 from robustmq.broker.mqtt.message import Message
+from robustmq.broker.mqtt.session import Delivery
 from robustmq.errors import ForwardFrameError, MetaError, MqttError
 from robustmq.meta.client import MAX_MESSAGE_BYTES
 from robustmq.observability.counters import EXPIRED
@@ -88,6 +99,7 @@ FORWARD_METHOD = "/robustmq.BrokerLink/Forward"
 VERSION = 2
 STORE_ONLY = 1
 TAKEOVER = 2  # no message: the sender field names a client that connected at the stamp
+SESSION = 4  # a delivery handed over to the session of the client the sender field names
 _TAKEOVER_TOPIC = "$cluster/takeover"  # the entry's PUBLISH part, never delivered
 MAX_QUEUED = 100_000
 MAX_QUEUED_BYTES = 256 << 20
@@ -184,15 +196,21 @@ class ForwardGate:
 Stamp = tuple[int, int]
 """When a retained message was set: (milliseconds since the epoch, node id), ordered."""
 
-# A queued message: (message, shared groups as "group/filter", flags, stamp of a retained one).
-Queued = tuple[Message, tuple[str, ...], int, Stamp | None]
+# A queued message: (message, shared groups as "group/filter", flags, stamp of a retained
+# one, subscription identifiers of a handed-over delivery).
+Queued = tuple[Message, tuple[str, ...], int, Stamp | None, tuple[int, ...]]
 
 
 def encode_entry(
-    message: Message, groups: tuple[str, ...], flags: int = 0, stamp: Stamp | None = None
+    message: Message,
+    groups: tuple[str, ...],
+    flags: int = 0,
+    stamp: Stamp | None = None,
+    sub_ids: tuple[int, ...] = (),
 ) -> bytes:
-    """One message of a frame, encoded now (so its remaining expiry is current)."""
-    head, tail = message.encoded(5, message.qos, message.retain, ())
+    """One message of a frame, encoded now (so its remaining expiry is current); a
+    ``SESSION`` entry carries its delivery's subscription identifiers."""
+    head, tail = message.encoded(5, message.qos, message.retain, sub_ids)
     publish = head + b"\x00\x01" + tail if message.qos else head
     sender = message.sender.encode()
     tags = b"".join(_U16.pack(len(g)) + g for g in (group.encode() for group in groups))
@@ -209,19 +227,21 @@ def encode_frame(node_id: int, entries: list[bytes]) -> bytes:
     return _HEAD.pack(VERSION, node_id, len(entries), sent) + b"".join(entries)
 
 
-def decode_frame(
-    data: bytes,
-) -> tuple[int, int, list[tuple[int, Message, frozenset[tuple[str, str]], Stamp | None]]]:
-    """(sending node, when it was sent in ms, [(flags, message, shared groups, stamp)]);
-    ``ForwardFrameError`` naming the byte where a frame is not what ``encode_frame``
-    writes."""
+Entry = tuple[int, Message, frozenset[tuple[str, str]], Stamp | None, tuple[int, ...]]
+"""A decoded entry: flags, message, shared groups, stamp, subscription identifiers (of a
+``SESSION`` entry; empty otherwise)."""
+
+
+def decode_frame(data: bytes) -> tuple[int, int, list[Entry]]:
+    """(sending node, when it was sent in ms, [entry]); ``ForwardFrameError`` naming the
+    byte where a frame is not what ``encode_frame`` writes."""
     if len(data) < _HEAD.size:
         raise ForwardFrameError(0, f"{len(data)} bytes: shorter than the frame header")
     version, node_id, count, sent = _HEAD.unpack_from(data)
     if version != VERSION:
         raise ForwardFrameError(0, f"version {version}; this node reads version {VERSION}")
     decoder = mqtt.Decoder(5)
-    out = []
+    out: list[Entry] = []
     pos = _HEAD.size
     for _ in range(count):
         at = pos
@@ -260,8 +280,11 @@ def decode_frame(
             raise ForwardFrameError(pos, "not exactly one PUBLISH packet")
         pos += publish_len
         p = packets[0]
+        sub_ids: tuple[int, ...] = ()
+        if flags & SESSION and p.properties:
+            sub_ids = tuple(p.properties.get("subscription_identifier") or ())
         message = Message(p.topic, p.payload, p.qos, p.retain, p.properties, sender)
-        out.append((flags, message, frozenset(groups), stamp))
+        out.append((flags, message, frozenset(groups), stamp, sub_ids))
     if pos != len(data):
         raise ForwardFrameError(pos, f"{len(data) - pos} bytes after the last message")
     return node_id, sent, out
@@ -343,7 +366,7 @@ class ClusterLink:
         stamp = self._retained_at[message.topic] = (ms, self.node_id)
         for node_id in self._brokers():
             if node_id != self.node_id:
-                self._enqueue(self._peer(node_id), (message, (), STORE_ONLY, stamp))
+                self._enqueue(self._peer(node_id), (message, (), STORE_ONLY, stamp, ()))
 
     def connected(self, client_id: str) -> None:
         """A client connected here: every other broker lets its connection of the same
@@ -352,7 +375,21 @@ class ClusterLink:
         notice = Message(_TAKEOVER_TOPIC, b"", 0, False, None, client_id)
         for node_id in self._brokers():
             if node_id != self.node_id:
-                self._enqueue(self._peer(node_id), (notice, (), TAKEOVER, stamp))
+                self._enqueue(self._peer(node_id), (notice, (), TAKEOVER, stamp, ()))
+
+    def hand_over(self, client_id: str, node_id: int, deliveries: list[Delivery]) -> None:
+        """What this node owed ``client_id``'s session, for node ``node_id``, which holds
+        the session now: each delivery with its QoS, retain flag, subscription identifiers
+        and shared group, in order."""
+        peer = self._peer(node_id)
+        for delivery in deliveries:
+            message = delivery.message
+            copy = Message(message.topic, message.payload, delivery.qos, delivery.retain)
+            copy.properties = message.properties
+            copy.expires_at = message.expires_at
+            copy.sender = client_id
+            groups = ("/".join(delivery.shared),) if delivery.shared else ()
+            self._enqueue(peer, (copy, groups, SESSION, None, delivery.sub_ids))
 
     def deliver_messages(self, messages: list[Message]) -> None:
         """``InternalSubscriber``: messages some other node subscribes to."""
@@ -365,7 +402,7 @@ class ClusterLink:
                 normal, shared = self._plan(topic)
             if not shared:
                 for peer in normal:
-                    self._enqueue(peer, (message, (), 0, None))
+                    self._enqueue(peer, (message, (), 0, None, ()))
                 continue
             chosen: dict[Peer, list[str]] = {peer: [] for peer in normal}
             here = self.router.shared_online_here(topic)
@@ -377,7 +414,7 @@ class ClusterLink:
                 answering = [m for m in members if m.answers] or members
                 chosen.setdefault(self._next_member(tag, answering), []).append(tag)
             for peer, groups in chosen.items():
-                self._enqueue(peer, (message, tuple(groups), 0, None))
+                self._enqueue(peer, (message, tuple(groups), 0, None, ()))
 
     def shared_elsewhere(self, topic: str, group: str, topic_filter: str) -> bool:
         """Whether another node has a member of shared group ``group`` on
@@ -428,7 +465,7 @@ class ClusterLink:
         broker.publishing = self._gate
         broker.reading = True  # what the frame makes is written as one read's output
         try:
-            for flags, message, groups, stamp in entries:
+            for flags, message, groups, stamp, sub_ids in entries:
                 if flags & TAKEOVER:
                     if stamp is not None:
                         broker.taken_over_elsewhere(message.sender, stamp[0], from_node)
@@ -438,7 +475,14 @@ class ClusterLink:
                     if message.expired(now):
                         broker.counters.drop(EXPIRED, message.qos)
                         continue
-                if flags & STORE_ONLY:
+                if flags & SESSION:
+                    shared = next(iter(groups), None)
+                    broker.handed_over(
+                        message.sender,
+                        Delivery(message, message.qos, message.retain, sub_ids, shared),
+                        from_node,
+                    )
+                elif flags & STORE_ONLY:
                     held = retained_at.get(message.topic)
                     if stamp is not None and (held is None or stamp > held):
                         retained_at[message.topic] = stamp
@@ -701,9 +745,10 @@ class ClusterLink:
         member of their group on a node that does; what the node's plain subscriptions
         want stays queued for it."""
         kept: list[Queued] = []
-        for message, groups, flags, stamp in peer.queue:
-            if not groups:
-                kept.append((message, groups, flags, stamp))
+        for entry in peer.queue:
+            message, groups, flags = entry[:3]
+            if not groups or flags & SESSION:  # a handover is for that node's session
+                kept.append(entry)
                 continue
             normal, shared = self._plan(message.topic)
             members = {f"{g}/{f}": m for g, f, m in shared}
@@ -711,11 +756,11 @@ class ClusterLink:
             for tag in groups:
                 others = [m for m in members.get(tag, ()) if m is not peer and m.answers]
                 if others:
-                    self._enqueue(self._next_member(tag, others), (message, (tag,), 0, None))
+                    self._enqueue(self._next_member(tag, others), (message, (tag,), 0, None, ()))
                 else:
                     stay.append(tag)
             if stay or peer in normal:
-                kept.append((message, tuple(stay), flags, stamp))
+                kept.append((message, tuple(stay), flags, entry[3], entry[4]))
         peer.queue[:] = kept
         peer.queued = len(kept)
         peer.queued_bytes = sum(_size(entry[0]) for entry in kept)
@@ -736,14 +781,14 @@ class ClusterLink:
         taken = 0
         dropped: list[int] = []
         now = time.monotonic()
-        for index, (message, groups, flags, stamp) in enumerate(peer.queue):
+        for index, (message, groups, flags, stamp, sub_ids) in enumerate(peer.queue):
             if batch and size >= MAX_FRAME_BYTES:
                 break
             if message.expired(now):
                 self.broker.counters.drop(EXPIRED, message.qos)
                 dropped.append(index)
                 continue
-            entry = encode_entry(message, groups, flags, stamp)
+            entry = encode_entry(message, groups, flags, stamp, sub_ids)
             if _HEAD.size + len(entry) > FRAME_LIMIT:
                 self.stats["cluster_forward_dropped"] += 1
                 failure_log.log(

@@ -212,17 +212,19 @@ class SessionStore(Protocol):
     # the group's leader (the broker serves meanwhile), and sessions move between nodes.
     clustered: bool
 
-    def follow(self, moved: Callable[[str], None]) -> None:
-        """Calls ``moved(client_id)`` when another node of the cluster takes or ends a
-        persistent session this node holds."""
+    def follow(self, moved: Callable[[str, int | None], None]) -> None:
+        """Calls ``moved(client_id, node_id)`` when node ``node_id`` of the cluster takes
+        a persistent session this node holds (``node_id`` None: another node ended it)."""
 
     def session_elsewhere(self, client_id: str) -> StoredSession | None:
         """The persistent session ``client_id`` as another node holds it (owner, expiry,
-        subscriptions; its queue stays there), from the cache; None if there is none."""
+        subscriptions; that node hands its queue over once it sees the move), from the
+        cache; None if there is none."""
 
-    def session_moved(self, client_id: str, left: int) -> None:
-        """Another node took ``client_id``'s session: this node's copy goes (the group's
-        record stays); ``left`` messages queued here are not forwarded."""
+    def session_moved(self, client_id: str, node_id: int | None, handed: int) -> None:
+        """Node ``node_id`` took ``client_id``'s session (None: ended it): this node's copy
+        goes (the group's record stays); ``handed`` messages it owed the client went to
+        that node."""
 
     def journal(self) -> QueueJournal | None:
         """The journal of persistent sessions; None when their state is not kept."""
@@ -280,13 +282,13 @@ class NullStore:
     appending = False
     clustered = False
 
-    def follow(self, moved: Callable[[str], None]) -> None:
+    def follow(self, moved: Callable[[str, int | None], None]) -> None:
         pass
 
     def session_elsewhere(self, client_id: str) -> StoredSession | None:
         return None
 
-    def session_moved(self, client_id: str, left: int) -> None:
+    def session_moved(self, client_id: str, node_id: int | None, handed: int) -> None:
         pass
 
     def journal(self) -> QueueJournal | None:
@@ -508,14 +510,17 @@ class MetaSessionStore:
         self._caught_up = asyncio.Event()
         self._loaded = False
         self._follower: asyncio.Task[None] | None = None
-        self._moved: Callable[[str], None] | None = None
+        self._moved: Callable[[str, int | None], None] | None = None
         # Persistent sessions this node holds, and per client id the tag of this node's
         # latest session.set not yet seen in the watch stream: until it is, another
         # node's change to that session is older than this node's claim.
         self._local: set[str] = set()
         self._claims: dict[str, str] = {}
         self._new_delayed: set[bytes] = set()  # keys stored before the load ended
-        self.moved_away = 0  # sessions another node took, and messages left here
+        # Sessions another node took or ended, messages handed over to a session's new node,
+        # and messages left here (its node was down when the session moved).
+        self.moved_away = 0
+        self.handed_over = 0
         self.left_behind = 0
         # Changes waiting for the writer, by what they change (a session, a retained
         # topic): changes to one key are written in order, different keys concurrently.
@@ -639,24 +644,23 @@ class MetaSessionStore:
         self._local.discard(client_id)
         self._drop_local(client_id)
 
-    def session_moved(self, client_id: str, left: int) -> None:
+    def session_moved(self, client_id: str, node_id: int | None, handed: int) -> None:
         # Changes of this node's not written yet would change the other node's session.
         self._pending.pop("s/" + client_id, None)
         self._claims.pop(client_id, None)
         self._local.discard(client_id)
         self._drop_local(client_id)
         self.moved_away += 1
-        self.left_behind += left
-        if left:
-            log.warning(
-                "session %r moved to another node: %d messages queued here are not "
-                "forwarded (%d so far)",
-                client_id,
-                left,
-                self.left_behind,
-            )
+        self.handed_over += handed
+        if node_id is None:
+            log.info("session %r ended on another node", client_id)
         else:
-            log.info("session %r moved to another node", client_id)
+            log.info(
+                "session %r moved to node %d: %d messages it was owed here handed over",
+                client_id,
+                node_id,
+                handed,
+            )
 
     def _drop_local(self, client_id: str) -> None:
         """Removes what this node's engine holds of a session."""
@@ -1147,7 +1151,7 @@ class MetaSessionStore:
 
     # ------------------------------------------------------------------ in a cluster
 
-    def follow(self, moved: Callable[[str], None]) -> None:
+    def follow(self, moved: Callable[[str, int | None], None]) -> None:
         self._moved = moved
 
     def session_elsewhere(self, client_id: str) -> StoredSession | None:
@@ -1269,7 +1273,8 @@ class MetaSessionStore:
                 del self._claims[client_id]  # this node's latest claim is in the group
             return
         if client_id not in self._claims and self._moved is not None:
-            self._moved(client_id)
+            node_id = command.get("node_id") if op == "session.set" else None
+            self._moved(client_id, node_id if isinstance(node_id, int) else None)
 
     def _check_local(self) -> None:
         assert self._cache is not None
@@ -1278,8 +1283,10 @@ class MetaSessionStore:
             record = sessions.get(client_id)
             if client_id in self._claims or self._moved is None:
                 continue
-            if record is None or record["node_id"] != self.node_id:
-                self._moved(client_id)
+            if record is None:
+                self._moved(client_id, None)
+            elif record["node_id"] != self.node_id:
+                self._moved(client_id, record["node_id"])
 
     def _still_here(self, sessions: list[StoredSession]) -> list[StoredSession]:
         """The loaded sessions whose record still names this node: another node may have

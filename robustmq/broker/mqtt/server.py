@@ -25,6 +25,7 @@ from aiohttp import web
 from robustmq._core import lane, mqtt, trie
 from robustmq._core.mqtt_spec import ACK_RUN, ReasonCode
 from robustmq.broker.auth.enhanced import AuthMethods
+from robustmq.broker.auth.ratelog import RateLimitedLog
 from robustmq.broker.auth.security import Security
 from robustmq.broker.auth.users import UserStore
 from robustmq.broker.mqtt.connection import MqttConnection, Publisher
@@ -36,6 +37,7 @@ from robustmq.broker.mqtt.persistence import NullStore, SessionStore, StoredSess
 from robustmq.broker.mqtt.rewrite import TopicRewriter
 from robustmq.broker.mqtt.session import (
     NEVER_EXPIRES,
+    Delivery,
     Inflight,
     Session,
     SubscriptionOptions,
@@ -50,6 +52,7 @@ if TYPE_CHECKING:
     from robustmq.config import AuthConfig, MqttConfig
 
 log = logging.getLogger(__name__)
+handover_log = RateLimitedLog(log, burst=5, interval=30.0)
 
 # Will properties that travel with the will message (§3.1.3.2); will_delay_interval stays.
 _WILL_MESSAGE_PROPERTIES = frozenset(
@@ -330,12 +333,14 @@ class MqttBroker:
         self.sessions[stored.client_id] = session
         return session
 
-    def _session_moved(self, client_id: str) -> None:
-        """Another node of the cluster took (or ended) this persistent session: its
-        connection here gets DISCONNECT 0x8E Session taken over (a will without delay is
-        published, as in a takeover here), and this node's copy goes, a delayed will with
-        it (the client reconnected before the delay, MQTT 5 §3.1.3.2.2). Messages queued
-        here stay behind: no queue moves between nodes."""
+    def _session_moved(self, client_id: str, node_id: int | None) -> None:
+        """Node ``node_id`` of the cluster took this persistent session (None: another
+        node ended it): its connection here gets DISCONNECT 0x8E Session taken over (a
+        will without delay is published, as in a takeover here), and this node's copy
+        goes, a delayed will with it (the client reconnected before the delay, MQTT 5
+        §3.1.3.2.2). What it owed the client, queued or in flight without a PUBREL sent,
+        goes to the session's new node through the cluster link; an ended session's goes
+        with it."""
         session = self.sessions.get(client_id)
         if session is None or not session.persisted:
             return
@@ -344,7 +349,22 @@ class MqttBroker:
             log.info("client %r: session taken over by another node", client_id)
             self._detach(conn, session_continues=True)
             conn.disconnect(ReasonCode.SESSION_TAKEN_OVER)
-        left = len(session.queue or ()) + len(session.inflight)
+        owed = [entry.delivery for entry in session.inflight.values() if not entry.released]
+        owed += session.queue or ()
+        link = self.router.link
+        handed = 0
+        if node_id is not None and owed:
+            if link is not None:
+                link.hand_over(client_id, node_id, owed)
+                handed = len(owed)
+            else:
+                log.warning(
+                    "session %r moved to node %d: %d messages it was owed here are dropped "
+                    "(this broker has no cluster link)",
+                    client_id,
+                    node_id,
+                    len(owed),
+                )
         for handle in (session.expiry_handle, session.will_handle):
             if handle is not None:
                 handle.cancel()
@@ -352,10 +372,12 @@ class MqttBroker:
         for topic_filter in session.subscriptions:
             self.router.unsubscribe(session, topic_filter)
         session.subscriptions.clear()
+        session.inflight.clear()
+        session.queue = None
         session.persisted = False
         session.journal = None
         del self.sessions[client_id]
-        self.store.session_moved(client_id, left)
+        self.store.session_moved(client_id, node_id, handed)
 
     @staticmethod
     def _remaining_expiry(stored: StoredSession, now: float) -> float | None:
@@ -504,6 +526,23 @@ class MqttBroker:
         session.moved_to = node_id
         self._detach(conn, session_continues=session.persisted)
         conn.disconnect(ReasonCode.SESSION_TAKEN_OVER)
+
+    def handed_over(self, client_id: str, delivery: Delivery, from_node: int) -> None:
+        """A delivery node ``from_node`` owed ``client_id``'s persistent session, which
+        this node holds now: delivered as this node's own. Dropped, counted and logged
+        when the session is not here (it moved on, or ended)."""
+        session = self.sessions.get(client_id)
+        if session is None or not session.persisted or session.moved_to is not None:
+            self.stats["cluster_forward_dropped"] += 1
+            handover_log.log(
+                logging.WARNING,
+                "a message node %d handed over for session %r is dropped: the session is "
+                "not on this node",
+                from_node,
+                client_id,
+            )
+            return
+        session.deliver(delivery)
 
     def connection_gone(self, conn: MqttConnection) -> None:
         """The network connection closed (any reason): wills and session expiry."""
