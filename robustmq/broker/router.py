@@ -17,13 +17,13 @@ import logging
 import random
 import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from robustmq._core import lane, trie
 from robustmq.broker.mqtt.message import Message
 from robustmq.broker.mqtt.persistence import NullStore, SessionStore
-from robustmq.broker.mqtt.session import Delivery, Session, SubscriptionOptions
+from robustmq.broker.mqtt.session import Delivery, Owed, Session, SubscriptionOptions
 from robustmq.broker.mqtt.sys_topics import is_sys_topic
 from robustmq.errors import MqttError
 
@@ -67,7 +67,9 @@ class ClusterHook(Protocol):
 
     def connected(self, client_id: str) -> None: ...
 
-    def hand_over(self, client_id: str, node_id: int, deliveries: list[Delivery]) -> None: ...
+    def hand_over(
+        self, client_id: str, node_id: int, owed: list[Owed], done: Callable[[], None]
+    ) -> int: ...
 
     def shared_elsewhere(self, topic: str, group: str, topic_filter: str) -> bool: ...
 

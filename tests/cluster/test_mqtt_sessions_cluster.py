@@ -7,8 +7,9 @@ SIGKILL of its node; a whole cluster SIGKILLed and restarted starts (no node wai
 the others before opening its listeners) and has its sessions back; a session moves to
 the node its client connects to, with its subscriptions, and the old node's connection
 gets DISCONNECT 0x8E, and the QoS 1/2 messages the old node had queued for it reach it
-on the new one (with their QoS and subscription identifier, each once); while the ``mqtt`` group has no leader a persistent CONNECT is
-answered 0x88 (return code 3 on 3.1.1) after ``connect_timeout``, a clean one at once,
+on the new one (with their QoS and subscription identifier, each once), also when the
+session moved while the old node was down (it hands them over once it is back); while
+the ``mqtt`` group has no leader a persistent CONNECT is answered 0x88 (return code 3 on 3.1.1) after ``connect_timeout``, a clean one at once,
 and once a leader is back the session is. Waits are on events, with generous deadlines
 (the machine is shared).
 """
@@ -90,6 +91,18 @@ def _connect(port: int, client_id: str, version: int, clean: bool = False) -> Pa
             return client
         client.client.loop_stop()
         assert time.monotonic() < deadline, f"{client_id}: refused ({client.reason_code})"
+
+
+def _queued_offline(c: Cluster, client_id: str, qos: int, count: int, **sub: Any) -> list[bytes]:
+    """``client_id`` subscribes to ``q-{client_id}/#`` at ``qos`` on node 1 and goes
+    offline; ``count`` QoS 1 messages are published there for it. Their payloads."""
+    client = _connect(c.mqtt[1], client_id, 5)
+    client.subscribe(f"q-{client_id}/#", qos, **sub)
+    client.disconnect()
+    pub = _connect(c.mqtt[1], f"pub-{client_id}", 5, clean=True)
+    sent = _published(pub, f"q-{client_id}/1", count)
+    pub.disconnect()
+    return sent
 
 
 def _published(pub: Paho, topic: str, count: int) -> list[bytes]:
@@ -180,13 +193,11 @@ def test_a_session_moves_to_the_node_its_client_connects_to(cluster: Cluster) ->
 @pytest.mark.timeout(180)
 def test_what_a_moved_session_was_owed_follows_it_to_its_new_node(cluster: Cluster) -> None:
     c = cluster
-    sub = _connect(c.mqtt[1], "owed", 5)
-    sub.subscribe("o/#", 2, properties=props("SUBSCRIBE", SubscriptionIdentifier=7))
-    sub.disconnect()
+    identifier = props("SUBSCRIBE", SubscriptionIdentifier=7)
+    sent = _queued_offline(c, "owed", 2, 10, properties=identifier)
     pub = _connect(c.mqtt[1], "pub", 5, clean=True)
-    sent = _published(pub, "o/1", 10)
     for k in range(3):
-        info = pub.publish("o/2", b"two-%d" % k, 2, wait=False)
+        info = pub.publish("q-owed/2", b"two-%d" % k, 2, wait=False)
         info.wait_for_publish(WAIT)  # PUBCOMP: stored for the offline session
         sent.append(b"two-%d" % k)
     _caught_up(c, 2)  # node 2's cache has the session
@@ -199,8 +210,25 @@ def test_what_a_moved_session_was_owed_follows_it_to_its_new_node(cluster: Clust
     assert {tuple(m.properties.SubscriptionIdentifier) for m in got} == {(7,)}
     moved.expect_nothing(1.0)  # each once
     # The session lives on node 2 now: what node 1 gets next reaches it through the link.
-    pub.publish("o/3", b"after", 1)
+    pub.publish("q-owed/3", b"after", 1)
     assert moved.get(timeout=WAIT).payload == b"after"
+
+
+@pytest.mark.timeout(240)
+def test_what_a_node_owed_a_session_that_moved_while_it_was_down_follows_it(
+    cluster: Cluster,
+) -> None:
+    c = cluster
+    sent = _queued_offline(c, "stranded", 1, 10)
+    _caught_up(c, 2)
+
+    c.kill(1)  # nodes 2 and 3 keep the mqtt group's quorum
+    moved = _connect(c.mqtt[2], "stranded", 5)
+    assert moved.session_present
+    moved.expect_nothing(1.0)  # its queue is on node 1, which is down
+    c.start(1)  # node 1 finds the session on node 2 and hands the queue over
+    assert _received(moved, len(sent)) == sent
+    moved.expect_nothing(1.0)
 
 
 def _raw_connack(port: int, client_id: str, version: int) -> tuple[Any, float]:

@@ -30,13 +30,14 @@ from robustmq.broker.mqtt.cluster_link import (
     SESSION,
     STORE_ONLY,
     ClusterLink,
+    Handover,
     decode_frame,
     encode_entry,
     encode_frame,
 )
 from robustmq.broker.mqtt.message import Message
 from robustmq.broker.mqtt.server import MqttBroker
-from robustmq.broker.mqtt.session import Delivery
+from robustmq.broker.mqtt.session import Delivery, Inflight
 from robustmq.config import MqttConfig
 from robustmq.errors import ForwardFrameError, InvalidMetaCommand
 from robustmq.meta.groups import ClusterStateMachine, encode_command
@@ -81,13 +82,15 @@ def test_a_frame_round_trip_keeps_every_field(
     message = Message(topic, payload, qos, retain, properties, sender)
     tags = tuple(f"{g}/{f}" for g, f in shared)
     stamp = (1_700_000_000_123, 9) if flags == STORE_ONLY else None
-    ids = tuple(sub_ids) if flags == SESSION else ()
-    frame = encode_frame(7, [encode_entry(message, tags, flags, stamp, ids)] * 2)
+    handover = None
+    if flags == SESSION:
+        handover = Handover(sender or "c", tuple(sub_ids), len(sub_ids) * 7, qos == 2)
+    frame = encode_frame(7, [encode_entry(message, tags, flags, stamp, handover)] * 2)
     node, sent, entries = decode_frame(frame)
     assert node == 7 and len(entries) == 2 and abs(sent - time.time() * 1000) < 60_000
-    got_flags, got, got_groups, got_stamp, got_ids = entries[0]
+    got_flags, got, got_groups, got_stamp, got_handover = entries[0]
     assert got_flags == flags and got_groups == frozenset(shared) and got_stamp == stamp
-    assert got_ids == ids
+    assert got_handover == handover
     assert (got.topic, got.payload, got.qos, got.retain, got.sender) == (
         topic,
         payload,
@@ -431,50 +434,156 @@ async def test_a_dropped_message_is_counted_once_across_failed_attempts(
     assert link._peer(2).queued == 0
 
 
-async def test_a_handover_reaches_the_session_on_its_new_node_and_nowhere_else() -> None:
-    """Node 1 hands what it owed ``mover`` to node 2: each delivery's QoS, retain flag,
-    subscription identifiers, shared group and remaining expiry arrive, in order; a
-    shared-group handover stays with node 2 even when the group has members elsewhere;
-    a handover for a session node 2 does not hold is dropped and counted."""
+def _handover_frame(owed: list[Any], extra: list[Any]) -> tuple[bytes, list[int]]:
+    """A frame of node 1 handing ``owed`` to ``mover``'s session on node 2 and ``extra``
+    to ``gone``'s, and what ``hand_over`` returned for each. Node 2 does not answer, so
+    the entries stay queued; the link reroutes its queue first (a shared group has a
+    member on node 3), which must leave handovers alone."""
     table = {"3": {"$share/g/s/#": 1}}
-    one = _broker()
     link = _link(
-        one,
+        _broker(),
         routes=lambda: table,
         addresses=lambda: {1: "127.0.0.1:1", 2: "127.0.0.1:2", 3: "127.0.0.1:3"},
         brokers=lambda: {1, 2, 3},
-        channel=lambda address: _Channel(address, works=None),  # frames stay queued
+        channel=lambda address: _Channel(address, works=None),
     )
     link._sync_routes(None)
-    expiring = Message("s/2", b"b", 2, False, {"message_expiry_interval": 60}, "pub")
-    owed = [
-        Delivery(Message("s/1", b"a", 2, True, {"content_type": "t"}, "pub"), 1, True, (4, 9)),
-        Delivery(expiring, 2, False, ()),
-        Delivery(Message("s/3", b"c", 1, False, None, "pub"), 1, False, (), ("g", "s/#")),
+    done: list[str] = []
+    taken = [
+        link.hand_over("mover", 2, owed, lambda: done.append("mover")),
+        link.hand_over("gone", 2, extra, lambda: done.append("gone")),
     ]
-    try:
-        link.hand_over("mover", 2, owed)
-        link.hand_over("gone", 2, owed[:1])
-        peer = link._peer(2)
-        link._reroute(peer)  # node 2 does not answer: the shared one still stays
-        assert peer.queued == 4
-        batch, taken = link._frame(peer)
-    finally:
-        await link.stop()
-    assert taken == 4
+    peer = link._peer(2)
+    link._reroute(peer)
+    batch, count = link._frame(peer)
+    assert count == peer.queued == len(owed) + len(extra)
+    assert "mover" not in done, "done while its entries still wait for node 2"
+    return encode_frame(1, batch), taken
+
+
+class _Conn:
+    """What a session's connection is asked for when a handover arrives."""
+
+    send_quota = 10
+    paused = False
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, int, bool]] = []
+
+    def send_publish(self, delivery: Delivery, packet_id: int, dup: bool = False) -> None:
+        self.sent.append((delivery.message.payload.decode(), packet_id, dup))
+
+    def send_pubrel(self, packet_id: int) -> None:
+        self.sent.append(("PUBREL", packet_id, False))
+
+
+async def test_a_handover_reaches_the_session_on_its_new_node_and_nowhere_else() -> None:
+    """Node 1 hands what it owed ``mover`` to node 2: each delivery's QoS, retain flag,
+    subscription identifiers, shared group, sender and remaining expiry arrive; those in
+    flight go in flight under their packet identifiers (a QoS 2 one released, still
+    released), unless node 2 uses the identifier already, and the rest are queued, in
+    order; a handover for a session node 2 does not hold is dropped and counted."""
+    expiring = Message("s/2", b"q2", 2, False, {"message_expiry_interval": 60}, "pub")
+    owed = [
+        (
+            Delivery(Message("s/1", b"f1", 2, True, {"content_type": "t"}, "pub"), 1, True, (4, 9)),
+            4,
+            False,
+        ),
+        (Delivery(Message("s/1", b"f2", 2, False, None, "pub"), 2, False, ()), 5, True),
+        (Delivery(Message("s/1", b"f3", 2, False, None, "pub"), 2, False, ()), 6, False),
+        (Delivery(expiring, 2, False, ()), 0, False),
+        (
+            Delivery(Message("s/3", b"q3", 1, False, None, "pub"), 1, False, (), ("g", "s/#")),
+            0,
+            False,
+        ),
+    ]
+    frame, taken = _handover_frame(owed, owed[:1])
+    assert taken == [5, 1]
 
     two = _broker()
     session = two.new_session("mover", None)
     session.persisted = True
     two.sessions["mover"] = session
-    await _link(two).receive(encode_frame(1, batch))
-    got = list(session.queue or ())
-    assert [(d.message.topic, d.message.payload, d.qos, d.retain, d.sub_ids) for d in got] == [
-        ("s/1", b"a", 1, True, (4, 9)),
-        ("s/2", b"b", 2, False, ()),
-        ("s/3", b"c", 1, False, ()),
+    held = Inflight(Delivery(Message("x", b"mine", 1, False), 1, False, ()))
+    session.inflight[6] = held  # node 2 sent packet id 6 itself meanwhile
+    await _link(two).receive(frame)
+    inflight = {
+        pid: (e.delivery.message.payload, e.released) for pid, e in session.inflight.items()
+    }
+    assert inflight == {4: (b"f1", False), 5: (b"f2", True), 6: (b"mine", False)}
+    first = session.inflight[4].delivery
+    assert (first.qos, first.retain, first.sub_ids, first.message.sender) == (
+        1,
+        True,
+        (4, 9),
+        "pub",
+    )
+    assert first.message.properties == {"content_type": "t"}
+    queued = list(session.queue or ())
+    assert [(d.message.payload, d.qos, d.shared) for d in queued] == [
+        (b"f3", 2, None),
+        (b"q2", 2, None),
+        (b"q3", 1, ("g", "s/#")),
     ]
-    assert got[0].message.properties == {"content_type": "t"}
-    assert 59 <= got[1].message.expires_at - time.monotonic() <= 60
-    assert [d.shared for d in got] == [None, None, ("g", "s/#")]
+    assert 59 <= queued[1].message.expires_at - time.monotonic() <= 60
     assert two.stats["cluster_forward_dropped"] == 1  # "gone" is not a session of node 2
+
+
+async def test_a_handover_to_a_connected_session_is_resent_at_once() -> None:
+    owed = [
+        (Delivery(Message("s/1", b"f1", 1, False, None, "pub"), 1, False, ()), 4, False),
+        (Delivery(Message("s/1", b"f2", 2, False, None, "pub"), 2, False, ()), 5, True),
+        (Delivery(Message("s/1", b"f3", 2, False, None, "pub"), 2, False, ()), 6, False),
+    ]
+    frame, _ = _handover_frame(owed, [])
+    two = _broker()
+    session = two.new_session("mover", None)
+    session.persisted = True
+    two.sessions["mover"] = session
+    conn = _Conn()
+    conn.send_quota = 2  # room for one more in flight after f1
+    session.connection = conn
+    await _link(two).receive(frame)
+    assert conn.sent == [("f1", 4, True), ("PUBREL", 5, False)]
+    assert not session.inflight[6].sent and session._unsent == 1  # waits for the window
+
+
+async def test_a_handover_is_done_once_its_entries_are_answered_or_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The old node keeps its stored copy until ``done``: called once the node holding
+    the session answered the frames, or once the entries were dropped (an unknown
+    address, the link's bounds); an empty handover is done at once."""
+    owed = [
+        (Delivery(Message("s/1", b"%d" % k, 1, False), 1, False, ()), 0, False) for k in range(3)
+    ]
+    broker = _broker()
+    link = _link(broker, channel=lambda address: _Channel(address, works=True))
+    done: list[str] = []
+    try:
+        assert link.hand_over("answered", 2, owed, lambda: done.append("answered")) == 3
+        assert link.hand_over("empty", 2, [], lambda: done.append("empty")) == 0
+        assert done == ["empty"]
+        await _until("no answer heard", lambda: "answered" in done)
+        assert broker.stats["cluster_forwarded_out"] == 3
+    finally:
+        await link.stop()
+
+    lost = _link(_broker(), addresses=lambda: {1: "127.0.0.1:1"})  # node 2 unknown
+    try:
+        lost.hand_over("unknown", 2, owed, lambda: done.append("unknown"))
+        await _until("dropped entries never done", lambda: "unknown" in done)
+    finally:
+        await lost.stop()
+
+    monkeypatch.setattr(cluster_link, "MAX_QUEUED", 2)
+    full = _link(_broker(), channel=lambda address: _Channel(address, works=None))
+    try:
+        assert full.hand_over("full", 2, owed, lambda: done.append("full")) == 2
+        assert "full" not in done  # two still wait
+        full._drop_all(full._peer(2), "a test")
+        assert done[-1] == "full"
+    finally:
+        await full.stop()

@@ -24,7 +24,7 @@ import pytest
 
 from robustmq._core import mqtt_codec
 from robustmq.broker.mqtt.message import Message
-from robustmq.broker.mqtt.persistence import MetaSessionStore
+from robustmq.broker.mqtt.persistence import MetaSessionStore, StoredSession, _owed
 from robustmq.broker.mqtt.server import MqttBroker
 from robustmq.broker.mqtt.session import Delivery, Session, SubscriptionOptions
 from robustmq.config import MqttConfig
@@ -128,6 +128,14 @@ def _session(store: MetaSessionStore, client_id: str, owner: str | None = None) 
     session = Session(client_id, 100, False)
     session.persisted = True
     session.journal = store
+    return session
+
+
+def _queued(store: MetaSessionStore, client_id: str, *payloads: bytes) -> Session:
+    """A persistent session with a QoS 1 message queued per payload."""
+    session = _session(store, client_id)
+    for payload in payloads:
+        session.deliver(Delivery(Message("t", payload, 1, False), 1, False, ()))
     return session
 
 
@@ -242,25 +250,36 @@ async def test_a_snapshot_in_the_stream_tells_of_the_sessions_that_moved(group, 
 async def test_a_moved_session_leaves_nothing_here_and_is_counted(group, nodes):
     one = await nodes[1].start()
     await one.load()
-    sub = _session(one, "m")
-    for k in range(3):
-        sub.deliver(Delivery(Message("t", b"%d" % k, 1, False), 1, False, ()))
+    _queued(one, "m", b"0", b"1", b"2")
     await _written(one)
     one.session_moved("m", 2, 3)
     await _written(one)
     engine = nodes[1].engine
+    # Kept until node 2 has them: a crash meanwhile hands them over again at start.
+    assert await engine.list_shards("mqtt/queue/") == ["mqtt/queue/m"]
+    one.handover_done("m")
+    await _written(one)
     assert await engine.list_shards("mqtt/queue/") == []
     assert await engine.get(b"mqtt/session/m") is None
-    assert (one.moved_away, one.handed_over, one.left_behind) == (1, 3, 0)
+    assert (one.moved_away, one.handed_over) == (1, 3)
     assert group.sm.read("sessions/m")["node_id"] == 1, "the group's record is not this node's"
+
+
+def test_what_a_stored_queue_still_owes_skips_acknowledged_deliveries():
+    stored = StoredSession("c", None, 60, None)
+    stored.queued = [Delivery(Message("t", b"%d" % k, 2, False), 2, False, ()) for k in range(5)]
+    # 0 went out with id 5, which 2 was sent with later (so 0 was acknowledged); 1's
+    # PUBREL went out; 3 and 4 were never sent.
+    stored.packet_ids = [5, 6, 5, 0, 0]
+    stored.released = {1}
+    owed = [(d.message.payload, packet_id, released) for d, packet_id, released in _owed(stored)]
+    assert owed == [(b"1", 6, True), (b"2", 5, False), (b"3", 0, False), (b"4", 0, False)]
 
 
 async def test_a_session_taken_while_its_node_was_down_goes_at_load(group, nodes, caplog):
     one = await nodes[1].start()
     await one.load()
-    sub = _session(one, "away")
-    for k in range(4):
-        sub.deliver(Delivery(Message("t", b"%d" % k, 1, False), 1, False, ()))
+    _queued(one, "away", b"0", b"1", b"2", b"3")
     _session(one, "kept")
     await _written(one)
     await nodes[1].stop()
@@ -272,12 +291,24 @@ async def test_a_session_taken_while_its_node_was_down_goes_at_load(group, nodes
     again = await nodes[1].start()
     sessions, _ = await again.load()
     assert [s.client_id for s in sessions] == ["kept"]
-    assert (again.moved_away, again.left_behind) == (1, 4)
+    assert (again.moved_away, again.handed_over) == (1, 4)
     assert "moved to node 2 while this node was down: 4 messages" in caplog.text
+    [(client_id, node_id, owed)] = again.owed_elsewhere()
+    assert (client_id, node_id) == ("away", 2)
+    assert [(d.message.payload, packet_id) for d, packet_id, _ in owed] == [
+        (b"0", 0),
+        (b"1", 0),
+        (b"2", 0),
+        (b"3", 0),
+    ]
+    assert again.owed_elsewhere() == [], "handed out once"
     await _written(again)
     engine = nodes[1].engine
-    assert await engine.list_shards("mqtt/queue/") == []
     assert await engine.get(b"mqtt/session/away") is None
+    assert await engine.list_shards("mqtt/queue/") == ["mqtt/queue/away"], "kept until done"
+    again.handover_done("away")
+    await _written(again)
+    assert await engine.list_shards("mqtt/queue/") == []
 
 
 async def test_delayed_publishes_stored_while_loading_are_not_loaded_again(group, nodes):
@@ -390,3 +421,24 @@ async def test_a_session_that_expired_while_its_node_was_down_is_removed(group, 
     finally:
         await broker.stop()
         nodes[1].store = None
+
+
+async def test_a_session_back_before_its_handover_ended_starts_a_new_queue(group, nodes):
+    """A session moved away (its queue kept while the handover is under way) and its
+    client came straight back: the old entries go before the new ones are written, and
+    the late end of the handover leaves the new queue alone."""
+    one = await nodes[1].start()
+    await one.load()
+    _queued(one, "bouncer", b"old0", b"old1", b"old2")
+    await _written(one)
+    one.session_moved("bouncer", 2, 3)
+    _queued(one, "bouncer", b"new")
+    await _written(one)
+    one.handover_done("bouncer")  # the link finished with the old entries
+    await _written(one)
+    await nodes[1].stop()
+
+    again = await nodes[1].start()
+    sessions, _ = await again.load()
+    [stored] = [s for s in sessions if s.client_id == "bouncer"]
+    assert [d.message.payload for d in stored.queued] == [b"new"]

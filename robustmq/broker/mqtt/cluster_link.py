@@ -38,12 +38,18 @@ same client id go with DISCONNECT 0x8E, as one broker would (MQTT 5 §3.1.4-3).
 
 **Handovers.** When a persistent session this node held moves to another node (its
 client connected there), what this node still owed the client goes to that node
-(``hand_over``): the QoS 1/2 messages it had queued and those in flight without a
-PUBREL sent yet, in that order, as entries with the ``SESSION`` flag naming the client,
-each with the QoS, retain flag, subscription identifiers and shared group of its
-delivery. The new node delivers them to the session as its own, after whatever it
-delivered meanwhile. A message published during the move may reach the client twice:
-through the new node's own routes and in the handover.
+(``hand_over``): the QoS 1/2 messages in flight to the client, then those queued for it,
+as entries with the ``SESSION`` flag, each naming the client and carrying its delivery's
+QoS, retain flag, subscription identifiers and shared group, and for one in flight the
+packet identifier it was sent with and whether its PUBREL went out. The new node puts
+those in flight under the same packet identifiers, when free there, and resends them
+(a PUBREL for a released QoS 2 one), as a broker does for a client that reconnects
+(MQTT 5 §4.4), so the client's own QoS 2 state carries over; the rest, and those whose
+identifier it has used meanwhile, it delivers as its own, after whatever it delivered
+meanwhile. ``done`` tells the old node when none of its entries waits any more (the
+frames answered, or the entries dropped), which keeps its stored copy until then. A
+message published during the move may reach the client twice: through the new node's
+own routes and in the handover.
 
 **Expiry.** Messages wait in the queue as they are and are encoded when their frame is
 built: one whose Message Expiry Interval ran out meanwhile is dropped then. A node that does not answer holds
@@ -58,12 +64,14 @@ whose answer is lost is sent again (its messages delivered twice).
 
 **Frames.** ``>BIIQ``: version, sending node, message count, when it was sent (ms since
 the epoch); then per message ``>BHBI``: flags (``STORE_ONLY``: a retained message to
-keep, not to deliver; ``SESSION``: a message for the session of the client the sender
-field names), sender length, shared group count, PUBLISH length; with
-``STORE_ONLY`` or ``TAKEOVER`` a stamp ``>QI``; the sender (UTF-8), each group as ``>H`` length and
-``group/filter`` (UTF-8), and the message as an MQTT 5 PUBLISH packet (QoS and RETAIN as
-published, properties, the remaining message expiry, packet identifier 1). The receiver
-takes the frame's age off the messages' expiry.
+keep, not to deliver; ``SESSION``: a delivery for one client's session), sender length, shared group count, PUBLISH length; with
+``STORE_ONLY`` or ``TAKEOVER`` a stamp ``>QI``; with ``SESSION`` a ``>HH?`` (the client id's
+length, the packet identifier it was sent with or 0, whether its PUBREL went out) and the
+client id (UTF-8); the sender (UTF-8), each group as ``>H`` length and ``group/filter``
+(UTF-8), and the message as an MQTT 5 PUBLISH packet (QoS and RETAIN as published, or
+as delivered in a ``SESSION`` entry, with its subscription identifiers there;
+properties, the remaining message expiry, packet identifier 1). The receiver takes the
+frame's age off the messages' expiry.
 """
 
 from __future__ import annotations
@@ -75,14 +83,14 @@ import struct
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import orjson
 
 from robustmq._core import mqtt, trie
 from robustmq.broker.auth.ratelog import RateLimitedLog
 from robustmq.broker.mqtt.message import Message
-from robustmq.broker.mqtt.session import Delivery
+from robustmq.broker.mqtt.session import Delivery, Owed
 from robustmq.errors import ForwardFrameError, MetaError, MqttError
 from robustmq.meta.client import MAX_MESSAGE_BYTES
 from robustmq.observability.counters import EXPIRED
@@ -96,10 +104,10 @@ failure_log = RateLimitedLog(log, burst=5, interval=30.0)
 
 GROUP = "cluster"
 FORWARD_METHOD = "/robustmq.BrokerLink/Forward"
-VERSION = 2
+VERSION = 3
 STORE_ONLY = 1
 TAKEOVER = 2  # no message: the sender field names a client that connected at the stamp
-SESSION = 4  # a delivery handed over to the session of the client the sender field names
+SESSION = 4  # a delivery handed over to one client's session (its ``Handover``)
 _TAKEOVER_TOPIC = "$cluster/takeover"  # the entry's PUBLISH part, never delivered
 MAX_QUEUED = 100_000
 MAX_QUEUED_BYTES = 256 << 20
@@ -126,6 +134,7 @@ FOLLOW_RETRY = 1.0
 _HEAD = struct.Struct(">BIIQ")
 _ENTRY = struct.Struct(">BHBI")
 _STAMP = struct.Struct(">QI")
+_HANDOVER = struct.Struct(">HH?")
 _U16 = struct.Struct(">H")
 
 
@@ -196,9 +205,47 @@ class ForwardGate:
 Stamp = tuple[int, int]
 """When a retained message was set: (milliseconds since the epoch, node id), ordered."""
 
+
+class HandoverTicket:
+    """Calls ``done`` once every entry of one handover has left the link's queue:
+    sent and answered, or dropped (never while the link stops with some still queued)."""
+
+    __slots__ = ("done", "left")
+
+    def __init__(self, left: int, done: Callable[[], None]) -> None:
+        self.left = left
+        self.done = done
+
+    def gone(self) -> None:
+        self.left -= 1
+        if self.left == 0:
+            self.done()
+
+
+class Handover(NamedTuple):
+    """What a ``SESSION`` entry carries besides its message: the client whose session it
+    is for, the delivery's subscription identifiers, the packet identifier it was sent
+    with (0: not in flight) and whether its PUBREL went out; on the sending node, the
+    ticket of its handover."""
+
+    client_id: str
+    sub_ids: tuple[int, ...]
+    packet_id: int
+    released: bool
+    ticket: HandoverTicket | None = None
+
+
+def _gone(entries: list[Queued]) -> None:
+    """Entries that left a queue: their handovers' tickets hear of it."""
+    for entry in entries:
+        handover = entry[4]
+        if handover is not None and handover.ticket is not None:
+            handover.ticket.gone()
+
+
 # A queued message: (message, shared groups as "group/filter", flags, stamp of a retained
-# one, subscription identifiers of a handed-over delivery).
-Queued = tuple[Message, tuple[str, ...], int, Stamp | None, tuple[int, ...]]
+# one, what a handed-over delivery carries).
+Queued = tuple[Message, tuple[str, ...], int, Stamp | None, Handover | None]
 
 
 def encode_entry(
@@ -206,10 +253,11 @@ def encode_entry(
     groups: tuple[str, ...],
     flags: int = 0,
     stamp: Stamp | None = None,
-    sub_ids: tuple[int, ...] = (),
+    handover: Handover | None = None,
 ) -> bytes:
     """One message of a frame, encoded now (so its remaining expiry is current); a
-    ``SESSION`` entry carries its delivery's subscription identifiers."""
+    ``SESSION`` entry carries its ``handover``."""
+    sub_ids = handover.sub_ids if handover is not None else ()
     head, tail = message.encoded(5, message.qos, message.retain, sub_ids)
     publish = head + b"\x00\x01" + tail if message.qos else head
     sender = message.sender.encode()
@@ -218,6 +266,10 @@ def encode_entry(
     if flags & (STORE_ONLY | TAKEOVER):
         assert stamp is not None
         entry += _STAMP.pack(*stamp)
+    if flags & SESSION:
+        assert handover is not None
+        client = handover.client_id.encode()
+        entry += _HANDOVER.pack(len(client), handover.packet_id, handover.released) + client
     return entry + sender + tags + publish
 
 
@@ -227,9 +279,9 @@ def encode_frame(node_id: int, entries: list[bytes]) -> bytes:
     return _HEAD.pack(VERSION, node_id, len(entries), sent) + b"".join(entries)
 
 
-Entry = tuple[int, Message, frozenset[tuple[str, str]], Stamp | None, tuple[int, ...]]
-"""A decoded entry: flags, message, shared groups, stamp, subscription identifiers (of a
-``SESSION`` entry; empty otherwise)."""
+Entry = tuple[int, Message, frozenset[tuple[str, str]], Stamp | None, Handover | None]
+"""A decoded entry: flags, message, shared groups, stamp, handover (of a ``SESSION``
+entry)."""
 
 
 def decode_frame(data: bytes) -> tuple[int, int, list[Entry]]:
@@ -255,6 +307,21 @@ def decode_frame(data: bytes) -> tuple[int, int, list[Entry]]:
                 raise ForwardFrameError(pos, "truncated stamp")
             stamp = _STAMP.unpack_from(data, pos)
             pos += _STAMP.size
+        client_id = ""
+        packet_id = 0
+        released = False
+        if flags & SESSION:
+            if len(data) - pos < _HANDOVER.size:
+                raise ForwardFrameError(pos, "truncated handover")
+            client_len, packet_id, released = _HANDOVER.unpack_from(data, pos)
+            pos += _HANDOVER.size
+            try:
+                client_id = data[pos : pos + client_len].decode()
+            except UnicodeDecodeError as exc:
+                raise ForwardFrameError(pos, f"bad client id: {exc}") from None
+            if len(client_id.encode()) != client_len or not client_id:
+                raise ForwardFrameError(pos, "truncated or empty client id")
+            pos += client_len
         try:
             sender = data[pos : pos + sender_len].decode()
             pos += sender_len
@@ -280,11 +347,12 @@ def decode_frame(data: bytes) -> tuple[int, int, list[Entry]]:
             raise ForwardFrameError(pos, "not exactly one PUBLISH packet")
         pos += publish_len
         p = packets[0]
-        sub_ids: tuple[int, ...] = ()
-        if flags & SESSION and p.properties:
-            sub_ids = tuple(p.properties.get("subscription_identifier") or ())
+        handover = None
+        if flags & SESSION:
+            sub_ids = tuple((p.properties or {}).get("subscription_identifier") or ())
+            handover = Handover(client_id, sub_ids, packet_id, bool(released))
         message = Message(p.topic, p.payload, p.qos, p.retain, p.properties, sender)
-        out.append((flags, message, frozenset(groups), stamp, sub_ids))
+        out.append((flags, message, frozenset(groups), stamp, handover))
     if pos != len(data):
         raise ForwardFrameError(pos, f"{len(data) - pos} bytes after the last message")
     return node_id, sent, out
@@ -366,7 +434,7 @@ class ClusterLink:
         stamp = self._retained_at[message.topic] = (ms, self.node_id)
         for node_id in self._brokers():
             if node_id != self.node_id:
-                self._enqueue(self._peer(node_id), (message, (), STORE_ONLY, stamp, ()))
+                self._enqueue(self._peer(node_id), (message, (), STORE_ONLY, stamp, None))
 
     def connected(self, client_id: str) -> None:
         """A client connected here: every other broker lets its connection of the same
@@ -375,21 +443,35 @@ class ClusterLink:
         notice = Message(_TAKEOVER_TOPIC, b"", 0, False, None, client_id)
         for node_id in self._brokers():
             if node_id != self.node_id:
-                self._enqueue(self._peer(node_id), (notice, (), TAKEOVER, stamp, ()))
+                self._enqueue(self._peer(node_id), (notice, (), TAKEOVER, stamp, None))
 
-    def hand_over(self, client_id: str, node_id: int, deliveries: list[Delivery]) -> None:
+    def hand_over(
+        self, client_id: str, node_id: int, owed: list[Owed], done: Callable[[], None]
+    ) -> int:
         """What this node owed ``client_id``'s session, for node ``node_id``, which holds
-        the session now: each delivery with its QoS, retain flag, subscription identifiers
-        and shared group, in order."""
+        the session now, in order: each delivery with the packet identifier it was sent
+        with (0: never sent) and whether its PUBREL went out. Returns how many were
+        queued (beyond the link's bounds the rest are dropped, counted and logged);
+        ``done`` is called once none waits any more (``HandoverTicket``)."""
+        if not owed:
+            done()
+            return 0
         peer = self._peer(node_id)
-        for delivery in deliveries:
+        ticket = HandoverTicket(len(owed), done)
+        queued = 0
+        for delivery, packet_id, released in owed:
             message = delivery.message
             copy = Message(message.topic, message.payload, delivery.qos, delivery.retain)
             copy.properties = message.properties
             copy.expires_at = message.expires_at
-            copy.sender = client_id
+            copy.sender = message.sender
             groups = ("/".join(delivery.shared),) if delivery.shared else ()
-            self._enqueue(peer, (copy, groups, SESSION, None, delivery.sub_ids))
+            handover = Handover(client_id, delivery.sub_ids, packet_id, released, ticket)
+            if self._enqueue(peer, (copy, groups, SESSION, None, handover)):
+                queued += 1
+            else:
+                ticket.gone()
+        return queued
 
     def deliver_messages(self, messages: list[Message]) -> None:
         """``InternalSubscriber``: messages some other node subscribes to."""
@@ -402,7 +484,7 @@ class ClusterLink:
                 normal, shared = self._plan(topic)
             if not shared:
                 for peer in normal:
-                    self._enqueue(peer, (message, (), 0, None, ()))
+                    self._enqueue(peer, (message, (), 0, None, None))
                 continue
             chosen: dict[Peer, list[str]] = {peer: [] for peer in normal}
             here = self.router.shared_online_here(topic)
@@ -414,7 +496,7 @@ class ClusterLink:
                 answering = [m for m in members if m.answers] or members
                 chosen.setdefault(self._next_member(tag, answering), []).append(tag)
             for peer, groups in chosen.items():
-                self._enqueue(peer, (message, tuple(groups), 0, None, ()))
+                self._enqueue(peer, (message, tuple(groups), 0, None, None))
 
     def shared_elsewhere(self, topic: str, group: str, topic_filter: str) -> bool:
         """Whether another node has a member of shared group ``group`` on
@@ -465,7 +547,7 @@ class ClusterLink:
         broker.publishing = self._gate
         broker.reading = True  # what the frame makes is written as one read's output
         try:
-            for flags, message, groups, stamp, sub_ids in entries:
+            for flags, message, groups, stamp, handover in entries:
                 if flags & TAKEOVER:
                     if stamp is not None:
                         broker.taken_over_elsewhere(message.sender, stamp[0], from_node)
@@ -475,13 +557,12 @@ class ClusterLink:
                     if message.expired(now):
                         broker.counters.drop(EXPIRED, message.qos)
                         continue
-                if flags & SESSION:
+                if handover is not None:
                     shared = next(iter(groups), None)
-                    broker.handed_over(
-                        message.sender,
-                        Delivery(message, message.qos, message.retain, sub_ids, shared),
-                        from_node,
+                    delivery = Delivery(
+                        message, message.qos, message.retain, handover.sub_ids, shared
                     )
+                    broker.handed_over(handover, delivery, from_node)
                 elif flags & STORE_ONLY:
                     held = retained_at.get(message.topic)
                     if stamp is not None and (held is None or stamp > held):
@@ -651,7 +732,7 @@ class ClusterLink:
             peer = self._peers[node_id] = Peer(node_id)
         return peer
 
-    def _enqueue(self, peer: Peer, entry: Queued) -> None:
+    def _enqueue(self, peer: Peer, entry: Queued) -> bool:
         size = _size(entry[0])
         if peer.queued >= MAX_QUEUED or (
             peer.queued and peer.queued_bytes + size > MAX_QUEUED_BYTES
@@ -664,7 +745,7 @@ class ClusterLink:
                 peer.queued,
                 peer.queued_bytes,
             )
-            return
+            return False
         peer.queue.append(entry)
         peer.queued += 1
         peer.queued_bytes += size
@@ -673,6 +754,7 @@ class ClusterLink:
         if peer.task is None and not self._closing:
             peer.task = asyncio.get_running_loop().create_task(self._send(peer))
         peer.ready.set()
+        return True
 
     def _hold_back(self, peer: Peer) -> None:
         publisher = self.broker.publishing
@@ -756,7 +838,7 @@ class ClusterLink:
             for tag in groups:
                 others = [m for m in members.get(tag, ()) if m is not peer and m.answers]
                 if others:
-                    self._enqueue(self._next_member(tag, others), (message, (tag,), 0, None, ()))
+                    self._enqueue(self._next_member(tag, others), (message, (tag,), 0, None, None))
                 else:
                     stay.append(tag)
             if stay or peer in normal:
@@ -781,14 +863,14 @@ class ClusterLink:
         taken = 0
         dropped: list[int] = []
         now = time.monotonic()
-        for index, (message, groups, flags, stamp, sub_ids) in enumerate(peer.queue):
+        for index, (message, groups, flags, stamp, handover) in enumerate(peer.queue):
             if batch and size >= MAX_FRAME_BYTES:
                 break
             if message.expired(now):
                 self.broker.counters.drop(EXPIRED, message.qos)
                 dropped.append(index)
                 continue
-            entry = encode_entry(message, groups, flags, stamp, sub_ids)
+            entry = encode_entry(message, groups, flags, stamp, handover)
             if _HEAD.size + len(entry) > FRAME_LIMIT:
                 self.stats["cluster_forward_dropped"] += 1
                 failure_log.log(
@@ -807,15 +889,20 @@ class ClusterLink:
             batch.append(entry)
             size += len(entry)
             taken += 1
+        gone = []
         for index in reversed(dropped):  # the batch's entries move up to the head
-            peer.queued_bytes -= _size(peer.queue.pop(index)[0])
+            gone.append(peer.queue.pop(index))
+            peer.queued_bytes -= _size(gone[-1][0])
             peer.queued -= 1
+        _gone(gone)
         return batch, taken
 
     def _sent(self, peer: Peer, taken: int, sent: int) -> None:
-        peer.queued_bytes -= sum(_size(entry[0]) for entry in peer.queue[:taken])
+        gone = peer.queue[:taken]
+        peer.queued_bytes -= sum(_size(entry[0]) for entry in gone)
         del peer.queue[:taken]
         peer.queued -= taken
+        _gone(gone)
         self.stats["cluster_forwarded_out"] += sent
         if peer.held is not None and peer.queued <= RESUME and peer.queued_bytes <= RESUME_BYTES:
             self._release(peer)
@@ -832,9 +919,10 @@ class ClusterLink:
         failure_log.log(
             logging.WARNING, "%d messages for node %d dropped: %s", peer.queued, peer.node_id, why
         )
-        peer.queue.clear()
+        gone, peer.queue = peer.queue, []
         peer.queued = peer.queued_bytes = 0
         self._release(peer)
+        _gone(gone)
 
 
 def _size(message: Message) -> int:

@@ -75,7 +75,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, cast
 import orjson
 
 from robustmq.broker.mqtt.message import Message
-from robustmq.broker.mqtt.session import Delivery, Session, SubscriptionOptions
+from robustmq.broker.mqtt.session import Delivery, Owed, Session, SubscriptionOptions
 from robustmq.errors import (
     Corrupted,
     MetaCommandError,
@@ -223,8 +223,18 @@ class SessionStore(Protocol):
 
     def session_moved(self, client_id: str, node_id: int | None, handed: int) -> None:
         """Node ``node_id`` took ``client_id``'s session (None: ended it): this node's copy
-        goes (the group's record stays); ``handed`` messages it owed the client went to
-        that node."""
+        goes (the group's record stays); ``handed`` messages it owed the client are on
+        their way to that node, and its stored queue stays until ``handover_done``."""
+
+    def owed_elsewhere(self) -> list[tuple[str, int, list[Owed]]]:
+        """Sessions that moved to another node while this node was down (found by
+        ``load``): (client id, the node that holds the session, what this node still
+        owed the client, in order); each handed out once."""
+
+    def handover_done(self, client_id: str) -> None:
+        """What this node owed ``client_id``'s session (``session_moved`` with
+        ``handed``, or ``owed_elsewhere``) is on the session's node now, or was dropped:
+        the queue it kept for a crash goes."""
 
     def journal(self) -> QueueJournal | None:
         """The journal of persistent sessions; None when their state is not kept."""
@@ -291,6 +301,12 @@ class NullStore:
     def session_moved(self, client_id: str, node_id: int | None, handed: int) -> None:
         pass
 
+    def owed_elsewhere(self) -> list[tuple[str, int, list[Owed]]]:
+        return []
+
+    def handover_done(self, client_id: str) -> None:
+        pass
+
     def journal(self) -> QueueJournal | None:
         return None
 
@@ -340,6 +356,21 @@ class NullStore:
 
     async def close(self) -> None:
         pass
+
+
+def _owed(stored: StoredSession) -> list[Owed]:
+    """What a stored queue still owes its client, in order, each delivery with the packet
+    id it was sent with (0: never sent) and whether its PUBREL went out; but those whose
+    packet id a later delivery was sent with (acknowledged: as ``MqttBroker`` restores a
+    queue)."""
+    last = {packet_id: i for i, packet_id in enumerate(stored.packet_ids) if packet_id}
+    return [
+        (delivery, packet_id, i in stored.released)
+        for i, (delivery, packet_id) in enumerate(
+            zip(stored.queued, stored.packet_ids, strict=True)
+        )
+        if not packet_id or last[packet_id] == i
+    ]
 
 
 def _command(op: str, **fields: Any) -> bytes:
@@ -517,11 +548,13 @@ class MetaSessionStore:
         self._local: set[str] = set()
         self._claims: dict[str, str] = {}
         self._new_delayed: set[bytes] = set()  # keys stored before the load ended
-        # Sessions another node took or ended, messages handed over to a session's new node,
-        # and messages left here (its node was down when the session moved).
+        # Sessions another node took or ended, and messages handed over to a session's new
+        # node (``owed_elsewhere``: those of sessions that moved while this node was down).
         self.moved_away = 0
         self.handed_over = 0
-        self.left_behind = 0
+        self._owed_elsewhere: list[tuple[str, int, list[Owed]]] = []
+        # Sessions whose queue here stays until what it owed is on their new node.
+        self._handing: set[str] = set()
         # Changes waiting for the writer, by what they change (a session, a retained
         # topic): changes to one key are written in order, different keys concurrently.
         self._pending: OrderedDict[str, list[bytes]] = OrderedDict()
@@ -599,6 +632,9 @@ class MetaSessionStore:
         if self.clustered:
             fields["claim"] = self._claims[client_id] = os.urandom(8).hex()
             self._local.add(client_id)
+            # Back before a handover of its old queue ended: what the session holds
+            # now is in memory, so the old queue goes before anything is appended.
+            self.handover_done(client_id)
         self._queue("s/" + client_id, _command("session.set", **fields))
         self.session_online(client_id, owner, True)
 
@@ -649,7 +685,11 @@ class MetaSessionStore:
         self._pending.pop("s/" + client_id, None)
         self._claims.pop(client_id, None)
         self._local.discard(client_id)
-        self._drop_local(client_id)
+        # What was handed over stays stored until the other node has it: a crash before
+        # then hands it over again at the next start.
+        self._drop_local(client_id, queue=not handed)
+        if handed:
+            self._handing.add(client_id)
         self.moved_away += 1
         self.handed_over += handed
         if node_id is None:
@@ -662,8 +702,14 @@ class MetaSessionStore:
                 handed,
             )
 
-    def _drop_local(self, client_id: str) -> None:
-        """Removes what this node's engine holds of a session."""
+    def handover_done(self, client_id: str) -> None:
+        if client_id in self._handing:
+            self._handing.discard(client_id)
+            self._drop_queue(client_id)
+
+    def _drop_local(self, client_id: str, queue: bool = True) -> None:
+        """Removes what this node's engine holds of a session (but its queue, unless
+        ``queue``)."""
         encoded = client_id.encode()
         self._puts[_STATE_PREFIX + encoded] = None
         self._puts[_WILL_PREFIX + encoded] = None
@@ -672,6 +718,11 @@ class MetaSessionStore:
         if seq is not None:  # the count stays: deliveries tagged with it may outlive it
             self._puts[_QOS2_PREFIX + encoded] = orjson.dumps({"n": seq, "ids": []})
         self._qos2_dirty.pop(client_id, None)
+        if queue:
+            self._drop_queue(client_id)
+        self._kick()
+
+    def _drop_queue(self, client_id: str) -> None:
         self._trim_to.pop(client_id, None)  # offsets of a queue about to go
         self._shard_ops.setdefault(client_id, []).append(("drop",))
         self._kick()
@@ -1103,19 +1154,28 @@ class MetaSessionStore:
         for shard in queues:  # a session that ended while its queue was being written
             client_id = shard[len(QUEUE_PREFIX) :]
             if client_id in elsewhere:
-                left = await self._count_queued(shard)
+                stranded = StoredSession(client_id, None, 0, None)
+                await self._load_queue(stranded, shard, origins, qos2)
+                self._stored.pop(client_id, None)
+                self._end.pop(client_id, None)
+                owed = _owed(stranded)
                 self.moved_away += 1
-                self.left_behind += left
-                log.warning(
-                    "session %r moved to node %d while this node was down: %d messages "
-                    "queued here are not forwarded",
-                    client_id,
-                    elsewhere[client_id],
-                    left,
-                )
+                if owed:  # the shard stays until they are there (``handover_done``)
+                    self.handed_over += len(owed)
+                    self._shards.add(shard)
+                    self._handing.add(client_id)
+                    self._owed_elsewhere.append((client_id, elsewhere[client_id], owed))
+                    log.info(
+                        "session %r moved to node %d while this node was down: %d messages "
+                        "it was owed here go there",
+                        client_id,
+                        elsewhere[client_id],
+                        len(owed),
+                    )
+                    continue
             await self.engine.delete_shard(shard)
         for client_id in elsewhere.keys() & (states.keys() | wills.keys()):
-            self._drop_local(client_id)
+            self._drop_local(client_id, queue=client_id not in self._handing)
         self._restore_qos2(sessions, qos2)
         for stored in sessions:
             tag = self._wills.get(stored.client_id)
@@ -1137,17 +1197,9 @@ class MetaSessionStore:
             sessions = self._still_here(sessions)
         return sessions, retained
 
-    async def _count_queued(self, shard: str) -> int:
-        """Deliveries in a queue shard (some may be acknowledged and not trimmed yet)."""
-        count, offset = 0, await self.engine.earliest_offset(shard)
-        end = await self.engine.latest_offset(shard)
-        while offset < end:
-            records = await self.engine.read(shard, offset)
-            if not records:
-                break
-            count += sum(1 for record in records if record.key is not None)
-            offset = records[-1].offset + 1
-        return count
+    def owed_elsewhere(self) -> list[tuple[str, int, list[Owed]]]:
+        owed, self._owed_elsewhere = self._owed_elsewhere, []
+        return owed
 
     # ------------------------------------------------------------------ in a cluster
 

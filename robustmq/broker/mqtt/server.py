@@ -14,6 +14,7 @@ nodes take (docs/durability.md, "In a cluster").
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import Counter, deque
@@ -39,6 +40,7 @@ from robustmq.broker.mqtt.session import (
     NEVER_EXPIRES,
     Delivery,
     Inflight,
+    Owed,
     Session,
     SubscriptionOptions,
 )
@@ -49,6 +51,7 @@ from robustmq.observability.counters import MqttCounters
 from robustmq.observability.latency import LatencyHistogram
 
 if TYPE_CHECKING:
+    from robustmq.broker.mqtt.cluster_link import Handover
     from robustmq.config import AuthConfig, MqttConfig
 
 log = logging.getLogger(__name__)
@@ -269,6 +272,8 @@ class MqttBroker:
                 )
         for will, client_id in wills_due:
             self.publish_will(will, client_id)
+        for client_id, node_id, owed in self.store.owed_elsewhere():
+            self._hand_over(client_id, node_id, owed)
         self.delayed.recover(await self.store.load_delayed())
         if sessions or retained:
             log.info(
@@ -338,9 +343,9 @@ class MqttBroker:
         node ended it): its connection here gets DISCONNECT 0x8E Session taken over (a
         will without delay is published, as in a takeover here), and this node's copy
         goes, a delayed will with it (the client reconnected before the delay, MQTT 5
-        §3.1.3.2.2). What it owed the client, queued or in flight without a PUBREL sent,
-        goes to the session's new node through the cluster link; an ended session's goes
-        with it."""
+        §3.1.3.2.2). What it owed the client, in flight (with its packet identifiers) and
+        queued, goes to the session's new node through the cluster link; an ended
+        session's goes with it."""
         session = self.sessions.get(client_id)
         if session is None or not session.persisted:
             return
@@ -349,22 +354,12 @@ class MqttBroker:
             log.info("client %r: session taken over by another node", client_id)
             self._detach(conn, session_continues=True)
             conn.disconnect(ReasonCode.SESSION_TAKEN_OVER)
-        owed = [entry.delivery for entry in session.inflight.values() if not entry.released]
-        owed += session.queue or ()
-        link = self.router.link
-        handed = 0
-        if node_id is not None and owed:
-            if link is not None:
-                link.hand_over(client_id, node_id, owed)
-                handed = len(owed)
-            else:
-                log.warning(
-                    "session %r moved to node %d: %d messages it was owed here are dropped "
-                    "(this broker has no cluster link)",
-                    client_id,
-                    node_id,
-                    len(owed),
-                )
+        owed: list[Owed] = [
+            (entry.delivery, packet_id, entry.released)
+            for packet_id, entry in session.inflight.items()
+        ]
+        owed += ((delivery, 0, False) for delivery in session.queue or ())
+        handed = self._hand_over(client_id, node_id, owed) if node_id is not None else 0
         for handle in (session.expiry_handle, session.will_handle):
             if handle is not None:
                 handle.cancel()
@@ -378,6 +373,26 @@ class MqttBroker:
         session.journal = None
         del self.sessions[client_id]
         self.store.session_moved(client_id, node_id, handed)
+
+    def _hand_over(self, client_id: str, node_id: int, owed: list[Owed]) -> int:
+        """Sends what this node owed ``client_id``'s session to node ``node_id``, which
+        holds it now; how many the link took. The store keeps its copy until none of
+        them waits in the link any more."""
+        link = self.router.link
+        if link is None:
+            if owed:
+                log.warning(
+                    "session %r moved to node %d: %d messages it was owed here are dropped "
+                    "(this broker has no cluster link)",
+                    client_id,
+                    node_id,
+                    len(owed),
+                )
+            self.store.handover_done(client_id)
+            return 0
+        return link.hand_over(
+            client_id, node_id, owed, functools.partial(self.store.handover_done, client_id)
+        )
 
     @staticmethod
     def _remaining_expiry(stored: StoredSession, now: float) -> float | None:
@@ -527,10 +542,14 @@ class MqttBroker:
         self._detach(conn, session_continues=session.persisted)
         conn.disconnect(ReasonCode.SESSION_TAKEN_OVER)
 
-    def handed_over(self, client_id: str, delivery: Delivery, from_node: int) -> None:
-        """A delivery node ``from_node`` owed ``client_id``'s persistent session, which
-        this node holds now: delivered as this node's own. Dropped, counted and logged
-        when the session is not here (it moved on, or ended)."""
+    def handed_over(self, handover: Handover, delivery: Delivery, from_node: int) -> None:
+        """A delivery node ``from_node`` owed the persistent session of
+        ``handover.client_id``, which this node holds now. One that was in flight goes in
+        flight here under the same packet identifier when it is free, and is resent (a
+        PUBREL for a released QoS 2 one) as after a reconnect (MQTT 5 §4.4); any other is
+        delivered as this node's own. Dropped, counted and logged when the session is not
+        here (it moved on, or ended)."""
+        client_id = handover.client_id
         session = self.sessions.get(client_id)
         if session is None or not session.persisted or session.moved_to is not None:
             self.stats["cluster_forward_dropped"] += 1
@@ -542,7 +561,26 @@ class MqttBroker:
                 client_id,
             )
             return
-        session.deliver(delivery)
+        packet_id = handover.packet_id
+        if not packet_id or packet_id in session.inflight:
+            session.deliver(delivery)
+            return
+        entry = session.inflight[packet_id] = Inflight(delivery)
+        entry.released = handover.released
+        if session.journal is not None:  # a restart resends it (or its PUBREL) with this id
+            session.journal.message_queued(session, delivery, packet_id)
+            if entry.released:
+                session.journal.message_released(session, delivery)
+        conn = session.connection
+        if conn is None:
+            return  # resent when the client comes back (Session.resume)
+        if entry.released:
+            conn.send_pubrel(packet_id)
+        elif len(session.inflight) <= conn.send_quota and not conn.paused:
+            conn.send_publish(delivery, packet_id, dup=True)
+        else:
+            entry.sent = False  # resent as the client frees its window (acknowledge)
+            session._unsent += 1
 
     def connection_gone(self, conn: MqttConnection) -> None:
         """The network connection closed (any reason): wills and session expiry."""

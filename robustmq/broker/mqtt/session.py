@@ -52,6 +52,12 @@ class Delivery(NamedTuple):
     shared: tuple[str, str] | None = None
 
 
+# What a session still owes its client, as it moves to another node of a cluster: a
+# delivery, the packet identifier it was sent with (0: never sent) and whether its PUBREL
+# went out.
+Owed = tuple[Delivery, int, bool]
+
+
 class Inflight:
     """An outgoing QoS 1/2 delivery awaiting PUBACK, or PUBREC then PUBCOMP."""
 
