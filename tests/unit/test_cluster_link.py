@@ -461,6 +461,15 @@ def _handover_frame(owed: list[Any], extra: list[Any]) -> tuple[bytes, list[int]
     return encode_frame(1, batch), taken
 
 
+def _new_node_holding(client_id: str) -> tuple[MqttBroker, Any]:
+    """Node 2's broker, holding ``client_id``'s persistent session (offline)."""
+    two = _broker()
+    session = two.new_session(client_id, None)
+    session.persisted = True
+    two.sessions[client_id] = session
+    return two, session
+
+
 class _Conn:
     """What a session's connection is asked for when a handover arrives."""
 
@@ -502,10 +511,7 @@ async def test_a_handover_reaches_the_session_on_its_new_node_and_nowhere_else()
     frame, taken = _handover_frame(owed, owed[:1])
     assert taken == [5, 1]
 
-    two = _broker()
-    session = two.new_session("mover", None)
-    session.persisted = True
-    two.sessions["mover"] = session
+    two, session = _new_node_holding("mover")
     held = Inflight(Delivery(Message("x", b"mine", 1, False), 1, False, ()))
     session.inflight[6] = held  # node 2 sent packet id 6 itself meanwhile
     await _link(two).receive(frame)
@@ -538,12 +544,10 @@ async def test_a_handover_to_a_connected_session_is_resent_at_once() -> None:
         (Delivery(Message("s/1", b"f3", 2, False, None, "pub"), 2, False, ()), 6, False),
     ]
     frame, _ = _handover_frame(owed, [])
-    two = _broker()
-    session = two.new_session("mover", None)
-    session.persisted = True
-    two.sessions["mover"] = session
+    two, session = _new_node_holding("mover")
     conn = _Conn()
     conn.send_quota = 2  # room for one more in flight after f1
+    conn.paused = True  # a client not reading gets its resends as after a reconnect
     session.connection = conn
     await _link(two).receive(frame)
     assert conn.sent == [("f1", 4, True), ("PUBREL", 5, False)]
@@ -587,3 +591,73 @@ async def test_a_handover_is_done_once_its_entries_are_answered_or_dropped(
         assert done[-1] == "full"
     finally:
         await full.stop()
+
+
+async def test_an_in_flight_handover_behind_a_queue_is_queued_as_new() -> None:
+    """While the session's queue holds something, an in-flight delivery handed over
+    takes no packet identifier of its own: journaled after the queued ones, a restart
+    would take a queued one that later got that identifier for acknowledged."""
+    owed = [(Delivery(Message("s/1", b"f1", 1, False, None, "pub"), 1, False, ()), 4, False)]
+    frame, _ = _handover_frame(owed, [])
+    two, session = _new_node_holding("mover")
+    session.deliver(Delivery(Message("x", b"waiting", 1, False), 1, False, ()))  # offline
+    await _link(two).receive(frame)
+    assert session.inflight == {}
+    assert [d.message.payload for d in session.queue or ()] == [b"waiting", b"f1"]
+
+
+async def test_a_handover_for_a_session_that_moved_on_follows_it() -> None:
+    """Node 2 does not hold the session any more (its client went back to node 1, or on
+    to node 3): the entries go to the node the group's record names."""
+    owed = [(Delivery(Message("s/1", b"f1", 2, False, None, "pub"), 2, False, (5,)), 4, True)]
+    frame, _ = _handover_frame(owed, [])
+    two = _broker()
+    two.store.session_node = lambda client_id: 3  # type: ignore[method-assign]
+    link = _link(
+        two,
+        addresses=lambda: {1: "127.0.0.1:1", 2: "127.0.0.1:2", 3: "127.0.0.1:3"},
+        channel=lambda address: _Channel(address, works=None),
+    )
+    try:
+        await link.receive(frame)
+        [(message, _, flags, _, handover)] = link._peer(3).queue
+    finally:
+        await link.stop()
+    assert (message.payload, flags) == (b"f1", SESSION)
+    assert handover == Handover("mover", (5,), 4, True)
+    assert two.stats["cluster_forward_dropped"] == 0
+
+
+class _SlowStore:
+    """A session store whose appends are under way until ``write`` is called."""
+
+    appending = True
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.waiting: list[Any] = []
+
+    def after_appends(self, callback: Any) -> None:
+        self.waiting.append(callback)
+
+    def write(self) -> None:
+        self.appending = False
+        for callback in self.waiting:
+            callback()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_a_handover_is_answered_only_once_the_new_node_stored_it() -> None:
+    owed = [(Delivery(Message("s/1", b"q1", 1, False, None, "pub"), 1, False, ()), 0, False)]
+    frame, _ = _handover_frame(owed, [])
+    two, session = _new_node_holding("mover")
+    store = _SlowStore(two.store)
+    two.store = store  # type: ignore[assignment]
+    answer = asyncio.create_task(_link(two).receive(frame))
+    await asyncio.sleep(0.05)
+    assert [d.message.payload for d in session.queue or ()] == [b"q1"]
+    assert not answer.done(), "answered before the handover was stored"
+    store.write()
+    await asyncio.wait_for(answer, 5)

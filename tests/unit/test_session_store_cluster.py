@@ -252,12 +252,13 @@ async def test_a_moved_session_leaves_nothing_here_and_is_counted(group, nodes):
     await one.load()
     _queued(one, "m", b"0", b"1", b"2")
     await _written(one)
+    done = one.handing_over("m")
     one.session_moved("m", 2, 3)
     await _written(one)
     engine = nodes[1].engine
     # Kept until node 2 has them: a crash meanwhile hands them over again at start.
     assert await engine.list_shards("mqtt/queue/") == ["mqtt/queue/m"]
-    one.handover_done("m")
+    done()
     await _written(one)
     assert await engine.list_shards("mqtt/queue/") == []
     assert await engine.get(b"mqtt/session/m") is None
@@ -293,7 +294,7 @@ async def test_a_session_taken_while_its_node_was_down_goes_at_load(group, nodes
     assert [s.client_id for s in sessions] == ["kept"]
     assert (again.moved_away, again.handed_over) == (1, 4)
     assert "moved to node 2 while this node was down: 4 messages" in caplog.text
-    [(client_id, node_id, owed)] = again.owed_elsewhere()
+    [(client_id, node_id, owed, done)] = again.owed_elsewhere()
     assert (client_id, node_id) == ("away", 2)
     assert [(d.message.payload, packet_id) for d, packet_id, _ in owed] == [
         (b"0", 0),
@@ -306,7 +307,7 @@ async def test_a_session_taken_while_its_node_was_down_goes_at_load(group, nodes
     engine = nodes[1].engine
     assert await engine.get(b"mqtt/session/away") is None
     assert await engine.list_shards("mqtt/queue/") == ["mqtt/queue/away"], "kept until done"
-    again.handover_done("away")
+    done()
     await _written(again)
     assert await engine.list_shards("mqtt/queue/") == []
 
@@ -425,20 +426,29 @@ async def test_a_session_that_expired_while_its_node_was_down_is_removed(group, 
 
 async def test_a_session_back_before_its_handover_ended_starts_a_new_queue(group, nodes):
     """A session moved away (its queue kept while the handover is under way) and its
-    client came straight back: the old entries go before the new ones are written, and
-    the late end of the handover leaves the new queue alone."""
+    client came straight back: the old entries go before the new ones are written, the
+    late end of that handover leaves the new queue alone, and so does it after the
+    session moved away again (only the later handover's end drops the queue)."""
     one = await nodes[1].start()
     await one.load()
     _queued(one, "bouncer", b"old0", b"old1", b"old2")
     await _written(one)
+    first = one.handing_over("bouncer")
     one.session_moved("bouncer", 2, 3)
     _queued(one, "bouncer", b"new")
     await _written(one)
-    one.handover_done("bouncer")  # the link finished with the old entries
+    second = one.handing_over("bouncer")
+    group.append(encode_command("session.set", client_id="bouncer", expiry_interval=60, node_id=3))
+    one.session_moved("bouncer", 3, 1)
+    first()  # the link finished with the old entries
     await _written(one)
+    engine = nodes[1].engine
+    assert await engine.list_shards("mqtt/queue/") == ["mqtt/queue/bouncer"]
     await nodes[1].stop()
 
     again = await nodes[1].start()
-    sessions, _ = await again.load()
-    [stored] = [s for s in sessions if s.client_id == "bouncer"]
-    assert [d.message.payload for d in stored.queued] == [b"new"]
+    await again.load()
+    [(client_id, node_id, owed, _)] = again.owed_elsewhere()
+    assert (client_id, node_id) == ("bouncer", 3)
+    assert [d.message.payload for d, _, _ in owed] == [b"new"]
+    second()  # from the run before: nothing to do any more

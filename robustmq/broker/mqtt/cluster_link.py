@@ -42,14 +42,16 @@ client connected there), what this node still owed the client goes to that node
 as entries with the ``SESSION`` flag, each naming the client and carrying its delivery's
 QoS, retain flag, subscription identifiers and shared group, and for one in flight the
 packet identifier it was sent with and whether its PUBREL went out. The new node puts
-those in flight under the same packet identifiers, when free there, and resends them
-(a PUBREL for a released QoS 2 one), as a broker does for a client that reconnects
-(MQTT 5 §4.4), so the client's own QoS 2 state carries over; the rest, and those whose
-identifier it has used meanwhile, it delivers as its own, after whatever it delivered
-meanwhile. ``done`` tells the old node when none of its entries waits any more (the
-frames answered, or the entries dropped), which keeps its stored copy until then. A
-message published during the move may reach the client twice: through the new node's
-own routes and in the handover.
+those in flight under the same packet identifiers, when it can (``handed_over``), and
+resends them (a PUBREL for a released QoS 2 one), as a broker does for a client that
+reconnects (MQTT 5 §4.4), so the client's own QoS 2 state carries over; the rest it
+delivers as its own, after whatever it delivered meanwhile. It answers such a frame
+only once what it made of them is stored, and ``done`` tells the old node when none of
+its entries waits any more (the frames answered, or the entries dropped), which keeps
+its stored copy until then. A node that does not hold the session (it moved on, or came
+back) passes the entries to the node the group's record names. A message published
+during the move may reach the client twice: through the new node's own routes and in
+the handover.
 
 **Expiry.** Messages wait in the queue as they are and are encoded when their frame is
 built: one whose Message Expiry Interval ran out meanwhile is dropped then. A node that does not answer holds
@@ -540,6 +542,7 @@ class ClusterLink:
                 await asyncio.wait_for(self._gate.open.wait(), broker.config.backpressure_timeout)
         router = self.router
         retained_at = self._retained_at
+        handovers = False
         # The time a frame spent on its way (a node stopped, a network stall) counts
         # against the messages' expiry, as their time in a queue would (§3.3.2.3.3).
         age = max(0.0, (time.time_ns() // 1_000_000 - sent) / 1000)
@@ -562,7 +565,9 @@ class ClusterLink:
                     delivery = Delivery(
                         message, message.qos, message.retain, handover.sub_ids, shared
                     )
-                    broker.handed_over(handover, delivery, from_node)
+                    handovers = True
+                    if not broker.handed_over(handover, delivery):
+                        self._pass_on(message, groups, handover, from_node)
                 elif flags & STORE_ONLY:
                     held = retained_at.get(message.topic)
                     if stamp is not None and (held is None or stamp > held):
@@ -575,6 +580,40 @@ class ClusterLink:
             broker.reading = False
             broker.flush_pending()
         self.stats["cluster_forwarded_in"] += len(entries)
+        if handovers and broker.store.appending:
+            # The answer lets the sender drop its stored copy: only once ours is written.
+            written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+            def stored() -> None:
+                if not written.done():
+                    written.set_result(None)
+
+            broker.store.after_appends(stored)
+            await written
+
+    def _pass_on(
+        self,
+        message: Message,
+        groups: frozenset[tuple[str, str]],
+        handover: Handover,
+        from_node: int,
+    ) -> None:
+        """A handed-over delivery for a session this node does not hold: to the node the
+        group's record names (the session moved on, or came back to the sender before
+        the handover arrived); dropped, counted and logged when there is none."""
+        node_id = self.broker.store.session_node(handover.client_id)
+        if node_id is None or node_id == self.node_id:
+            self.stats["cluster_forward_dropped"] += 1
+            failure_log.log(
+                logging.WARNING,
+                "a message node %d handed over for session %r is dropped: no node holds "
+                "the session",
+                from_node,
+                handover.client_id,
+            )
+            return
+        tags = tuple(f"{group}/{topic_filter}" for group, topic_filter in groups)
+        self._enqueue(self._peer(node_id), (message, tags, SESSION, None, handover))
 
     # ------------------------------------------------------------------ lifecycle
 

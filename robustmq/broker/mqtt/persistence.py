@@ -64,6 +64,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -221,20 +222,25 @@ class SessionStore(Protocol):
         subscriptions; that node hands its queue over once it sees the move), from the
         cache; None if there is none."""
 
+    def session_node(self, client_id: str) -> int | None:
+        """The node the group's record of ``client_id``'s persistent session names, from
+        the cache; None if there is none."""
+
+    def handing_over(self, client_id: str) -> Callable[[], None]:
+        """Starts a handover of what this node owed ``client_id``'s session: its stored
+        queue stays (a crash hands it over again at the next start) until the returned
+        callback says none of it waits any more, or the session is back here."""
+
     def session_moved(self, client_id: str, node_id: int | None, handed: int) -> None:
         """Node ``node_id`` took ``client_id``'s session (None: ended it): this node's copy
-        goes (the group's record stays); ``handed`` messages it owed the client are on
-        their way to that node, and its stored queue stays until ``handover_done``."""
+        goes (the group's record stays), but a stored queue ``handing_over`` keeps;
+        ``handed`` messages it owed the client are on their way to that node."""
 
-    def owed_elsewhere(self) -> list[tuple[str, int, list[Owed]]]:
+    def owed_elsewhere(self) -> list[tuple[str, int, list[Owed], Callable[[], None]]]:
         """Sessions that moved to another node while this node was down (found by
         ``load``): (client id, the node that holds the session, what this node still
-        owed the client, in order); each handed out once."""
-
-    def handover_done(self, client_id: str) -> None:
-        """What this node owed ``client_id``'s session (``session_moved`` with
-        ``handed``, or ``owed_elsewhere``) is on the session's node now, or was dropped:
-        the queue it kept for a crash goes."""
+        owed the client, in order, the ``handing_over`` callback); each handed out
+        once."""
 
     def journal(self) -> QueueJournal | None:
         """The journal of persistent sessions; None when their state is not kept."""
@@ -298,14 +304,17 @@ class NullStore:
     def session_elsewhere(self, client_id: str) -> StoredSession | None:
         return None
 
+    def session_node(self, client_id: str) -> int | None:
+        return None
+
+    def handing_over(self, client_id: str) -> Callable[[], None]:
+        return _nothing
+
     def session_moved(self, client_id: str, node_id: int | None, handed: int) -> None:
         pass
 
-    def owed_elsewhere(self) -> list[tuple[str, int, list[Owed]]]:
+    def owed_elsewhere(self) -> list[tuple[str, int, list[Owed], Callable[[], None]]]:
         return []
-
-    def handover_done(self, client_id: str) -> None:
-        pass
 
     def journal(self) -> QueueJournal | None:
         return None
@@ -356,6 +365,10 @@ class NullStore:
 
     async def close(self) -> None:
         pass
+
+
+def _nothing() -> None:
+    pass
 
 
 def _owed(stored: StoredSession) -> list[Owed]:
@@ -552,9 +565,10 @@ class MetaSessionStore:
         # node (``owed_elsewhere``: those of sessions that moved while this node was down).
         self.moved_away = 0
         self.handed_over = 0
-        self._owed_elsewhere: list[tuple[str, int, list[Owed]]] = []
-        # Sessions whose queue here stays until what it owed is on their new node.
-        self._handing: set[str] = set()
+        self._owed_elsewhere: list[tuple[str, int, list[Owed], Callable[[], None]]] = []
+        # Sessions whose queue here stays until what it owed is on their new node: the
+        # token of the latest handover.
+        self._handing: dict[str, object] = {}
         # Changes waiting for the writer, by what they change (a session, a retained
         # topic): changes to one key are written in order, different keys concurrently.
         self._pending: OrderedDict[str, list[bytes]] = OrderedDict()
@@ -632,9 +646,11 @@ class MetaSessionStore:
         if self.clustered:
             fields["claim"] = self._claims[client_id] = os.urandom(8).hex()
             self._local.add(client_id)
-            # Back before a handover of its old queue ended: what the session holds
-            # now is in memory, so the old queue goes before anything is appended.
-            self.handover_done(client_id)
+            # Back before a handover of its old queue ended: the old queue goes before
+            # anything is appended (what is still on its way comes back from the other
+            # node, which hands it to the node holding the session).
+            if self._handing.pop(client_id, None) is not None:
+                self._drop_queue(client_id)
         self._queue("s/" + client_id, _command("session.set", **fields))
         self.session_online(client_id, owner, True)
 
@@ -685,11 +701,7 @@ class MetaSessionStore:
         self._pending.pop("s/" + client_id, None)
         self._claims.pop(client_id, None)
         self._local.discard(client_id)
-        # What was handed over stays stored until the other node has it: a crash before
-        # then hands it over again at the next start.
-        self._drop_local(client_id, queue=not handed)
-        if handed:
-            self._handing.add(client_id)
+        self._drop_local(client_id, queue=client_id not in self._handing)
         self.moved_away += 1
         self.handed_over += handed
         if node_id is None:
@@ -702,9 +714,13 @@ class MetaSessionStore:
                 handed,
             )
 
-    def handover_done(self, client_id: str) -> None:
-        if client_id in self._handing:
-            self._handing.discard(client_id)
+    def handing_over(self, client_id: str) -> Callable[[], None]:
+        token = self._handing[client_id] = object()
+        return functools.partial(self._handed, client_id, token)
+
+    def _handed(self, client_id: str, token: object) -> None:
+        if self._handing.get(client_id) is token:  # not back here, nor handed over again
+            del self._handing[client_id]
             self._drop_queue(client_id)
 
     def _drop_local(self, client_id: str, queue: bool = True) -> None:
@@ -1160,11 +1176,11 @@ class MetaSessionStore:
                 self._end.pop(client_id, None)
                 owed = _owed(stranded)
                 self.moved_away += 1
-                if owed:  # the shard stays until they are there (``handover_done``)
+                if owed:  # the shard stays until they are there (``handing_over``)
                     self.handed_over += len(owed)
                     self._shards.add(shard)
-                    self._handing.add(client_id)
-                    self._owed_elsewhere.append((client_id, elsewhere[client_id], owed))
+                    done = self.handing_over(client_id)
+                    self._owed_elsewhere.append((client_id, elsewhere[client_id], owed, done))
                     log.info(
                         "session %r moved to node %d while this node was down: %d messages "
                         "it was owed here go there",
@@ -1197,7 +1213,7 @@ class MetaSessionStore:
             sessions = self._still_here(sessions)
         return sessions, retained
 
-    def owed_elsewhere(self) -> list[tuple[str, int, list[Owed]]]:
+    def owed_elsewhere(self) -> list[tuple[str, int, list[Owed], Callable[[], None]]]:
         owed, self._owed_elsewhere = self._owed_elsewhere, []
         return owed
 
@@ -1205,6 +1221,12 @@ class MetaSessionStore:
 
     def follow(self, moved: Callable[[str, int | None], None]) -> None:
         self._moved = moved
+
+    def session_node(self, client_id: str) -> int | None:
+        if self._cache is None:
+            return None
+        record = self._cache.tables["sessions"].get(client_id)
+        return None if record is None else cast(int, record["node_id"])
 
     def session_elsewhere(self, client_id: str) -> StoredSession | None:
         if self._cache is None or not self._loaded:

@@ -14,7 +14,6 @@ nodes take (docs/durability.md, "In a cluster").
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections import Counter, deque
@@ -26,7 +25,6 @@ from aiohttp import web
 from robustmq._core import lane, mqtt, trie
 from robustmq._core.mqtt_spec import ACK_RUN, ReasonCode
 from robustmq.broker.auth.enhanced import AuthMethods
-from robustmq.broker.auth.ratelog import RateLimitedLog
 from robustmq.broker.auth.security import Security
 from robustmq.broker.auth.users import UserStore
 from robustmq.broker.mqtt.connection import MqttConnection, Publisher
@@ -55,7 +53,6 @@ if TYPE_CHECKING:
     from robustmq.config import AuthConfig, MqttConfig
 
 log = logging.getLogger(__name__)
-handover_log = RateLimitedLog(log, burst=5, interval=30.0)
 
 # Will properties that travel with the will message (§3.1.3.2); will_delay_interval stays.
 _WILL_MESSAGE_PROPERTIES = frozenset(
@@ -272,8 +269,8 @@ class MqttBroker:
                 )
         for will, client_id in wills_due:
             self.publish_will(will, client_id)
-        for client_id, node_id, owed in self.store.owed_elsewhere():
-            self._hand_over(client_id, node_id, owed)
+        for client_id, node_id, owed, done in self.store.owed_elsewhere():
+            self._hand_over(client_id, node_id, owed, done)
         self.delayed.recover(await self.store.load_delayed())
         if sessions or retained:
             log.info(
@@ -359,7 +356,9 @@ class MqttBroker:
             for packet_id, entry in session.inflight.items()
         ]
         owed += ((delivery, 0, False) for delivery in session.queue or ())
-        handed = self._hand_over(client_id, node_id, owed) if node_id is not None else 0
+        handed = 0
+        if node_id is not None:
+            handed = self._hand_over(client_id, node_id, owed, self.store.handing_over(client_id))
         for handle in (session.expiry_handle, session.will_handle):
             if handle is not None:
                 handle.cancel()
@@ -374,10 +373,12 @@ class MqttBroker:
         del self.sessions[client_id]
         self.store.session_moved(client_id, node_id, handed)
 
-    def _hand_over(self, client_id: str, node_id: int, owed: list[Owed]) -> int:
+    def _hand_over(
+        self, client_id: str, node_id: int, owed: list[Owed], done: Callable[[], None]
+    ) -> int:
         """Sends what this node owed ``client_id``'s session to node ``node_id``, which
-        holds it now; how many the link took. The store keeps its copy until none of
-        them waits in the link any more."""
+        holds it now; how many the link took. ``done`` (the store's, which keeps its
+        copy until then) once none of them waits in the link any more."""
         link = self.router.link
         if link is None:
             if owed:
@@ -388,11 +389,9 @@ class MqttBroker:
                     node_id,
                     len(owed),
                 )
-            self.store.handover_done(client_id)
+            done()
             return 0
-        return link.hand_over(
-            client_id, node_id, owed, functools.partial(self.store.handover_done, client_id)
-        )
+        return link.hand_over(client_id, node_id, owed, done)
 
     @staticmethod
     def _remaining_expiry(stored: StoredSession, now: float) -> float | None:
@@ -542,29 +541,21 @@ class MqttBroker:
         self._detach(conn, session_continues=session.persisted)
         conn.disconnect(ReasonCode.SESSION_TAKEN_OVER)
 
-    def handed_over(self, handover: Handover, delivery: Delivery, from_node: int) -> None:
-        """A delivery node ``from_node`` owed the persistent session of
-        ``handover.client_id``, which this node holds now. One that was in flight goes in
-        flight here under the same packet identifier when it is free, and is resent (a
-        PUBREL for a released QoS 2 one) as after a reconnect (MQTT 5 §4.4); any other is
-        delivered as this node's own. Dropped, counted and logged when the session is not
-        here (it moved on, or ended)."""
-        client_id = handover.client_id
-        session = self.sessions.get(client_id)
+    def handed_over(self, handover: Handover, delivery: Delivery) -> bool:
+        """A delivery another node owed the persistent session of ``handover.client_id``;
+        False when this node does not hold it (it moved on, or ended). One that was in
+        flight goes in flight here under the same packet identifier while nothing waits
+        in the session's queue and the identifier is free, and is resent (a PUBREL for a
+        released QoS 2 one) as after a reconnect (MQTT 5 §4.4); any other is delivered
+        as this node's own. (Journaled after queued deliveries, an in-flight one would
+        make a restart take a queued one that later got its identifier for acknowledged.)"""
+        session = self.sessions.get(handover.client_id)
         if session is None or not session.persisted or session.moved_to is not None:
-            self.stats["cluster_forward_dropped"] += 1
-            handover_log.log(
-                logging.WARNING,
-                "a message node %d handed over for session %r is dropped: the session is "
-                "not on this node",
-                from_node,
-                client_id,
-            )
-            return
+            return False
         packet_id = handover.packet_id
-        if not packet_id or packet_id in session.inflight:
+        if not packet_id or packet_id in session.inflight or session.queue:
             session.deliver(delivery)
-            return
+            return True
         entry = session.inflight[packet_id] = Inflight(delivery)
         entry.released = handover.released
         if session.journal is not None:  # a restart resends it (or its PUBREL) with this id
@@ -573,14 +564,15 @@ class MqttBroker:
                 session.journal.message_released(session, delivery)
         conn = session.connection
         if conn is None:
-            return  # resent when the client comes back (Session.resume)
+            return True  # resent when the client comes back (Session.resume)
         if entry.released:
             conn.send_pubrel(packet_id)
-        elif len(session.inflight) <= conn.send_quota and not conn.paused:
+        elif len(session.inflight) <= conn.send_quota:
             conn.send_publish(delivery, packet_id, dup=True)
         else:
             entry.sent = False  # resent as the client frees its window (acknowledge)
             session._unsent += 1
+        return True
 
     def connection_gone(self, conn: MqttConnection) -> None:
         """The network connection closed (any reason): wills and session expiry."""
