@@ -161,6 +161,11 @@ class ForwardFrameError(RobustMQError):
         self.at = at
 
 
+class ForwardNotReady(RobustMQError):
+    """A frame this node cannot take yet: it hands over sessions while this node is still
+    loading them. Refused whole; the sending node tries again."""
+
+
 # --- Storage engine (robustmq/storage) -------------------------------------------------
 # Named like etcd-io/raft's storage errors. No wire codes are registered here yet: the Kafka
 # layer maps them (ShardNotFound -> UNKNOWN_TOPIC_OR_PARTITION, OffsetOutOfRange ->

@@ -26,7 +26,7 @@ from typing import Any
 import grpc
 import orjson
 
-from robustmq.errors import ConfigError, ForwardFrameError, MetaError, RaftError
+from robustmq.errors import ConfigError, ForwardFrameError, ForwardNotReady, MetaError, RaftError
 from robustmq.meta.client import CHANNEL_OPTIONS
 from robustmq.meta.codec import decode_message, encode_message
 from robustmq.meta.host import HostConfig, MultiRaftHost, WatchEvent
@@ -324,6 +324,8 @@ class MetaServer:
             except ForwardFrameError as exc:
                 log.warning("a forwarded frame was refused: %s", exc)
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            except ForwardNotReady as exc:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
             yield b""
 
     async def start(self) -> None:

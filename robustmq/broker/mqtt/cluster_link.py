@@ -45,12 +45,14 @@ packet identifier it was sent with and whether its PUBREL went out. The new node
 those in flight under the same packet identifiers, when it can (``handed_over``), and
 resends them (a PUBREL for a released QoS 2 one), as a broker does for a client that
 reconnects (MQTT 5 §4.4), so the client's own QoS 2 state carries over; the rest it
-delivers as its own, after whatever it delivered meanwhile. It answers such a frame
-only once what it made of them is stored, and ``done`` tells the old node when none of
-its entries waits any more (the frames answered, or the entries dropped), which keeps
-its stored copy until then. A node that does not hold the session (it moved on, or came
-back) passes the entries to the node the group's record names. A message published
-during the move may reach the client twice: through the new node's own routes and in
+delivers as its own, after whatever it delivered meanwhile. ``done`` tells the old node
+when none of its entries waits any more (the frames answered, or the entries dropped),
+which keeps its stored copy until then. A node still loading its sessions refuses a
+frame with handovers (``ForwardNotReady``: the sender tries again); one that does not
+hold the session (it moved on, or came back) passes the entries to the node the
+group's record names. Not promised: a node answers before its journal has the entries,
+and passes them on from memory, so its crash right then loses them; a message published
+during the move may reach the client twice, through the new node's own routes and in
 the handover.
 
 **Expiry.** Messages wait in the queue as they are and are encoded when their frame is
@@ -93,7 +95,7 @@ from robustmq._core import mqtt, trie
 from robustmq.broker.auth.ratelog import RateLimitedLog
 from robustmq.broker.mqtt.message import Message
 from robustmq.broker.mqtt.session import Delivery, Owed
-from robustmq.errors import ForwardFrameError, MetaError, MqttError
+from robustmq.errors import ForwardFrameError, ForwardNotReady, MetaError, MqttError
 from robustmq.meta.client import MAX_MESSAGE_BYTES
 from robustmq.observability.counters import EXPIRED
 
@@ -534,6 +536,10 @@ class ClusterLink:
         it waits (at most ``mqtt.backpressure_timeout``)."""
         from_node, sent, entries = decode_frame(frame)
         broker = self.broker
+        if broker.loading is not None and any(entry[4] is not None for entry in entries):
+            raise ForwardNotReady(
+                f"node {self.node_id} is loading its sessions: handovers from node {from_node} wait"
+            )
         if not self._gate.open.is_set():
             # A subscriber here is behind: this frame waits (the sender's next one with
             # it), and is delivered once the gate opens or the wait is over. Waiting after
@@ -542,7 +548,6 @@ class ClusterLink:
                 await asyncio.wait_for(self._gate.open.wait(), broker.config.backpressure_timeout)
         router = self.router
         retained_at = self._retained_at
-        handovers = False
         # The time a frame spent on its way (a node stopped, a network stall) counts
         # against the messages' expiry, as their time in a queue would (§3.3.2.3.3).
         age = max(0.0, (time.time_ns() // 1_000_000 - sent) / 1000)
@@ -565,7 +570,6 @@ class ClusterLink:
                     delivery = Delivery(
                         message, message.qos, message.retain, handover.sub_ids, shared
                     )
-                    handovers = True
                     if not broker.handed_over(handover, delivery):
                         self._pass_on(message, groups, handover, from_node)
                 elif flags & STORE_ONLY:
@@ -580,16 +584,6 @@ class ClusterLink:
             broker.reading = False
             broker.flush_pending()
         self.stats["cluster_forwarded_in"] += len(entries)
-        if handovers and broker.store.appending:
-            # The answer lets the sender drop its stored copy: only once ours is written.
-            written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-            def stored() -> None:
-                if not written.done():
-                    written.set_result(None)
-
-            broker.store.after_appends(stored)
-            await written
 
     def _pass_on(
         self,

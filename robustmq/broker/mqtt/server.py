@@ -543,14 +543,15 @@ class MqttBroker:
 
     def handed_over(self, handover: Handover, delivery: Delivery) -> bool:
         """A delivery another node owed the persistent session of ``handover.client_id``;
-        False when this node does not hold it (it moved on, or ended). One that was in
+        False when this node does not hold it (it moved on, or ended; one taken over by
+        another node's connection is still held, and handed on with the rest). One that was in
         flight goes in flight here under the same packet identifier while nothing waits
         in the session's queue and the identifier is free, and is resent (a PUBREL for a
         released QoS 2 one) as after a reconnect (MQTT 5 §4.4); any other is delivered
         as this node's own. (Journaled after queued deliveries, an in-flight one would
         make a restart take a queued one that later got its identifier for acknowledged.)"""
         session = self.sessions.get(handover.client_id)
-        if session is None or not session.persisted or session.moved_to is not None:
+        if session is None or not session.persisted:
             return False
         packet_id = handover.packet_id
         if not packet_id or packet_id in session.inflight or session.queue:
