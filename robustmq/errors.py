@@ -163,7 +163,9 @@ class ForwardFrameError(RobustMQError):
 
 class ForwardNotReady(RobustMQError):
     """A frame this node cannot take yet: it hands over sessions while this node is still
-    loading them. Refused whole; the sending node tries again."""
+    loading them. Refused whole (gRPC UNAVAILABLE); the sending node tries again."""
+
+    retriable = True
 
 
 # --- Storage engine (robustmq/storage) -------------------------------------------------
