@@ -139,6 +139,18 @@ def _queued(store: MetaSessionStore, client_id: str, *payloads: bytes) -> Sessio
     return session
 
 
+async def _moved(
+    store: MetaSessionStore, client_id: str, node_id: int, *payloads: bytes
+) -> Callable[[], None]:
+    """``client_id``'s session, with a queue of ``payloads``, moved to ``node_id`` and
+    its queue handed over: the callback that ends the handover."""
+    _queued(store, client_id, *payloads)
+    await _written(store)
+    done = store.handing_over(client_id)
+    store.session_moved(client_id, node_id, len(payloads))
+    return done
+
+
 async def _written(store: MetaSessionStore) -> None:
     done = asyncio.Event()
     store.after_appends(done.set)
@@ -250,10 +262,7 @@ async def test_a_snapshot_in_the_stream_tells_of_the_sessions_that_moved(group, 
 async def test_a_moved_session_leaves_nothing_here_and_is_counted(group, nodes):
     one = await nodes[1].start()
     await one.load()
-    _queued(one, "m", b"0", b"1", b"2")
-    await _written(one)
-    done = one.handing_over("m")
-    one.session_moved("m", 2, 3)
+    done = await _moved(one, "m", 2, b"0", b"1", b"2")
     await _written(one)
     engine = nodes[1].engine
     # Kept until node 2 has them: a crash meanwhile hands them over again at start.
@@ -431,10 +440,7 @@ async def test_a_session_back_before_its_handover_ended_starts_a_new_queue(group
     session moved away again (only the later handover's end drops the queue)."""
     one = await nodes[1].start()
     await one.load()
-    _queued(one, "bouncer", b"old0", b"old1", b"old2")
-    await _written(one)
-    first = one.handing_over("bouncer")
-    one.session_moved("bouncer", 2, 3)
+    first = await _moved(one, "bouncer", 2, b"old0", b"old1", b"old2")
     _queued(one, "bouncer", b"new")
     await _written(one)
     second = one.handing_over("bouncer")
