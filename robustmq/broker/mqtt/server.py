@@ -544,35 +544,15 @@ class MqttBroker:
     def handed_over(self, handover: Handover, delivery: Delivery) -> bool:
         """A delivery another node owed the persistent session of ``handover.client_id``;
         False when this node does not hold it (it moved on, or ended; one taken over by
-        another node's connection is still held, and handed on with the rest). One that was in
-        flight goes in flight here under the same packet identifier while nothing waits
-        in the session's queue and the identifier is free, and is resent (a PUBREL for a
-        released QoS 2 one) as after a reconnect (MQTT 5 §4.4); any other is delivered
-        as this node's own. (Journaled after queued deliveries, an in-flight one would
-        make a restart take a queued one that later got its identifier for acknowledged.)"""
+        another node's connection is still held, and handed on with the rest). One that
+        was in flight goes in flight here under the same packet identifier when it can
+        (``Session.adopt``, MQTT 5 §4.4); any other is delivered as this node's own."""
         session = self.sessions.get(handover.client_id)
         if session is None or not session.persisted:
             return False
         packet_id = handover.packet_id
-        if not packet_id or packet_id in session.inflight or session.queue:
+        if not packet_id or not session.adopt(delivery, packet_id, handover.released):
             session.deliver(delivery)
-            return True
-        entry = session.inflight[packet_id] = Inflight(delivery)
-        entry.released = handover.released
-        if session.journal is not None:  # a restart resends it (or its PUBREL) with this id
-            session.journal.message_queued(session, delivery, packet_id)
-            if entry.released:
-                session.journal.message_released(session, delivery)
-        conn = session.connection
-        if conn is None:
-            return True  # resent when the client comes back (Session.resume)
-        if entry.released:
-            conn.send_pubrel(packet_id)
-        elif len(session.inflight) <= conn.send_quota:
-            conn.send_publish(delivery, packet_id, dup=True)
-        else:
-            entry.sent = False  # resent as the client frees its window (acknowledge)
-            session._unsent += 1
         return True
 
     def connection_gone(self, conn: MqttConnection) -> None:

@@ -264,13 +264,37 @@ class Session(SessionCore):
             return  # a new session, or one that owed the client nothing
         window = conn.send_quota  # MQTT 5 §4.9 applies to resent PUBLISHes too
         for packet_id, entry in list(self.inflight.items()):  # send_publish may discard
-            if entry.released:
-                conn.send_pubrel(packet_id)
-            elif window > 0:
-                entry.sent = True
-                conn.send_publish(entry.delivery, packet_id, dup=True)
-            else:
-                entry.sent = False
-                self._unsent += 1
+            self._resend(conn, packet_id, entry, window > 0)
             window -= 1
         self.drain()
+
+    def adopt(self, delivery: Delivery, packet_id: int, released: bool) -> bool:
+        """Takes ``delivery`` in flight under ``packet_id``, as another node of the cluster
+        sent it to the client (``released``: its PUBREL went out), and resends it as after
+        a reconnect; False, with nothing done, when the identifier is taken here or
+        something waits in the queue (journaled after queued deliveries, it would make a
+        restart take a queued one that later got its identifier for acknowledged)."""
+        if packet_id in self.inflight or self.queue:
+            return False
+        entry = self.inflight[packet_id] = Inflight(delivery)
+        entry.released = released
+        if self.journal is not None:  # a restart resends it (or its PUBREL) with this id
+            self.journal.message_queued(self, delivery, packet_id)
+            if released:
+                self.journal.message_released(self, delivery)
+        conn = self.connection
+        if conn is not None:  # else resent when the client comes back (resume)
+            self._resend(conn, packet_id, entry, len(self.inflight) <= conn.send_quota)
+        return True
+
+    def _resend(self, conn: MqttConnection, packet_id: int, entry: Inflight, room: bool) -> None:
+        """An in-flight entry again: its PUBREL, or the PUBLISH with DUP set while the
+        client's Receive Maximum has ``room``, else once it frees some (acknowledge)."""
+        if entry.released:
+            conn.send_pubrel(packet_id)
+        elif room:
+            entry.sent = True
+            conn.send_publish(entry.delivery, packet_id, dup=True)
+        else:
+            entry.sent = False
+            self._unsent += 1
